@@ -1,0 +1,145 @@
+"""A run is a directory of stages.
+
+    runs/<name>/
+      config.yaml     the full resolved config
+      manifest.json   stages done, their fingerprints, artifacts, timings
+      <stage>/        one folder per stage: checkpoints/, metrics.jsonl, log.txt, outputs
+
+A stage's fingerprint hashes its config section and its inputs' fingerprints. A
+stage whose fingerprint is unchanged and that finished is skipped, so rerunning a
+command resumes where it stopped; a stage that was interrupted is called again and
+training stages pick up their last checkpoint. A changed fingerprint clears the
+stage's folder, and every stage downstream of it reruns because its inputs changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from synth2.configtools import dump_yaml, to_dict
+from synth2.progress import console, is_rank_zero
+
+# Bump when a stage's outputs change meaning, so old runs recompute it.
+STAGE_VERSION = 1
+
+logger = logging.getLogger("synth2")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    fingerprint: str
+    directory: Path
+    artifacts: dict[str, Any]
+    skipped: bool = False
+
+    def __getitem__(self, key: str) -> Any:
+        return self.artifacts[key]
+
+
+def fingerprint(payload: Any) -> str:
+    text = json.dumps(to_dict(payload), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Run:
+    def __init__(self, root: str | Path, config: Any):
+        self.root = Path(root)
+        self.config = config
+        if is_rank_zero():
+            self.root.mkdir(parents=True, exist_ok=True)
+            dump_yaml(config, self.root / "config.yaml")
+
+    # manifest ----------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict:
+        if self.manifest_path.exists():
+            return json.loads(self.manifest_path.read_text())
+        return {"stages": {}}
+
+    def _write_manifest(self, manifest: dict) -> None:
+        if not is_rank_zero():
+            return
+        tmp = self.manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        os.replace(tmp, self.manifest_path)
+
+    def _update_stage(self, name: str, **fields: Any) -> None:
+        manifest = self.manifest()
+        manifest["stages"].setdefault(name, {}).update(fields)
+        self._write_manifest(manifest)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def done(self, name: str) -> StageResult | None:
+        entry = self.manifest()["stages"].get(name)
+        if entry and entry.get("status") == "done":
+            return StageResult(name, entry["fingerprint"], self.stage_dir(name), entry.get("artifacts", {}), True)
+        return None
+
+    # stages ------------------------------------------------------------------
+    def stage(
+        self,
+        name: str,
+        config: Any,
+        inputs: list[StageResult],
+        fn: Callable[[Path], dict[str, Any]],
+    ) -> StageResult:
+        """Run `fn(stage_dir) -> artifacts` unless an identical finished stage exists."""
+        fp = fingerprint(
+            {"stage": name, "version": STAGE_VERSION, "config": config, "inputs": {i.name: i.fingerprint for i in inputs}}
+        )
+        directory = self.stage_dir(name)
+        entry = self.manifest()["stages"].get(name)
+        if entry and entry.get("fingerprint") == fp and entry.get("status") == "done":
+            logger.info("stage %s: unchanged, skipped", name)
+            return StageResult(name, fp, directory, entry.get("artifacts", {}), skipped=True)
+        if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
+            logger.info("stage %s: config or inputs changed, recomputing", name)
+            shutil.rmtree(directory)
+        resumed = bool(entry and entry.get("fingerprint") == fp)
+        if is_rank_zero():
+            directory.mkdir(parents=True, exist_ok=True)
+        self._update_stage(name, fingerprint=fp, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        console.log(f"[bold]stage {name}[/bold]{' (resuming)' if resumed else ''}")
+        start = time.time()
+        with _stage_log(directory):
+            artifacts = fn(directory)
+        seconds = round(time.time() - start, 2)
+        self._update_stage(
+            name, status="done", seconds=seconds, artifacts=artifacts, finished=time.strftime("%Y-%m-%dT%H:%M:%S")
+        )
+        return StageResult(name, fp, directory, artifacts)
+
+
+class _stage_log:
+    """Mirror the synth2 logger into `<stage>/log.txt` while the stage runs."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.handler: logging.Handler | None = None
+
+    def __enter__(self):
+        if is_rank_zero():
+            self.handler = logging.FileHandler(self.directory / "log.txt")
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(self.handler)
+            logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handler is not None:
+            logger.removeHandler(self.handler)
+            self.handler.close()

@@ -1,0 +1,224 @@
+"""Annotators: turn a scene into a caption the way a particular person would.
+
+A *style* is a family of phrasings (COCO-like short captions, Flickr-like sentences,
+alt-text, LTIP-like, and the LLM's "This is an image of ..." paragraphs). An
+*annotator* is one person within a style: fixed synonym preferences, a habit of
+mentioning sizes, positions or the background, an object order, and a small chance
+of leaving an object out. Eval images get references from several independent
+annotators of one style.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synth2.world.scene import Obj, Scene
+from synth2.world.vocab import BACKGROUND_WORDS, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
+
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def with_article(phrase: str) -> str:
+    return f"{article(phrase)} {phrase}"
+
+
+def position_phrase(obj: Obj, grid: int) -> str:
+    def third(i: int) -> int:
+        return min(int(3 * (i + 0.5) / grid), 2)
+
+    r, c = third(obj.row), third(obj.col)
+    vertical = ["top", "middle", "bottom"][r]
+    horizontal = ["left", "middle", "right"][c]
+    if r == 1 and c == 1:
+        return "in the middle"
+    if r == 1:
+        return f"on the {horizontal}"
+    if c == 1:
+        return f"at the {vertical}"
+    return f"in the {vertical} {horizontal} corner"
+
+
+def relation(a: Obj, b: Obj) -> str:
+    """Where `a` is relative to `b`, along the axis that separates them most."""
+    dr, dc = a.row - b.row, a.col - b.col
+    if abs(dc) >= abs(dr):
+        return "to the left of" if dc < 0 else "to the right of"
+    return "above" if dr < 0 else "below"
+
+
+@dataclass
+class Annotator:
+    style: str
+    seed: int
+    grid: int = 3
+
+    def __post_init__(self):
+        rng = np.random.default_rng([self.seed, 101])
+        # Habits drawn once per person.
+        self.shape_word = {s: int(rng.integers(len(w))) if rng.random() < 0.35 else 0 for s, w in SHAPE_WORDS.items()}
+        self.colour_word = {c: int(rng.integers(len(w))) if rng.random() < 0.3 else 0 for c, w in COLOUR_WORDS.items()}
+        self.size_word = {s: int(rng.integers(len(w))) for s, w in SIZE_WORDS.items()}
+        self.bg_word = {b: int(rng.integers(len(w))) for b, w in BACKGROUND_WORDS.items()}
+        self.p_size = float(rng.uniform(0.3, 0.95))
+        self.p_position = float(rng.uniform(0.1, 0.6))
+        self.p_background = float(rng.uniform(0.1, 0.6))
+        self.p_relation = float(rng.uniform(0.3, 0.9))
+        self.p_omit = float(rng.uniform(0.0, 0.12))
+        self.shuffle_order = bool(rng.random() < 0.4)
+        self.template_bias = rng.dirichlet(np.ones(8) * 2.0)
+
+    # words ---------------------------------------------------------------
+    def shape(self, s: str) -> str:
+        words = SHAPE_WORDS[s]
+        return words[self.shape_word[s] % len(words)]
+
+    def colour(self, c: str) -> str:
+        words = COLOUR_WORDS[c]
+        return words[self.colour_word[c] % len(words)]
+
+    def size(self, s: str) -> str:
+        words = SIZE_WORDS[s]
+        return words[self.size_word[s] % len(words)]
+
+    def background(self, b: str) -> str:
+        words = BACKGROUND_WORDS[b]
+        return words[self.bg_word[b] % len(words)]
+
+    def noun(self, obj: Obj, rng: np.random.Generator, size: bool | None = None) -> str:
+        use_size = rng.random() < self.p_size if size is None else size
+        parts = ([self.size(obj.size)] if use_size else []) + [self.colour(obj.colour), self.shape(obj.shape)]
+        return " ".join(parts)
+
+    def pick(self, rng: np.random.Generator, n: int) -> int:
+        """One of n templates, by this annotator's preferences."""
+        cumulative = np.cumsum(self.template_bias[:n])
+        return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1])), n - 1)
+
+    def ordered(self, scene: Scene, rng: np.random.Generator, allow_omit: bool = True) -> list[Obj]:
+        objs = list(scene.objects)
+        if self.shuffle_order:
+            objs = [objs[i] for i in rng.permutation(len(objs))]
+        if allow_omit and len(objs) == 3 and rng.random() < self.p_omit:
+            objs.pop(int(rng.integers(3)))
+        return objs
+
+    def describe(self, scene: Scene, rng: np.random.Generator) -> str:
+        return STYLES[self.style](self, scene, rng)
+
+
+def join_list(items: list[str]) -> str:
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --- styles -------------------------------------------------------------------
+
+
+def coco_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    objs = a.ordered(scene, rng)
+    nps = [with_article(a.noun(o, rng)) for o in objs]
+    bg = f" on {with_article(a.background(scene.background))} background" if rng.random() < a.p_background else ""
+    if len(objs) == 1:
+        pos = f" {position_phrase(objs[0], a.grid)}" if rng.random() < a.p_position else ""
+        options = [f"{nps[0]}{pos}{bg}", f"there is {nps[0]}{pos}{bg}", f"{nps[0]} by itself{bg}", f"a picture of {nps[0]}{pos}"]
+    elif len(objs) == 2 and rng.random() < a.p_relation:
+        rel = relation(objs[0], objs[1])
+        options = [f"{nps[0]} {rel} {nps[1]}{bg}", f"there is {nps[0]} {rel} {nps[1]}", f"{nps[0]} sitting {rel} {nps[1]}"]
+    else:
+        count = NUMBER_WORDS[len(objs)]
+        options = [f"{join_list(nps)}{bg}", f"{count} shapes, {join_list(nps)}", f"there are {join_list(nps)}{bg}"]
+    return options[a.pick(rng, len(options))]
+
+
+def flickr_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    objs = a.ordered(scene, rng)
+    nps = [with_article(a.noun(o, rng)) for o in objs]
+    bg_word = a.background(scene.background)
+    n = len(objs)
+    shapes_word = "shape" if n == 1 else "shapes"
+    if n == 2 and rng.random() < a.p_relation:
+        rel = relation(objs[0], objs[1])
+        options = [
+            f"{nps[0].capitalize()} is placed {rel} {nps[1]} against {with_article(bg_word)} backdrop.",
+            f"The picture shows {nps[0]} {rel} {nps[1]}.",
+            f"Against {with_article(bg_word)} backdrop, {nps[0]} appears {rel} {nps[1]}.",
+        ]
+    else:
+        options = [
+            f"{NUMBER_WORDS[n].capitalize()} {shapes_word} on {with_article(bg_word)} backdrop: {join_list(nps)}.",
+            f"The picture shows {join_list(nps)}.",
+            f"Against {with_article(bg_word)} backdrop we see {join_list(nps)}.",
+        ]
+    return options[a.pick(rng, len(options))]
+
+
+def ltip_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    objs = a.ordered(scene, rng)
+    nps = [with_article(a.noun(o, rng, size=False)) for o in objs]
+    options = [f"image of {join_list(nps)}", f"{join_list(nps)} on {a.background(scene.background)}", f"illustration with {join_list(nps)}"]
+    return options[a.pick(rng, len(options))]
+
+
+def alt_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    objs = a.ordered(scene, rng)
+    words = [a.noun(o, rng) for o in objs]
+    bg = a.background(scene.background)
+    options = [
+        f"{', '.join(words)} | {bg} background",
+        f"stock graphic: {' and '.join(words)}",
+        f"{' + '.join(words)} icon on {bg}",
+    ]
+    return options[a.pick(rng, len(options))]
+
+
+LLM_FILLERS = [
+    "No other objects are visible in the scene.",
+    "The background is plain and uniform, without any texture.",
+    "The edges of every shape are sharp and clearly defined.",
+    "The shapes do not overlap or touch each other.",
+    "The image contains no text, people or animals.",
+    "The lighting is even across the whole frame.",
+]
+
+
+def llm_style(a: Annotator, scene: Scene, rng: np.random.Generator, min_words: int = 30, max_words: int = 40) -> str:
+    """A factual 30-40 word paragraph beginning "This is an image of", as the paper's prompt asks."""
+    objs = list(scene.objects)
+    if a.shuffle_order:
+        objs = [objs[i] for i in rng.permutation(len(objs))]
+    bg = a.background(scene.background)
+    nps = [with_article(a.noun(o, rng, size=True)) for o in objs]
+    sentences = [f"This is an image of {join_list(nps)} on {with_article(bg)} background."]
+    for o in objs:
+        sentences.append(f"The {a.shape(o.shape)} is {a.colour(o.colour)} and sits {position_phrase(o, a.grid)}.")
+    if len(objs) >= 2:
+        first, second = (f"{a.colour(o.colour)} {a.shape(o.shape)}" for o in objs[:2])
+        sentences.append(f"The {first} is {relation(objs[0], objs[1])} the {second}.")
+    fillers = [LLM_FILLERS[i] for i in rng.permutation(len(LLM_FILLERS))]
+    while sum(len(s.split()) for s in sentences) < min_words and fillers:
+        sentences.append(fillers.pop())
+    while sum(len(s.split()) for s in sentences) > max_words and len(sentences) > 1:
+        sentences.pop(-1)
+    return " ".join(sentences)
+
+
+STYLES = {
+    "coco": coco_style,
+    "flickr": flickr_style,
+    "ltip": ltip_style,
+    "alt": alt_style,
+    "llm": llm_style,
+}
+
+
+def annotators(style: str, count: int, seed: int, grid: int) -> list[Annotator]:
+    if style not in STYLES:
+        raise ValueError(f"unknown caption style {style!r}; known: {sorted(STYLES)}")
+    return [Annotator(style, seed * 1000 + i, grid) for i in range(count)]

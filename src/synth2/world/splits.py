@@ -1,0 +1,135 @@
+"""Build the embedded world's splits and write them as shards plus `world.json`.
+
+Splits (paper analogue in brackets):
+- `paired` [CCv2]: long-tailed shape classes, never shows the held-out (shape, colour)
+  combinations; one caption per image in `world.paired_style`.
+- text-only corpora, e.g. `ltip`, `webli` [LTIP, WebLI]: their own style and skew,
+  held-out combinations allowed; captions in `captions.jsonl`, and shards with the
+  true images so that "Gold" and "extra real pairs" can be run.
+- `eval_a`, `eval_b` [COCO, Flickr30k]: balanced over classes and combinations,
+  held-out ones included, `world.references` independent references per image in
+  the paired style (a) and another style (b).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth2.configtools import to_dict
+from synth2.data.corpus import write_captions
+from synth2.data.shards import Pair, ShardWriter
+from synth2.progress import progress_bar
+from synth2.world.annotate import annotators
+from synth2.world.render import Renderer
+from synth2.world.scene import Scene, WorldConfig, WorldSpec, sample_scene
+
+EVAL_SPLITS = ("eval_a", "eval_b")
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    name: str
+    size: int
+    style: str
+    references: int
+    shape_probs: np.ndarray | None
+    exclude_heldout: bool
+    stream: int  # seeds this split's random stream
+
+
+def plan_splits(spec: WorldSpec) -> list[SplitPlan]:
+    cfg = spec.cfg
+    plans = [SplitPlan("paired", cfg.paired, cfg.paired_style, 1, spec.zipf_probs(cfg.skew, 1), True, 1)]
+    for i, (name, corpus) in enumerate(sorted(cfg.text_only.items())):
+        if name in ("paired", *EVAL_SPLITS):
+            raise ValueError(f"world.text_only may not be named {name!r}")
+        plans.append(SplitPlan(name, corpus.size, corpus.style, 1, spec.zipf_probs(corpus.skew, 10 + i), False, 10 + i))
+    if len(cfg.eval_styles) != len(EVAL_SPLITS):
+        raise ValueError(f"world.eval_styles needs {len(EVAL_SPLITS)} styles, got {cfg.eval_styles}")
+    for i, (name, style) in enumerate(zip(EVAL_SPLITS, cfg.eval_styles)):
+        plans.append(SplitPlan(name, cfg.eval, style, cfg.references, None, False, 100 + i))
+    return plans
+
+
+def iter_split(spec: WorldSpec, plan: SplitPlan, seed: int):
+    """Yield (key, scene, captions) for one split, deterministically from the seed."""
+    rng = np.random.default_rng([seed, plan.stream])
+    people = annotators(plan.style, spec.cfg.annotators_per_style, seed * 7919 + plan.stream, spec.cfg.grid)
+    for i in range(plan.size):
+        scene = sample_scene(rng, spec, plan.shape_probs, plan.exclude_heldout)
+        if plan.references == 1:
+            chosen = [int(rng.integers(len(people)))]  # much cheaper than choice(replace=False)
+        else:
+            chosen = rng.permutation(len(people))[: plan.references].tolist()
+        captions = [people[j].describe(scene, rng) for j in chosen]
+        yield f"{plan.name}_{i:07d}", scene, captions
+
+
+def build_world(cfg: WorldConfig, seed: int, out: str | Path) -> dict:
+    """Write every split under `out/` and return (and write) the world.json summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = WorldSpec(cfg, seed)
+    renderer = Renderer(spec)
+    summary = {"seed": seed, "knobs": to_dict(cfg), "vocabulary": spec.to_json(), "splits": {}}
+    plans = plan_splits(spec)
+    total = sum(p.size for p in plans)
+    with progress_bar("world: render + write", total) as bar:
+        for plan in plans:
+            stats = SplitStats(spec)
+            text_records = []
+            with ShardWriter(out / plan.name, prefix=plan.name, shard_size=cfg.shard_size) as writer:
+                for key, scene, captions in iter_split(spec, plan, seed):
+                    heldout = any(c in spec.heldout for c in scene.combos())
+                    meta = {"scene": scene.to_json(), "heldout": heldout, "split": plan.name, "style": plan.style}
+                    if plan.references > 1:
+                        meta["references"] = captions
+                    writer.write(Pair(key, captions[0], image=renderer(scene), meta=meta))
+                    if plan.name != "paired" and plan.name not in EVAL_SPLITS:
+                        text_records.append({"key": key, "caption": captions[0], "scene": meta["scene"]})
+                    stats.add(scene, captions)
+                    bar.advance()
+            if text_records:
+                write_captions(out / plan.name / "captions.jsonl", text_records)
+            summary["splits"][plan.name] = {"style": plan.style, **stats.to_json()}
+    (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class SplitStats:
+    def __init__(self, spec: WorldSpec):
+        self.spec = spec
+        self.images = 0
+        self.objects = 0
+        self.shapes: Counter = Counter()
+        self.combos: Counter = Counter()
+        self.heldout_images = 0
+        self.words = 0
+        self.captions = 0
+
+    def add(self, scene: Scene, captions: list[str]) -> None:
+        self.images += 1
+        self.objects += len(scene.objects)
+        self.shapes.update(o.shape for o in scene.objects)
+        self.combos.update(scene.combos())
+        self.heldout_images += any(c in self.spec.heldout for c in scene.combos())
+        self.words += sum(len(c.split()) for c in captions)
+        self.captions += len(captions)
+
+    def to_json(self) -> dict:
+        total = max(sum(self.shapes.values()), 1)
+        shares = sorted((n / total for n in self.shapes.values()), reverse=True)
+        return {
+            "images": self.images,
+            "objects": self.objects,
+            "shape_counts": {s: self.shapes.get(s, 0) for s in self.spec.shapes},
+            "top3_class_share": round(sum(shares[:3]), 4),
+            "heldout_combination_objects": sum(self.combos[c] for c in self.spec.heldout),
+            "images_with_heldout_combination": self.heldout_images,
+            "mean_caption_words": round(self.words / max(self.captions, 1), 2),
+        }

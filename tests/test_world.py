@@ -1,0 +1,129 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from synth2.data.shards import read_pairs
+from synth2.world.annotate import annotators
+from synth2.world.llm import UnknownClass, WorldLLM
+from synth2.world.oracle import Oracle, object_accuracy
+from synth2.world.render import render
+from synth2.world.scene import WorldConfig, WorldSpec, sample_scene
+from synth2.world.splits import build_world
+from synth2.world.vocab import SHAPE_WORDS
+
+PAPER_PROMPT = (
+    "Make up a human-annotated description of an image that contains the following object: {}. "
+    "The caption should be around 30-40 words long. Describing the different components of the scene in an "
+    "objective and unbiased way. Do not add subjective judgments about the image, it should be as factual as "
+    'possible. Do not use fluffy, poetic language. Respond only with the caption itself, beginning with "This is an image of".'
+)
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 256])
+def test_oracle_parses_clean_renders(resolution):
+    spec = WorldSpec(WorldConfig(sizes=["small", "medium", "large"]), seed=3)
+    oracle = Oracle(spec, resolution)
+    rng = np.random.default_rng(resolution)
+    right = total = 0
+    for _ in range(2000):
+        scene = sample_scene(rng, spec)
+        a, b = object_accuracy(scene, oracle.parse(render(scene, resolution, spec.cfg.grid)))
+        right, total = right + a, total + b
+    assert right / total >= 0.995
+
+
+def test_render_is_deterministic_and_sized():
+    spec = WorldSpec(WorldConfig(), seed=0)
+    scene = sample_scene(np.random.default_rng(1), spec)
+    for res in (32, 64, 256):
+        a, b = render(scene, res, 3), render(scene, res, 3)
+        assert a.shape == (res, res, 3) and a.dtype == np.uint8
+        assert np.array_equal(a, b)
+
+
+def test_oracle_counts_a_wrong_colour_as_wrong():
+    spec = WorldSpec(WorldConfig(), seed=0)
+    scene = sample_scene(np.random.default_rng(2), spec)
+    parsed = Oracle(spec).parse(render(scene, 32, 3))
+    obj = scene.objects[0]
+    other = next(c for c in spec.colours if c != obj.colour)
+    wrong = type(scene)((type(obj)(obj.shape, other, obj.size, obj.row, obj.col),) + scene.objects[1:], scene.background)
+    right, total = object_accuracy(wrong, parsed)
+    assert right == len(scene.objects) - 1 and total == len(scene.objects) + 1
+
+
+def test_world_splits_show_skew_and_heldout(tiny_world):
+    out, summary, cfg = tiny_world
+    splits = summary["splits"]
+    assert set(splits) == {"paired", "ltip", "webli", "eval_a", "eval_b"}
+    assert splits["paired"]["heldout_combination_objects"] == 0
+    assert splits["eval_a"]["heldout_combination_objects"] > 0
+    assert splits["eval_b"]["heldout_combination_objects"] > 0
+    assert splits["paired"]["top3_class_share"] > splits["eval_a"]["top3_class_share"] + 0.15
+    world = json.loads((out / "world.json").read_text())
+    assert len(world["vocabulary"]["heldout_combinations"]) == len(cfg.world.shapes) * cfg.world.heldout_per_shape
+
+
+def test_paired_shards_never_contain_heldout_combinations(tiny_world):
+    out, summary, _ = tiny_world
+    heldout = {tuple(c) for c in json.loads((out / "world.json").read_text())["vocabulary"]["heldout_combinations"]}
+    for pair in read_pairs(out / "paired", decode_images=False):
+        assert not {(o["shape"], o["colour"]) for o in pair.meta["scene"]["objects"]} & heldout
+
+
+def test_eval_images_have_independent_references(tiny_world):
+    out, _, cfg = tiny_world
+    pairs = list(read_pairs(out / "eval_a", decode_images=False))
+    assert all(len(p.meta["references"]) == cfg.world.references for p in pairs)
+    distinct = np.mean([len(set(p.meta["references"])) for p in pairs])
+    assert distinct > 2.5  # several phrasings, not five copies
+
+
+def test_world_is_byte_identical_for_a_seed(tmp_path):
+    cfg = WorldConfig(paired=50, eval=10, text_only={})
+
+    def digest(path):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*.tar"))}
+
+    build_world(cfg, 7, tmp_path / "a")
+    build_world(cfg, 7, tmp_path / "b")
+    build_world(cfg, 8, tmp_path / "c")
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+
+
+def test_annotator_styles_differ():
+    spec = WorldSpec(WorldConfig(), seed=0)
+    scene = sample_scene(np.random.default_rng(4), spec)
+    rng = np.random.default_rng(0)
+    texts = {style: annotators(style, 1, 0, 3)[0].describe(scene, rng) for style in ("coco", "flickr", "ltip", "alt", "llm")}
+    assert len(set(texts.values())) == 5
+    assert texts["llm"].startswith("This is an image of")
+
+
+def test_world_llm_answers_the_class_based_prompt():
+    spec = WorldSpec(WorldConfig(), seed=0)
+    llm = WorldLLM(spec, noise=0.0)
+    for shape in spec.shapes:
+        caption = llm.complete(PAPER_PROMPT.format(shape), seed=1)
+        assert caption.startswith("This is an image of")
+        assert 30 <= len(caption.split()) <= 40, caption
+        assert any(word in caption for word in SHAPE_WORDS[shape])
+    assert llm.complete(PAPER_PROMPT.format("heart"), 1) == llm.complete(PAPER_PROMPT.format("heart"), 1)
+    assert llm.complete(PAPER_PROMPT.format("heart"), 1) != llm.complete(PAPER_PROMPT.format("heart"), 2)
+
+
+def test_world_llm_refuses_unknown_classes():
+    llm = WorldLLM(WorldSpec(WorldConfig(), seed=0))
+    with pytest.raises(UnknownClass, match="tabby cat"):
+        llm.complete(PAPER_PROMPT.format("tabby cat"), seed=0)
+
+
+def test_world_llm_noise_produces_rejectable_answers():
+    llm = WorldLLM(WorldSpec(WorldConfig(), seed=0), noise=0.5)
+    answers = [llm.complete(PAPER_PROMPT.format("star"), seed=s) for s in range(200)]
+    bad_prefix = sum(not a.startswith("This is an image of") for a in answers)
+    short = sum(len(a.split()) < 30 for a in answers)
+    assert 20 < bad_prefix < 80 and short > 20
