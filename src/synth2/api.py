@@ -41,3 +41,122 @@ def inspect(path: str | Path) -> dict:
     from synth2.data.inspect import inspect_path
 
     return inspect_path(path)
+
+
+def train(run: Run, model: str, arm: str = "baseline", seed: int | None = None):
+    """Train one model of the pipeline (its inputs first, finished stages skipped)."""
+    from synth2 import pipeline
+
+    stages = {"lm": pipeline.lm, "vq": pipeline.vq, "t2i": pipeline.t2i}
+    if model == "vlm":
+        return pipeline.vlm(run, arm, seed)
+    if model == "clip":
+        from synth2.curate.pipeline import clip
+
+        return clip(run)
+    if model not in stages:
+        raise ValueError(f"unknown model {model!r}: lm | vq | t2i | vlm | clip")
+    return stages[model](run)
+
+
+def encode(run: Run, shards: list, out: str | Path, png: bool = False) -> int:
+    """Token shards (same keys) for image shards, with the run's VQ; `png` also decodes them back."""
+    from synth2 import artifacts, pipeline
+    from synth2.data.quality import QualityReport
+
+    model = artifacts.load_vq(pipeline.vq(run)["path"])
+    report = QualityReport(source=str(shards), max_bad_fraction=run.config.data.max_bad_fraction)
+    count = pipeline.encode_shards(model, list(map(str, shards)), Path(out), report, run.config.world.resolution, png=png)
+    report.write(Path(out) / "encode_report.json")
+    return count
+
+
+def generate(run: Run, captions_file: str | Path, out: str | Path, pixels: bool = False, seed: int = 0) -> int:
+    """Captions (JSONL with "caption", or text lines) -> token shards, plus decoded PNGs with `pixels`."""
+    import numpy as np
+
+    from synth2 import pipeline
+    from synth2.data.corpus import read_captions
+    from synth2.data.shards import Pair, ShardWriter
+
+    pipeline.t2i(run)
+    gen = pipeline.token_generator(run)
+    captions = [r["caption"] for r in read_captions(captions_file)]
+    tokens, images = gen.generate(captions, seed=seed, pixels=pixels)
+    with ShardWriter(out, prefix="generated") as writer:
+        for i, caption in enumerate(captions):
+            writer.write(Pair(f"gen_{i:07d}", caption, image=None if images is None else images[i], tokens=tokens[i].astype(np.uint16), meta={"seed": seed}))
+    return len(captions)
+
+
+def caption(run: Run, images: list, arm: str = "baseline", seed: int | None = None) -> list[str]:
+    """Caption image files with an arm's trained VLM."""
+    import numpy as np
+    import torch
+
+    from synth2 import pipeline
+    from synth2.data.images import read_image_file, resize_center_crop
+    from synth2.models.decode import beam_search, decode_texts
+    from synth2.models.vq import to_model_pixels
+
+    cfg = run.config
+    model = pipeline.load_vlm(run, pipeline.vlm(run, arm, seed))
+    pixels = np.stack([resize_center_crop(read_image_file(p)[0], cfg.world.resolution) for p in images])
+    tokens = model.vq.encode(to_model_pixels(torch.from_numpy(pixels)))
+    return decode_texts(model, beam_search(model, tokens, cfg.vlm.eval_prompt, cfg.eval.beams, cfg.eval.max_new_tokens))
+
+
+def captions(out: str | Path, backend: str = "world", classes: str = "world", n: int = 1000, seed: int = 0, preset: str = "quick", overrides=()) -> dict:
+    """Synthetic captions from class-based prompts; see `synth2.captions.generate`."""
+    from synth2 import pipeline
+    from synth2.captions.classes import load_classes
+    from synth2.captions.generate import generate_captions
+    from synth2.world.scene import WorldSpec
+
+    cfg = apply_overrides(config_mod.preset(preset), [f"captions.backend={backend}", f"captions.classes={classes}", f"captions.n={n}", f"seed={seed}", *overrides])
+    spec = WorldSpec(cfg.world, seed)
+    return generate_captions(pipeline.make_caption_backend(cfg), load_classes(cfg.captions.classes, spec.shapes), cfg.captions, out, seed)
+
+
+def score(predictions: str | Path, references: str | Path) -> dict:
+    """pycocoevalcap CIDEr-D, BLEU-4, METEOR, ROUGE-L of a COCO results file against COCO captions references."""
+    from synth2.eval.captioning import score_files
+
+    return score_files(predictions, references)
+
+
+def reproduce(out: str | Path, preset: str | None = "quick", config_file=None, overrides=()) -> dict:
+    """The whole pipeline and the paper's experiments, then report.md/report.html/results.json in `out`."""
+    from synth2.experiments.reproduce import reproduce as run_reproduce
+
+    return run_reproduce(open_run(out, preset=preset, config_file=config_file, overrides=overrides))
+
+
+def diversity(corpora: list, run=None, lm=None, sentence_transformer=None, k: int = 0, json_out=None, plot=None, seed: int = 0) -> dict:
+    """Semantic diversity of caption corpora (see `synth2.eval.diversity`)."""
+    import json
+
+    from synth2.data.arrays import load_pairs
+    from synth2.data.corpus import read_captions
+    from synth2.eval.diversity import DiversityConfig, diversity as run_diversity, embed_with_lm, embed_with_sentence_transformer, plot_diversity
+    from synth2.models.lm import FrozenLM
+
+    texts = {}
+    for path in map(Path, corpora):
+        name = path.stem if path.is_file() else path.name
+        texts[name] = load_pairs(path, images=False).captions if path.is_dir() else [r["caption"] for r in read_captions(path)]
+    if sentence_transformer:
+        embed = lambda c: embed_with_sentence_transformer(sentence_transformer, c)  # noqa: E731
+    elif lm or run:
+        from synth2 import pipeline
+
+        frozen = FrozenLM.from_pretrained(lm) if lm else pipeline.load_frozen_lm(open_run(run))
+        embed = lambda c: embed_with_lm(frozen, c)  # noqa: E731
+    else:
+        raise ValueError("choose an embedder: --run RUN, --lm PATH or --sentence-transformer PATH")
+    result = run_diversity(texts, embed, DiversityConfig(k=k, seed=seed))
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+    if plot:
+        plot_diversity(result, plot)
+    return result

@@ -101,6 +101,144 @@ def data_inspect(
     out.print(table)
 
 
+# --- models -------------------------------------------------------------------------
+
+
+def _train(model: str, run: Path, preset, config, overrides, arm: str = "baseline", seed: Optional[int] = None):
+    result = api.train(_open(run, preset, config, overrides), model, arm=arm, seed=seed)
+    out.print_json(json.dumps({"stage": result.name, "skipped": result.skipped, **{k: v for k, v in result.artifacts.items() if not isinstance(v, (dict, list))}}))
+
+
+@train_app.command("lm")
+def train_lm(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
+    """Pre-train the embedded LM on the world's text (or register lm.path), then freeze it."""
+    _train("lm", run, preset, config, overrides)
+
+
+@train_app.command("vq")
+def train_vq(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
+    """Train the VQ-GAN image tokenizer on the paired images; report PSNR, SSIM, codebook usage, oracle accuracy."""
+    _train("vq", run, preset, config, overrides)
+
+
+@train_app.command("t2i")
+def train_t2i(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
+    """Train the MUSE-style text-to-image-token generator on the paired data."""
+    _train("t2i", run, preset, config, overrides)
+
+
+@train_app.command("vlm")
+def train_vlm(
+    run: Path = RunOpt,
+    arm: str = typer.Option("baseline", "--arm", help="baseline | synth2 | gold | genpair | real_extra | genpair_pixel"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    overrides: Optional[List[str]] = SetOpt,
+):
+    """Train the captioning VLM of one experiment arm; works under torchrun."""
+    _train("vlm", run, preset, config, overrides, arm=arm, seed=seed)
+
+
+@app.command()
+def encode(
+    shards: List[Path] = typer.Argument(..., help="Image shards (directories, globs or files)."),
+    run: Path = RunOpt,
+    out_dir: Path = typer.Option(..., "--out"),
+    png: bool = typer.Option(False, "--png", help="Also store the tokens decoded back to images."),
+):
+    """Token shards beside image shards, with the same keys."""
+    count = api.encode(_open(run, None, None, None), shards, out_dir, png=png)
+    out.print(f"encoded {count} images -> {out_dir}")
+
+
+@app.command()
+def generate(
+    run: Path = RunOpt,
+    captions_file: Path = typer.Option(..., "--captions", help="JSONL with a 'caption' field, or one caption per line."),
+    out_dir: Path = typer.Option(..., "--out"),
+    pixels: bool = typer.Option(False, "--pixels", help="Also decode the tokens to images."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Synthetic image tokens (and images) for captions with the run's generator."""
+    count = api.generate(_open(run, None, None, None), captions_file, out_dir, pixels=pixels, seed=seed)
+    out.print(f"generated {count} token grids -> {out_dir}")
+
+
+@app.command()
+def caption(
+    images: List[Path] = typer.Argument(..., help="Image files."),
+    run: Path = RunOpt,
+    arm: str = typer.Option("baseline", "--arm"),
+):
+    """Caption images with a trained VLM."""
+    for path, text in zip(images, api.caption(_open(run, None, None, None), images, arm=arm)):
+        print(f"{path}\t{text}")
+
+
+@app.command()
+def captions(
+    out_file: Path = typer.Option(..., "--out", help="Output JSONL."),
+    backend: str = typer.Option("world", "--backend", help="world | openai | hf"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1"),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (openai) or local model directory (hf)."),
+    classes: str = typer.Option("world", "--classes", help="world | imagenet21k | a txt/JSON class list"),
+    n: int = typer.Option(1000, "--n"),
+    seed: int = typer.Option(0, "--seed"),
+    overrides: Optional[List[str]] = SetOpt,
+):
+    """Synthetic captions from the paper's class-based prompt; cached, resumable, validated, deduplicated."""
+    extra = list(overrides or [])
+    if base_url:
+        extra.append(f"captions.base_url={base_url}")
+    if model:
+        extra.append(f"captions.model={model}")
+    report = api.captions(out_file, backend=backend, classes=classes, n=n, seed=seed, overrides=extra)
+    out.print_json(json.dumps({k: v for k, v in report.items() if k != "config"}))
+
+
+@app.command()
+def diversity(
+    corpora: List[Path] = typer.Argument(..., help="Caption corpora (JSONL or text), or shard directories."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Embed with this run's frozen LM."),
+    lm: Optional[Path] = typer.Option(None, "--lm", help="Embed with a local HF causal LM (mean-pooled hidden states)."),
+    sentence_transformer: Optional[Path] = typer.Option(None, "--sentence-transformer", help="Embed with a local sentence-transformers model."),
+    k: int = typer.Option(0, "--k", help="Clusters (0 = the elbow)."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+    plot: Optional[Path] = typer.Option(None, "--plot"),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Co-cluster caption corpora: elbow, concentration (top-3/5) and entropy per corpus (Table 8, Figure 5)."""
+    result = api.diversity(corpora, run=run, lm=lm, sentence_transformer=sentence_transformer, k=k, json_out=json_out, plot=plot, seed=seed)
+    table = Table(title=f"semantic diversity, k={result['k']} (elbow {result['elbow_k']})")
+    for column in ("corpus", "captions", "top-3", "top-5", "entropy (bits)"):
+        table.add_column(column)
+    for name, c in result["corpora"].items():
+        table.add_row(name, str(c["captions"]), f"{c['concentration_top3']:.1%}", f"{c['concentration_top5']:.1%}", f"{c['entropy']:.2f}")
+    out.print(table)
+
+
+@app.command()
+def score(
+    predictions: Path = typer.Option(..., "--predictions", help="COCO results format: [{image_id, caption}]"),
+    references: Path = typer.Option(..., "--references", help="COCO captions format"),
+):
+    """CIDEr (CIDEr-D), BLEU-4, METEOR, ROUGE-L with pycocoevalcap, over the whole set."""
+    print(json.dumps(api.score(predictions, references)))
+
+
+@app.command()
+def reproduce(
+    out_dir: Path = typer.Option(..., "--out", help="Run directory."),
+    preset: Optional[str] = typer.Option("quick", "--preset", help="tiny | quick | small | paper"),
+    config: Optional[Path] = ConfigOpt,
+    overrides: Optional[List[str]] = SetOpt,
+):
+    """The whole pipeline and the paper's experiments; writes report.md, report.html and results.json."""
+    results = api.reproduce(out_dir, preset=preset, config_file=config, overrides=overrides or [])
+    out.print_json(json.dumps(results["claims"]))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point; `main([...])` is callable from tests."""
     try:

@@ -7,6 +7,7 @@ Presets are small functions over `Config`:
 - `paper`: the paper's hyperparameters (256 px, 16x16 tokens, codebook 8192, ...), for GPUs.
 
 A YAML file or `--set a.b=c` overrides any field; unknown keys are errors that name the key.
+Each stage's section is the config dataclass that lives beside its code.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from synth2.configtools import apply_overrides, from_dict, load_yaml
+import yaml
+
+from synth2.captions.generate import CaptionsConfig
+from synth2.configtools import apply_overrides, from_dict, merge
+from synth2.eval.diversity import DiversityConfig
+from synth2.models.lm import EmbeddedLMConfig
+from synth2.models.vq import VQConfig
+from synth2.train.lm import LMStageConfig
+from synth2.train.loop import TrainConfig
+from synth2.train.t2i import T2IStageConfig
+from synth2.train.vlm import VLMStageConfig
+from synth2.train.vq import VQStageConfig
 from synth2.world.scene import WorldConfig
 
 
@@ -34,39 +46,148 @@ class DataConfig:
 
 
 @dataclass
+class SynthConfig:
+    """Synthetic image tokens for caption-only sources."""
+
+    # "cache": generate `variants` token grids per caption once, before VLM training;
+    # "on_the_fly": generate each batch's tokens while training (the paper's setting).
+    mode: str = "cache"
+    variants: int = 1
+    batch_size: int = 128
+
+
+@dataclass
+class EvalConfig:
+    max_images: int = 300  # per eval split
+    beams: int = 1
+    max_new_tokens: int = 40
+    curve_every: int = 300  # CIDEr during VLM training (Figure 6); 0 = off
+    curve_images: int = 150
+    generator_captions: int = 200  # eval captions the generator draws, for its oracle accuracy
+    # A TorchScript Inception-v3 feature extractor (e.g. clean-fid's inception-2015-12-05.pt):
+    # FID with Inception features beside the FD with synth2's own features.
+    inception_path: str = ""
+
+
+@dataclass
+class ExperimentsConfig:
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # Figure 6 runs Baseline and Synth² (+GenPair) on every seed; the other arms on seeds[0].
+    genpair_size: int = 0  # LLM captions used by GenPair (0 = all); real_extra uses as many real pairs
+    real_extra_corpus: str = "webli"
+    # Style tags: sources whose captions are in another style are trained after their own
+    # prompt, and evaluation decodes after the paired data's prompt ("" here).
+    source_prompts: bool = True
+
+
+@dataclass
 class Config:
     preset: str = "quick"
     seed: int = 0
+    device: str = "auto"
     world: WorldConfig = field(default_factory=WorldConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+    lm: LMStageConfig = field(default_factory=LMStageConfig)
+    vq: VQStageConfig = field(default_factory=VQStageConfig)
+    t2i: T2IStageConfig = field(default_factory=T2IStageConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    vlm: VLMStageConfig = field(default_factory=VLMStageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
 
 # --- presets --------------------------------------------------------------------
 
 
+def _cpu_vq() -> VQConfig:
+    """A VQ that trains in minutes on a CPU: patch stem, residual blocks at token resolution."""
+    return VQConfig(
+        channels=96,
+        channel_mult=[1],
+        patch_size=4,
+        num_res_blocks=1,
+        mid_blocks=0,
+        norm="none",
+        latent_dim=32,
+        codebook_size=1024,
+        codebook_dim=8,
+        cosine=True,
+    )
+
+
 def quick() -> Config:
-    return Config(preset="quick")
+    cfg = Config(preset="quick")
+    cfg.world.paired = 4000
+    cfg.world.eval = 300
+    for corpus in cfg.world.text_only.values():
+        corpus.size = 1000
+    cfg.captions.n = 1000
+    cfg.vq.model = _cpu_vq()
+    cfg.vq.train = TrainConfig(steps=1000, batch_size=64, lr=2e-3, warmup=50, checkpoint_every=250, log_every=25)
+    cfg.vq.l2_weight = 1.0
+    cfg.vq.disc_start = 1_000_000  # no adversarial phase in 3 minutes; `small` turns it on
+    cfg.vq.channels_last = False
+    cfg.t2i.model.width = 128
+    cfg.t2i.model.mlp = 512
+    cfg.t2i.train = TrainConfig(steps=1200, batch_size=64, lr=1e-3, warmup=100, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=300)
+    cfg.t2i.sampler.steps = 8
+    cfg.vlm.train = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup=50, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=300)
+    cfg.eval.curve_every = 150
+    return cfg
 
 
 def tiny() -> Config:
-    cfg = Config(preset="tiny")
+    cfg = quick()
+    cfg.preset = "tiny"
     cfg.world.paired = 400
     cfg.world.eval = 40
     for corpus in cfg.world.text_only.values():
         corpus.size = 200
+    cfg.captions.n = 100
+    cfg.lm.model = EmbeddedLMConfig(hidden=64, layers=2, heads=2, intermediate=128, vocab_size=512)
+    cfg.lm.train = TrainConfig(steps=30, batch_size=32, lr=3e-3, warmup=5, checkpoint_every=15, log_every=5)
+    cfg.vq.model.channels = 32
+    cfg.vq.model.codebook_size = 128
+    cfg.vq.train = TrainConfig(steps=30, batch_size=16, lr=2e-3, warmup=5, checkpoint_every=15, log_every=5)
+    cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 64, 128, 2
+    cfg.t2i.train = TrainConfig(steps=30, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=15, log_every=5)
+    cfg.t2i.sampler.steps = 4
+    cfg.t2i.eval_captions = 16
+    cfg.vlm.model.width, cfg.vlm.model.latents, cfg.vlm.model.perceiver_layers = 32, 4, 1
+    cfg.vlm.train = TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=10, log_every=5)
+    cfg.eval.max_images = 24
+    cfg.eval.curve_every = 10
+    cfg.eval.curve_images = 16
+    cfg.eval.generator_captions = 16
+    cfg.eval.max_new_tokens = 20
+    cfg.diversity.k_range = [2, 4, 6]
     return cfg
 
 
 def small() -> Config:
-    cfg = Config(preset="small")
+    cfg = quick()
+    cfg.preset = "small"
     cfg.world.paired = 12000
     cfg.world.eval = 500
     for corpus in cfg.world.text_only.values():
-        corpus.size = 6000
+        corpus.size = 4000
+    cfg.captions.n = 4000
+    cfg.vq.train.steps = 4000
+    cfg.vq.disc_start = 3000
+    cfg.t2i.train.steps = 6000
+    cfg.t2i.sampler.steps = 12
+    cfg.vlm.train.steps = 2000
+    cfg.eval.max_images = 500
+    cfg.eval.curve_every = 250
+    cfg.eval.curve_images = 250
+    cfg.experiments.seeds = [0, 1, 2]
     return cfg
 
 
 def paper() -> Config:
+    """The paper's hyperparameters (Synth² section 4.1.2 and appendix A.1), for GPUs."""
     cfg = Config(preset="paper")
     cfg.world.resolution = 256
     cfg.world.sizes = ["small", "medium", "large"]
@@ -74,6 +195,24 @@ def paper() -> Config:
     cfg.world.eval = 5000
     for corpus in cfg.world.text_only.values():
         corpus.size = 200_000
+    cfg.captions.n = 100_000
+    cfg.lm.model = EmbeddedLMConfig(hidden=1024, layers=24, heads=16, intermediate=4096, vocab_size=32000, max_length=128)
+    # VQ-GAN (Table 6): base 128, 2 residual blocks per level, 256 px -> 16x16, codebook 8192
+    cfg.vq.model = VQConfig(channels=128, channel_mult=[1, 1, 2, 2, 4], num_res_blocks=2, latent_dim=256, codebook_size=8192, codebook_dim=32)
+    cfg.vq.train = TrainConfig(steps=500_000, batch_size=256, lr=1e-4, warmup=10_000, betas=[0.9, 0.99], precision="bf16", checkpoint_every=5000, log_every=100)
+    cfg.vq.perceptual_weight, cfg.vq.adversarial_weight, cfg.vq.disc_start = 0.05, 0.01, 20_000
+    # generator (A.1.3): 12 layers, 12 heads, width 768, MLP 3072, dropout 0.1, text length 64
+    cfg.t2i.model.width, cfg.t2i.model.layers, cfg.t2i.model.heads, cfg.t2i.model.mlp = 768, 12, 12, 3072
+    cfg.t2i.sampler.steps, cfg.t2i.sampler.guidance, cfg.t2i.sampler.choice_temperature = 24, 4.0, 32.5
+    cfg.t2i.train = TrainConfig(steps=500_000, batch_size=512, lr=1e-4, warmup=5000, weight_decay=1e-4, grad_clip=1.0, precision="bf16", checkpoint_every=5000, log_every=100)
+    cfg.lm.max_text_length = 64
+    # perceiver (Table 7): 6 layers, 16 heads, width 1024, 64 latents; AdamW 1e-4, 5k warmup
+    cfg.vlm.model.width, cfg.vlm.model.perceiver_layers, cfg.vlm.model.heads, cfg.vlm.model.latents = 1024, 6, 16, 64
+    cfg.vlm.train = TrainConfig(steps=500_000, batch_size=512, lr=1e-4, warmup=5000, weight_decay=1e-4, grad_clip=1.0, precision="bf16", checkpoint_every=5000, log_every=100)
+    cfg.synth.mode = "on_the_fly"
+    cfg.eval.max_images = 5000
+    cfg.eval.curve_every = 10_000
+    cfg.experiments.seeds = [0, 1, 2]
     return cfg
 
 
@@ -92,17 +231,22 @@ def resolve(
     overrides: list[str] | tuple[str, ...] = (),
     saved: str | Path | None = None,
 ) -> Config:
-    """Preset, else a config file, else a run's saved config.yaml, else `quick`; then overrides."""
+    """Base: the preset, else a run's saved config.yaml, else `quick`. A config file is
+    applied over the base (it may be partial), then the `key=value` overrides."""
     if preset_name:
         cfg = preset(preset_name)
-    elif config_file:
-        cfg = load_yaml(Config, config_file)
     elif saved and Path(saved).exists():
-        cfg = load_yaml(Config, saved)
+        cfg = from_dict(Config, yaml.safe_load(Path(saved).read_text()) or {})
     else:
         cfg = quick()
+    if config_file:
+        data = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{config_file}: expected a mapping at the top level")
+        if not preset_name and "preset" in data and not (saved and Path(saved).exists()):
+            cfg = preset(data["preset"])
+        try:
+            cfg = merge(cfg, data)
+        except ValueError as e:
+            raise ValueError(f"{config_file}: {e}") from None
     return apply_overrides(cfg, list(overrides))
-
-
-def from_mapping(data: dict) -> Config:
-    return from_dict(Config, data)

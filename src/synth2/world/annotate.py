@@ -57,6 +57,8 @@ class Annotator:
     style: str
     seed: int
     grid: int = 3
+    # False for a careful annotator who mentions every object (the generator's eval prompts)
+    omits: bool = True
 
     def __post_init__(self):
         rng = np.random.default_rng([self.seed, 101])
@@ -104,7 +106,7 @@ class Annotator:
         objs = list(scene.objects)
         if self.shuffle_order:
             objs = [objs[i] for i in rng.permutation(len(objs))]
-        if allow_omit and len(objs) == 3 and rng.random() < self.p_omit:
+        if allow_omit and self.omits and len(objs) == 3 and rng.random() < self.p_omit:
             objs.pop(int(rng.integers(3)))
         return objs
 

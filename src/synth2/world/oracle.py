@@ -3,14 +3,17 @@
 Analysis by synthesis: the background is the palette colour covering most pixels;
 in each grid cell the foreground colour is the palette colour nearest to the most
 saturated pixels, and the shape and size are the template whose coverage best
-explains the per-pixel blend between background and that colour. On clean renders
-this inverts `render` exactly; on generated or reconstructed images it returns the
-closest valid reading.
+explains the per-pixel blend between background and that colour. Coverage and
+templates are compared after the same Gaussian blur (sigma = resolution / 64 px):
+on clean renders this still inverts `render` exactly, and on reconstructed or
+generated images, which are never pixel-sharp, it reads shapes by their mass
+rather than their edges (a blurred ring is still closer to a ring than to a disc).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from synth2.world.render import template
 from synth2.world.scene import Obj, Scene, WorldSpec
@@ -29,6 +32,7 @@ class Oracle:
         self.grid = spec.cfg.grid
         self._backgrounds = np.array([BACKGROUNDS[b] for b in spec.backgrounds], dtype=np.float32)
         self._colours = np.array([COLOURS[c] for c in spec.colours], dtype=np.float32)
+        self.sigma = self.resolution / 64
         self._cells = [self._cell_candidates(r, c) for r in range(self.grid) for c in range(self.grid)]
 
     def _cell_candidates(self, row: int, col: int):
@@ -50,7 +54,7 @@ class Oracle:
                 ww = min(w - sx0, canvas.shape[1] - dx0)
                 canvas[dy0 : dy0 + hh, dx0 : dx0 + ww] = t.alpha[sy0 : sy0 + hh, sx0 : sx0 + ww]
                 labels.append((shape, size))
-                stack.append(canvas.reshape(-1))
+                stack.append(gaussian_filter(canvas, self.sigma).reshape(-1))
         stack = np.stack(stack)
         min_area = float(stack.sum(axis=1).min())
         return (row, col, y0, y1, x0, x1, labels, stack, min_area)
@@ -79,6 +83,7 @@ class Oracle:
             colour_index = int(np.argmin(np.linalg.norm(self._colours - colour_estimate, axis=1)))
             direction = self._colours[colour_index] - bg
             alpha = np.clip(patch @ direction / float(direction @ direction), 0.0, 1.0)
+            alpha = gaussian_filter(alpha.reshape(y1 - y0, x1 - x0), self.sigma).reshape(-1)
             errors = ((stack - alpha[None, :]) ** 2).sum(axis=1)
             shape, size = labels[int(np.argmin(errors))]
             objects.append(Obj(shape, self.spec.colours[colour_index], size, row, col))

@@ -24,7 +24,7 @@ from synth2.configtools import to_dict
 from synth2.data.corpus import write_captions
 from synth2.data.shards import Pair, ShardWriter
 from synth2.progress import progress_bar
-from synth2.world.annotate import annotators
+from synth2.world.annotate import Annotator, annotators
 from synth2.world.render import Renderer
 from synth2.world.scene import Scene, WorldConfig, WorldSpec, sample_scene
 
@@ -60,6 +60,7 @@ def iter_split(spec: WorldSpec, plan: SplitPlan, seed: int):
     """Yield (key, scene, captions) for one split, deterministically from the seed."""
     rng = np.random.default_rng([seed, plan.stream])
     people = annotators(plan.style, spec.cfg.annotators_per_style, seed * 7919 + plan.stream, spec.cfg.grid)
+    careful = Annotator(spec.cfg.paired_style, seed * 7919 + plan.stream + 555, spec.cfg.grid, omits=False)
     for i in range(plan.size):
         scene = sample_scene(rng, spec, plan.shape_probs, plan.exclude_heldout)
         if plan.references == 1:
@@ -67,6 +68,9 @@ def iter_split(spec: WorldSpec, plan: SplitPlan, seed: int):
         else:
             chosen = rng.permutation(len(people))[: plan.references].tolist()
         captions = [people[j].describe(scene, rng) for j in chosen]
+        if plan.references > 1:
+            # a caption naming every object, in the paired style: what the generator is tested on
+            captions.append(careful.describe(scene, rng))
         yield f"{plan.name}_{i:07d}", scene, captions
 
 
@@ -88,7 +92,9 @@ def build_world(cfg: WorldConfig, seed: int, out: str | Path) -> dict:
                     heldout = any(c in spec.heldout for c in scene.combos())
                     meta = {"scene": scene.to_json(), "heldout": heldout, "split": plan.name, "style": plan.style}
                     if plan.references > 1:
-                        meta["references"] = captions
+                        meta["references"] = captions[:-1]
+                        meta["complete_caption"] = captions[-1]
+                        captions = captions[:-1]
                     writer.write(Pair(key, captions[0], image=renderer(scene), meta=meta))
                     if plan.name != "paired" and plan.name not in EVAL_SPLITS:
                         text_records.append({"key": key, "caption": captions[0], "scene": meta["scene"]})

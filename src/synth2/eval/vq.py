@@ -1,0 +1,66 @@
+"""Tokenizer metrics on an eval split: PSNR, SSIM, codebook usage, perplexity, token stability,
+and on the embedded world the oracle accuracy of reconstructions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_msssim import ssim as ms_ssim
+
+from synth2.models.vq import to_model_pixels, to_uint8
+
+
+def psnr(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB on the 0..255 scale (capped at 100 for identical images)."""
+    mse = ((a_uint8.astype(np.float64) - b_uint8.astype(np.float64)) ** 2).reshape(len(a_uint8), -1).mean(axis=1)
+    return np.where(mse == 0, 100.0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)))
+
+
+def ssim(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
+    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) via pytorch-msssim."""
+    a = torch.from_numpy(a_uint8).permute(0, 3, 1, 2).float()
+    b = torch.from_numpy(b_uint8).permute(0, 3, 1, 2).float()
+    return ms_ssim(a, b, data_range=255.0, size_average=False).numpy()
+
+
+@torch.no_grad()
+def reconstruct(model, images_uint8: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids (N, h, w), reconstructions (N, H, W, 3) uint8)."""
+    ids, recon = [], []
+    for start in range(0, len(images_uint8), batch_size):
+        x = to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size]))
+        batch_ids = model.encode(x)
+        ids.append(batch_ids)
+        recon.append(to_uint8(model.decode(batch_ids)))
+    return torch.cat(ids).numpy(), torch.cat(recon).numpy()
+
+
+def codebook_stats(ids: np.ndarray, codebook_size: int) -> dict[str, float]:
+    counts = np.bincount(ids.reshape(-1), minlength=codebook_size)
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    return {"codebook_usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
+
+
+@torch.no_grad()
+def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch_size: int = 256) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    ids, recon = reconstruct(model, images_uint8, batch_size)
+    ids_again, _ = reconstruct(model, recon, batch_size)
+    metrics = {
+        "psnr": float(psnr(images_uint8, recon).mean()),
+        "ssim": float(ssim(images_uint8, recon).mean()),
+        **codebook_stats(ids, model.codebook_size),
+        "token_stability": float((ids == ids_again).mean()),
+    }
+    if oracle is not None and scenes is not None:
+        from synth2.world.oracle import object_accuracy
+
+        right = total = 0
+        for scene, image in zip(scenes, recon):
+            a, b = object_accuracy(scene, oracle.parse(image))
+            right, total = right + a, total + b
+        metrics["oracle_accuracy"] = right / max(total, 1)
+    model.train(was_training)
+    return metrics

@@ -1,0 +1,174 @@
+"""The frozen language model: one adapter over any Hugging Face causal LM.
+
+Real models (GPT-2, Llama, Qwen, Mistral, ...) load from a local directory; the
+embedded default is a small Llama built from a config with a BPE tokenizer trained
+by `tokenizers` on the world's text, and saved the same way, so one code path
+serves both. The adapter gives what the generator and the VLM need:
+
+- `tokenize(texts)`: ids and mask, with BOS prepended and (optionally) EOS appended;
+- `text_states(ids, mask)`: the last hidden states, for conditioning the generator;
+- `decoder_layers`, `hidden_size`: where the VLM's gated cross-attention attaches.
+
+Shape legend: B batch, L text length, D hidden width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>", "unk_token": "<|unk|>"}
+
+
+@dataclass
+class EmbeddedLMConfig:
+    architecture: Literal["llama", "gpt2"] = "llama"
+    vocab_size: int = 1024
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 384
+    max_length: int = 96
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (the stand-in for a pre-trained LM's tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def build_embedded_lm(cfg: EmbeddedLMConfig, tokenizer: PreTrainedTokenizerFast) -> nn.Module:
+    """A small causal LM built from a config (random weights), sized to the tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if cfg.architecture == "llama":
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden,
+            intermediate_size=cfg.intermediate,
+            num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads,
+            num_key_value_heads=cfg.heads,
+            max_position_embeddings=cfg.max_length,
+            tie_word_embeddings=True,
+            **ids,
+        )
+        return LlamaForCausalLM(config)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=cfg.hidden, n_layer=cfg.layers, n_head=cfg.heads, n_positions=cfg.max_length, **ids
+    )
+    return GPT2LMHeadModel(config)
+
+
+class FrozenLM(nn.Module):
+    def __init__(self, model: nn.Module, tokenizer, max_length: int = 64):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        if tokenizer.pad_token_id is None:
+            # GPT-2-style tokenizers have no pad token; padded positions are masked anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, max_length: int = 64, dtype: torch.dtype = torch.float32) -> "FrozenLM":
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return cls(model, tokenizer, max_length)
+
+    def train(self, mode: bool = True) -> "FrozenLM":
+        # frozen: stays in eval mode (no dropout) whatever its parent does
+        super().train(False)
+        return self
+
+    # structure -------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    @property
+    def decoder_layers(self) -> nn.ModuleList:
+        """The decoder blocks, found generically (model.layers, transformer.h, gpt_neox.layers, ...)."""
+        decoder = self.model.get_decoder()
+        n = self.model.config.num_hidden_layers
+        for module in decoder.children():
+            if isinstance(module, nn.ModuleList) and len(module) == n:
+                return module
+        raise ValueError(f"cannot find the decoder layer list of {type(self.model).__name__}")
+
+    @property
+    def bos_id(self) -> int:
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    # text --------------------------------------------------------------------
+    def token_ids(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens."""
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def tokenize(self, texts: list[str], add_eos: bool = False, max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids (B, L), mask (B, L)): BOS + text (+ EOS), right-padded, truncated to max_length."""
+        max_length = max_length or self.max_length
+        rows = []
+        for text in texts:
+            ids = [self.bos_id] + self.token_ids(text)
+            ids = ids[: max_length - int(add_eos)]
+            if add_eos:
+                ids.append(self.eos_id)
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        ids_BL = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask_BL = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids_BL[i, : len(row)] = torch.tensor(row)
+            mask_BL[i, : len(row)] = True
+        return ids_BL, mask_BL
+
+    @torch.no_grad()
+    def text_states(self, ids_BL: torch.Tensor, mask_BL: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden states (B, L, D) of the frozen LM."""
+        device = self.model.get_input_embeddings().weight.device
+        out = self.model(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device), output_hidden_states=True)
+        return out.hidden_states[-1].float()
+
+    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenize(texts)
+        return self.text_states(ids, mask), mask
+
+    def save(self, directory: str | Path) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)

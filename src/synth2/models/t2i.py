@@ -1,0 +1,136 @@
+"""MUSE-style text-to-image-token generator (Chang et al., 2023), and its MaskGIT sampler.
+
+A bidirectional transformer over the h*w VQ token ids (plus a [MASK] id), with
+learned 2-D positional embeddings, cross-attention to the frozen LM's text hidden
+states (padding masked), and an output head over the codebook. It is trained to
+predict masked tokens; the sampler decodes all tokens in T parallel steps.
+
+Shape legend: B batch, N = h*w image tokens, L text length, D width, K codebook size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class T2IConfig:
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp: int = 1024
+    dropout: float = 0.1
+
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when `context` is None, else cross-attention."""
+
+    def __init__(self, width: int, heads: int, context_width: int | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(context_width or width, 2 * width)
+        self.out = nn.Linear(width, width)
+        self.dropout = dropout
+
+    def forward(self, x_BND: torch.Tensor, context_BLC: torch.Tensor | None = None, mask_BL: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, D = x_BND.shape
+        source = x_BND if context_BLC is None else context_BLC
+        q = self.q(x_BND).view(B, N, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(source).view(B, source.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn_mask = None if mask_BL is None else mask_BL[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, N, D))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: T2IConfig, text_width: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width)
+        self.self_attn = Attention(cfg.width, cfg.heads, dropout=cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.width)
+        self.cross_attn = Attention(cfg.width, cfg.heads, context_width=text_width, dropout=cfg.dropout)
+        self.norm3 = nn.LayerNorm(cfg.width)
+        self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x_BND: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
+        x_BND = x_BND + self.drop(self.self_attn(self.norm1(x_BND)))
+        x_BND = x_BND + self.drop(self.cross_attn(self.norm2(x_BND), text_BLC, text_mask_BL))
+        return x_BND + self.drop(self.mlp(self.norm3(x_BND)))
+
+
+class T2IModel(nn.Module):
+    def __init__(self, cfg: T2IConfig, codebook_size: int, grid: tuple[int, int], text_width: int):
+        super().__init__()
+        self.cfg = cfg
+        self.codebook_size = codebook_size
+        self.mask_id = codebook_size  # the extra "dropped token"
+        self.grid = tuple(grid)
+        h, w = self.grid
+        self.token_embed = nn.Embedding(codebook_size + 1, cfg.width)
+        self.row_embed = nn.Parameter(torch.randn(h, 1, cfg.width) * 0.02)
+        self.col_embed = nn.Parameter(torch.randn(1, w, cfg.width) * 0.02)
+        self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, cfg.width))
+        self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.width)
+        self.head = nn.Linear(cfg.width, codebook_size)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
+        """Logits (B, N, K) for every position, given partially masked ids."""
+        pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
+        x = self.token_embed(ids_BN) + pos_ND
+        text = self.text_proj(text_BLC)
+        for block in self.blocks:
+            x = block(x, text, text_mask_BL)
+        return self.head(self.norm(x))
+
+
+def mask_ratio(r: torch.Tensor) -> torch.Tensor:
+    """MUSE's cosine schedule: the share of tokens masked at noise level r in [0, 1]."""
+    return torch.cos(math.pi / 2 * r)
+
+
+def random_mask(batch: int, num_tokens: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(B, N) bool: per example, ceil(cos(pi r / 2) * N) positions with r ~ U(0, 1), at least one."""
+    r = torch.rand(batch, generator=generator, device=device)
+    count = torch.ceil(mask_ratio(r) * num_tokens).clamp(min=1).long()
+    scores = torch.rand(batch, num_tokens, generator=generator, device=device)
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return ranks < count[:, None]
+
+
+def masked_prediction_loss(model: T2IModel, ids_BN: torch.Tensor, text_BLC, text_mask_BL, generator=None, label_smoothing: float = 0.0):
+    """Cross-entropy on the masked positions only; returns (loss, masked-token accuracy, masked share)."""
+    mask_BN = random_mask(ids_BN.shape[0], ids_BN.shape[1], generator, ids_BN.device)
+    inputs = ids_BN.masked_fill(mask_BN, model.mask_id)
+    logits = model(inputs, text_BLC, text_mask_BL)
+    loss = F.cross_entropy(logits[mask_BN].float(), ids_BN[mask_BN], label_smoothing=label_smoothing)
+    accuracy = (logits[mask_BN].argmax(-1) == ids_BN[mask_BN]).float().mean()
+    return loss, accuracy, mask_BN.float().mean()
+
+
+def drop_text(text_BLC, text_mask_BL, empty_LC, empty_mask_L, p_uncond: float, generator=None):
+    """Classifier-free guidance training: replace each caption by the empty caption with probability p.
+
+    (open-muse keeps the text with probability p, which is backwards.) Texts are padded
+    or trimmed to a common length first, so the swap is a per-example `where`.
+    """
+    B, L, C = text_BLC.shape
+    Le = empty_LC.shape[0]
+    width = max(L, Le)
+    text = F.pad(text_BLC, (0, 0, 0, width - L))
+    mask = F.pad(text_mask_BL, (0, width - L))
+    empty = F.pad(empty_LC, (0, 0, 0, width - Le)).expand(B, width, C)
+    empty_mask = F.pad(empty_mask_L, (0, width - Le)).expand(B, width)
+    drop_B = torch.rand(B, generator=generator, device=text.device) < p_uncond
+    return torch.where(drop_B[:, None, None], empty, text), torch.where(drop_B[:, None], empty_mask, mask), drop_B

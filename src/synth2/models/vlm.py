@@ -1,0 +1,185 @@
+"""Flamingo-style captioning VLM over VQ tokens (Synth² section 3.3).
+
+    token ids (B, h, w) --VQ codebook (frozen)--> soft embeddings (B, h, w, E)
+      --linear + 2-D positions--> media (B, N, W) --Perceiver Resampler--> latents (B, M, W)
+    frozen HF causal LM, with a gated cross-attention block (attention, then feed-forward,
+    each behind tanh(gate), gates initialised at 0) before every `xattn_every`-th decoder layer.
+
+The LM's weights are untouched: the blocks run from forward pre-hooks registered on
+its decoder layers, and the visual conditioning reaches them as an explicit keyword
+argument of each forward call (`xattn=`), never as state stored on a layer. With
+every gate at 0 the VLM is exactly the frozen LM.
+
+Shape legend: B batch, N media tokens, M latents, W perceiver width, T text length, D LM width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synth2.models.lm import FrozenLM
+
+
+@dataclass
+class VLMConfig:
+    width: int = 128
+    perceiver_layers: int = 2
+    latents: int = 16
+    heads: int = 4
+    ff_mult: int = 2
+    xattn_every: int = 1
+    xattn_heads: int = 4
+    dropout: float = 0.0
+
+
+def _ff(width: int, mult: int, out: int | None = None) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width * mult), nn.GELU(), nn.Linear(width * mult, out or width))
+
+
+class PerceiverLayer(nn.Module):
+    def __init__(self, width: int, heads: int, ff_mult: int):
+        super().__init__()
+        self.heads = heads
+        self.norm_media = nn.LayerNorm(width)
+        self.norm_latents = nn.LayerNorm(width)
+        self.q = nn.Linear(width, width, bias=False)
+        self.kv = nn.Linear(width, 2 * width, bias=False)
+        self.out = nn.Linear(width, width, bias=False)
+        self.ff = _ff(width, ff_mult)
+
+    def forward(self, media_BNW: torch.Tensor, latents_BMW: torch.Tensor) -> torch.Tensor:
+        B, M, W = latents_BMW.shape
+        media = self.norm_media(media_BNW)
+        latents = self.norm_latents(latents_BMW)
+        # keys and values: media concatenated with the latents (Flamingo's resampler)
+        source = torch.cat([media, latents], dim=1)
+        q = self.q(latents).view(B, M, self.heads, -1).transpose(1, 2)
+        k, v = self.kv(source).view(B, source.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, M, W)
+        latents_BMW = latents_BMW + self.out(attended)
+        return latents_BMW + self.ff(latents_BMW)
+
+
+class PerceiverResampler(nn.Module):
+    def __init__(self, cfg: VLMConfig):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(cfg.latents, cfg.width) * 0.02)
+        self.layers = nn.ModuleList(PerceiverLayer(cfg.width, cfg.heads, cfg.ff_mult) for _ in range(cfg.perceiver_layers))
+        self.norm = nn.LayerNorm(cfg.width)
+
+    def forward(self, media_BNW: torch.Tensor) -> torch.Tensor:
+        latents = self.latents.expand(media_BNW.shape[0], -1, -1)
+        for layer in self.layers:
+            latents = layer(media_BNW, latents)
+        return self.norm(latents)
+
+
+@dataclass
+class XAttnCondition:
+    """The visual input of one forward call, and the cross-attention keys/values computed from it
+    (once per image: decoding reuses them at every step)."""
+
+    latents_BMW: torch.Tensor
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def repeat_interleave(self, repeats: int) -> "XAttnCondition":
+        return XAttnCondition(self.latents_BMW.repeat_interleave(repeats, dim=0))
+
+
+class GatedCrossAttentionBlock(nn.Module):
+    def __init__(self, lm_width: int, visual_width: int, heads: int, ff_mult: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(lm_width)
+        self.q = nn.Linear(lm_width, lm_width, bias=False)
+        self.kv = nn.Linear(visual_width, 2 * lm_width, bias=False)
+        self.out = nn.Linear(lm_width, lm_width, bias=False)
+        self.attn_gate = nn.Parameter(torch.zeros(1))
+        self.ff = _ff(lm_width, ff_mult)
+        self.ff_gate = nn.Parameter(torch.zeros(1))
+
+    def keys_values(self, latents_BMW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, M, _ = latents_BMW.shape
+        k, v = self.kv(latents_BMW).view(B, M, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, hidden_BTD: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        B, T, D = hidden_BTD.shape
+        q = self.q(self.norm(hidden_BTD)).view(B, T, self.heads, -1).transpose(1, 2)
+        k, v = kv
+        attended = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype)).transpose(1, 2).reshape(B, T, D)
+        hidden_BTD = hidden_BTD + torch.tanh(self.attn_gate) * self.out(attended)
+        return hidden_BTD + torch.tanh(self.ff_gate) * self.ff(hidden_BTD)
+
+
+class VLM(nn.Module):
+    """Trainable parts (media projection, resampler, gated blocks) around a frozen LM and frozen VQ."""
+
+    def __init__(self, cfg: VLMConfig, lm: FrozenLM, vq: nn.Module, grid: tuple[int, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.lm = lm
+        self.vq = vq
+        self.vq.requires_grad_(False)
+        self.grid = tuple(grid)
+        h, w = self.grid
+        self.media_proj = nn.Linear(vq.embed_dim, cfg.width)
+        self.row_embed = nn.Parameter(torch.randn(h, 1, cfg.width) * 0.02)
+        self.col_embed = nn.Parameter(torch.randn(1, w, cfg.width) * 0.02)
+        self.resampler = PerceiverResampler(cfg)
+        layers = lm.decoder_layers
+        self.xattn_layers = [i for i in range(len(layers)) if i % cfg.xattn_every == 0]
+        self.xattn = nn.ModuleList(
+            GatedCrossAttentionBlock(lm.hidden_size, cfg.width, cfg.xattn_heads, cfg.ff_mult) for _ in self.xattn_layers
+        )
+        self._hooks = [layers[i].register_forward_pre_hook(self._make_hook(j), with_kwargs=True) for j, i in enumerate(self.xattn_layers)]
+
+    def _make_hook(self, block_index: int):
+        def hook(module, args, kwargs):
+            condition: XAttnCondition | None = kwargs.pop("xattn", None)
+            if condition is None:
+                return args, kwargs
+            block = self.xattn[block_index]
+            if block_index not in condition.kv:
+                condition.kv[block_index] = block.keys_values(condition.latents_BMW)
+            if args:
+                args = (block(args[0], condition.kv[block_index]),) + tuple(args[1:])
+            else:
+                kwargs["hidden_states"] = block(kwargs["hidden_states"], condition.kv[block_index])
+            return args, kwargs
+
+        return hook
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"media_proj": self.media_proj, "resampler": self.resampler, "xattn": self.xattn}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(("lm.", "vq."))}
+
+    def train(self, mode: bool = True) -> "VLM":
+        super().train(mode)
+        self.lm.train(False)
+        self.vq.train(False)
+        return self
+
+    def condition(self, tokens_Bhw: torch.Tensor) -> XAttnCondition:
+        """Visual latents from token ids; the VQ codebook lookup is frozen."""
+        with torch.no_grad():
+            soft = self.vq.embed(tokens_Bhw)  # (B, h, w, E)
+        media = self.media_proj(soft) + self.row_embed + self.col_embed
+        return XAttnCondition(self.resampler(media.flatten(1, 2)))
+
+    def forward(self, input_ids_BT, attention_mask_BT, tokens_Bhw=None, condition: XAttnCondition | None = None, **lm_kwargs):
+        if condition is None and tokens_Bhw is not None:
+            condition = self.condition(tokens_Bhw)
+        return self.lm.model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, xattn=condition, **lm_kwargs)
+
+
+def caption_loss(vlm: VLM, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw) -> torch.Tensor:
+    """Next-token cross-entropy on caption tokens only (labels are -100 elsewhere)."""
+    logits = vlm(input_ids_BT, attention_mask_BT, tokens_Bhw).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels_BT[:, 1:].flatten(), ignore_index=-100)

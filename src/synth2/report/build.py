@@ -1,0 +1,115 @@
+"""report.md and a self-contained report.html (tables, plots and sample grids inlined)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import shutil
+from pathlib import Path
+
+from synth2.report.plots import plot_figure6
+from synth2.run import Run
+
+
+def _fmt(value, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.1%}" if pct else f"{value:.3f}"
+    return str(value)
+
+
+def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, header, rows, note) for every table of the report."""
+    setting = f"preset `{results['preset']}`, seeds {results['seeds']}, {results['steps']['vlm']} VLM steps, {results['hardware']}"
+    t2, t3, t5 = results["table2"], results["table3"], results["table5"]
+    out = [
+        (
+            "Table 2: synthetic images for real captions (zero-shot CIDEr)",
+            ["arm", "training data", "CIDEr eval A (paired style)", "CIDEr eval B (other style)"],
+            [
+                ["Baseline", "paired", _fmt(t2["baseline"]["cider_a"]), _fmt(t2["baseline"]["cider_b"])],
+                ["Synth²", "paired + text-only captions with synthetic images", _fmt(t2["synth2"]["cider_a"]), _fmt(t2["synth2"]["cider_b"])],
+                ["Gold", "paired + the same captions with their true images", _fmt(t2["gold"]["cider_a"]), _fmt(t2["gold"]["cider_b"])],
+            ],
+            setting,
+        ),
+        (
+            "Tables 3 and 8: fully synthetic pairs vs extra real pairs",
+            ["arm", "added captions", "CIDEr eval A", "concentration top-3", "concentration top-5", "entropy (bits)"],
+            [
+                [name, corpus, _fmt(t3[key]["cider_a"]), _fmt(t3[key]["concentration_top3"], True), _fmt(t3[key]["concentration_top5"], True), _fmt(t3[key]["entropy"])]
+                for name, key, corpus in (("Baseline", "baseline", "(paired captions)"), ("+ GenPair", "genpair", "LLM captions + synthetic images"), ("+ extra real", "real_extra", "real pairs"))
+            ],
+            f"{setting}; concentration/entropy over k={results['diversity']['k']} co-clusters (elbow at {results['diversity']['elbow_k']})",
+        ),
+        (
+            "Table 5: embedding space vs pixel space",
+            ["Synth² (+GenPair) in", "training steps/s", "CIDEr eval A"],
+            [
+                ["image embeddings (tokens)", _fmt(t5["embedding"]["steps_per_s"]), _fmt(t5["embedding"]["cider_a"])],
+                ["pixels (decode + re-encode)", _fmt(t5["pixel"]["steps_per_s"]), _fmt(t5["pixel"]["cider_a"])],
+            ],
+            setting,
+        ),
+        (
+            "Image tokenizer and generator",
+            ["metric", "value"],
+            [[f"vq {k}", _fmt(v)] for k, v in results["vq"].items()] + [[f"generator {k}", _fmt(v)] for k, v in results["generator"].items()],
+            f"preset `{results['preset']}`: {results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; oracle = the world's parser",
+        ),
+    ]
+    c = results["claims"]
+    out.append(
+        (
+            "The paper's claims on this run",
+            ["claim", "target", "measured"],
+            [
+                ["GenPair improves CIDEr over Baseline", c["targets"]["genpair_gain_over_baseline"], _fmt(c["genpair_gain_over_baseline"], True)],
+                ["Synth² reaches Gold", c["targets"]["synth2_share_of_gold"], _fmt(c["synth2_share_of_gold"], True)],
+                ["Synth² reaches Baseline's final CIDEr early (share of steps)", c["targets"]["parity_fraction"], _fmt(c["parity_fraction"])],
+                ["embedding space faster than pixel space", c["targets"]["embedding_over_pixel_speed"], f"{c['embedding_over_pixel_speed']:.2f}x"],
+            ],
+            setting,
+        )
+    )
+    return out
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(run: Run, results: dict) -> tuple[Path, Path]:
+    directory = run.root / "report"
+    directory.mkdir(exist_ok=True)
+    figures = {"Figure 6: CIDEr against training steps": plot_figure6(results["figure6"], directory / "figure6.png")}
+    samples = run.stage_dir("t2i") / "samples.png"
+    if samples.exists():
+        figures["Figure 3: eval images (top) and the generator's images for the same captions (bottom)"] = Path(shutil.copy(samples, directory / "figure3.png"))
+    if (directory / "diversity.png").exists():
+        figures["Figure 5: semantic diversity (normalised cluster sizes per corpus; elbow of WCSS)"] = directory / "diversity.png"
+
+    md = [f"# synth2 report: preset `{results['preset']}`", "", f"Wall time {results['wall_seconds']} s on {results['hardware']}. "
+          "CIDEr is pycocoevalcap's CIDEr-D on its own scale (1.0 = 100 in papers).", ""]
+    for title, header, rows, note in tables(results):
+        md += [f"## {title}", "", _markdown_table(header, rows), "", f"*{note}*", ""]
+    for title, path in figures.items():
+        md += [f"## {title}", "", f"![{title}]({path.relative_to(run.root)})", ""]
+    md_path = run.root / "report.md"
+    md_path.write_text("\n".join(md))
+
+    body = [f"<h1>synth2 report: preset <code>{html.escape(results['preset'])}</code></h1>", f"<p>{html.escape(md[2])}</p>"]
+    for title, header, rows, note in tables(results):
+        body.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        body.append(f"</table><p class='note'>{html.escape(note)}</p>")
+    for title, path in figures.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        body.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{data}' alt='{html.escape(title)}'>")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px}img{max-width:100%}.note{color:#555;font-size:90%}"
+    html_path = run.root / "report.html"
+    html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>synth2 report</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+    return md_path, html_path

@@ -1,0 +1,217 @@
+"""The one training loop every model shares.
+
+A `Task` knows its model: which modules train, their optimizers, how to make the
+batch of a given step, and what one step does. The loop does the rest: seeding,
+warmup + cosine LR, bf16 autocast, gradient clipping, DDP through torchrun,
+progress with ETA, `metrics.jsonl`, NaN checks, periodic evaluation, and
+checkpoints with exact resume (modules, optimizers, schedulers, step, RNG; the data
+position is the step, since every task's batches are a function of the step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+import torch
+
+from synth2.progress import MetricsWriter, progress_bar
+from synth2.train import checkpoint
+from synth2.train.distributed import DistInfo, mean_across_ranks
+
+logger = logging.getLogger("synth2")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global, across all ranks
+    lr: float = 3e-4
+    warmup: int = 100
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 25
+    eval_every: int = 0  # 0: evaluate only at the end (if the task evaluates)
+
+    def lr_factor(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Task(Protocol):
+    modules: dict[str, torch.nn.Module]  # trained modules: checkpointed (and DDP-wrapped by the task)
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def batch(self, step: int) -> Any: ...
+
+    def step(self, batch: Any, step: int, ctx: "StepContext") -> dict[str, float]: ...
+
+
+class StepContext:
+    """What a task's step may use from the loop: autocast and the backward/clip/update sequence."""
+
+    def __init__(self, cfg: TrainConfig, dist: DistInfo):
+        self.cfg = cfg
+        self.dist = dist
+
+    def autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+        """backward, clip, step, zero_grad; returns the gradient norm before clipping."""
+        loss.backward()
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        else:
+            norm = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+
+def adamw(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (norms, biases and embeddings of size-1 rank are exempt)."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas))
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path | None
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    seconds: float
+
+
+def train(
+    task: Task,
+    cfg: TrainConfig,
+    directory: Path,
+    dist: DistInfo,
+    description: str,
+    evaluate: Callable[[int], dict[str, float]] | None = None,
+    config_to_save: Any = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Run `task` for cfg.steps steps in `directory`, resuming from its last checkpoint.
+
+    `stop_after` ends the run early at that step (after checkpointing), which is how
+    tests interrupt a run deterministically.
+    """
+    directory = Path(directory)
+    ckpt_dir = directory / "checkpoints"
+    metrics = MetricsWriter(directory / "metrics.jsonl")
+    schedulers = {
+        name: torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor) for name, opt in task.optimizers.items()
+    }
+    start = 0
+    resume_from = checkpoint.latest(ckpt_dir)
+    if resume_from is not None:
+        optim_state, state = checkpoint.load(resume_from, task.modules)
+        for name, opt in task.optimizers.items():
+            opt.load_state_dict(optim_state["optimizers"][name])
+            schedulers[name].load_state_dict(optim_state["schedulers"][name])
+        start = state["step"]
+        metrics.truncate_after(start)
+        logger.info("%s: resumed from %s", description, resume_from)
+    ctx = StepContext(cfg, dist)
+    last: dict[str, float] = {}
+    eval_metrics: dict[str, float] = {}
+    began = time.time()
+    window_start, window_steps = time.time(), 0
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+
+    def save(step: int) -> Path | None:
+        if not dist.is_main:
+            return None
+        optim_state = {
+            "optimizers": {n: o.state_dict() for n, o in task.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
+        }
+        return checkpoint.save(ckpt_dir, step, task.modules, optim_state, {"metrics": last}, config_to_save, cfg.keep_checkpoints)
+
+    saved: Path | None = resume_from
+    for module in task.modules.values():
+        module.train()
+    with progress_bar(description, cfg.steps, completed=start) as bar:
+        for step in range(start, end):
+            batch = task.batch(step)
+            last = task.step(batch, step, ctx)
+            for name, value in last.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{description}: {name} = {value} at step {step} ({directory})")
+            for scheduler in schedulers.values():
+                scheduler.step()
+            window_steps += 1
+            done = step + 1
+            if done % cfg.log_every == 0 or done == end:
+                elapsed = time.time() - window_start
+                logged = {k: mean_across_ranks(v, dist) for k, v in last.items()}
+                logged["lr"] = next(iter(task.optimizers.values())).param_groups[0]["lr"]
+                logged["steps_per_s"] = window_steps / max(elapsed, 1e-9)
+                metrics.write(done, **logged)
+                window_start, window_steps = time.time(), 0
+            if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+                eval_metrics = _evaluate(evaluate, done, task, metrics)
+            if done % cfg.checkpoint_every == 0 or done == end:
+                saved = save(done) or saved
+            bar.advance(1, **{k: v for k, v in list(last.items())[:3]})
+    if evaluate is not None and end == cfg.steps:
+        eval_metrics = _evaluate(evaluate, end, task, metrics)
+    return TrainResult(end, saved, last, eval_metrics, time.time() - began)
+
+
+def _evaluate(evaluate, step: int, task: Task, metrics: MetricsWriter) -> dict[str, float]:
+    for module in task.modules.values():
+        module.eval()
+    with torch.no_grad():
+        result = evaluate(step)
+    for module in task.modules.values():
+        module.train()
+    metrics.write(step, **{f"eval/{k}": v for k, v in result.items()})
+    return result
+
+
+def cycle_indices(num_items: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the batch at `step`: epoch-wise seeded permutations, so a resume needs only the step."""
+    if num_items == 0:
+        raise ValueError("cannot draw batches from an empty dataset")
+    start = step * batch_size
+    out = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_items)
+        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = min(batch_size - len(out), num_items - offset)
+        out.extend(perm[offset : offset + take].tolist())
+    return torch.tensor(out, dtype=torch.long)
+
+
+def rank_slice(indices: torch.Tensor, dist: DistInfo) -> torch.Tensor:
+    """This rank's share of a global batch (equal shares; the global batch must divide)."""
+    if not dist.enabled:
+        return indices
+    if len(indices) % dist.world_size:
+        raise ValueError(f"global batch {len(indices)} does not divide over {dist.world_size} ranks")
+    return indices[dist.rank :: dist.world_size]

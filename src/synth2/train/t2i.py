@@ -1,0 +1,65 @@
+"""Training the MUSE-style generator on the paired split only (the "controlled" generator).
+
+Per example: r ~ U(0, 1), ceil(cos(pi r / 2) * N) tokens masked (about 64% on average),
+cross-entropy on the masked positions, and the caption replaced by the empty caption
+with probability `p_uncond` for classifier-free guidance. Masks and text dropout come
+from a generator seeded by the step, so a resumed run draws exactly the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from synth2.models.lm import FrozenLM
+from synth2.models.sampler import SamplerConfig
+from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss
+from synth2.train.distributed import DistInfo, wrap
+from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
+
+
+@dataclass
+class T2IStageConfig:
+    model: T2IConfig = field(default_factory=T2IConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=0.01, betas=[0.9, 0.96])
+    )
+    p_uncond: float = 0.1
+    label_smoothing: float = 0.1
+    eval_captions: int = 200  # eval captions generated for the oracle metrics
+
+
+class T2ITask:
+    def __init__(self, cfg: T2IStageConfig, lm: FrozenLM, tokens: np.ndarray, captions: list[str], codebook_size: int, dist: DistInfo, seed: int):
+        torch.manual_seed(seed)
+        self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
+        self.tokens = torch.from_numpy(tokens.reshape(len(tokens), -1).astype(np.int64))
+        self.captions = captions
+        self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size).to(dist.device)
+        self.modules = {"t2i": self.model}
+        self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}
+        self.ddp = wrap(self.model, dist)
+        self.empty_states, self.empty_mask = empty_caption(lm)
+
+    def batch(self, step: int):
+        indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
+        text, mask = self.lm.encode_texts([self.captions[i] for i in indices.tolist()])
+        return self.tokens[indices].to(self.dist.device), text.to(self.dist.device), mask.to(self.dist.device)
+
+    def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
+        ids, text, mask = batch
+        generator = torch.Generator(device=ids.device).manual_seed(self.seed * 7_368_787 + step * (self.dist.rank + 1))
+        text, mask, dropped = drop_text(text, mask, self.empty_states, self.empty_mask, self.cfg.p_uncond, generator)
+        with ctx.autocast():
+            loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing)
+        grad_norm = ctx.update(loss, self.optimizers["t2i"])
+        return {"loss": float(loss), "masked_acc": float(accuracy), "masked_share": float(share), "grad_norm": grad_norm}
+
+
+def empty_caption(lm: FrozenLM) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty caption's text states (L, C) and mask (L,): the unconditional input."""
+    states, mask = lm.encode_texts([""])
+    return states[0], mask[0]
