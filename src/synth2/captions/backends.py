@@ -1,4 +1,4 @@
-"""Caption backends behind one interface: `complete_batch(prompts, seeds) -> answers`.
+"""Caption backends behind one interface: `complete_batch(prompts, seeds, on_answer) -> answers`.
 
 - `OpenAIBackend`: any OpenAI-compatible chat-completions server (vLLM, llama.cpp
   server, Ollama, OpenAI) through the official `openai` client; bounded concurrency,
@@ -9,6 +9,8 @@
 
 An answer is a string, or a `BackendError` when the item could not be answered (it
 is counted and can be asked again on the next run; nothing is cached for it).
+`on_answer(index, answer)` is called as each answer arrives, so callers can persist
+it before the rest of the batch is done.
 """
 
 from __future__ import annotations
@@ -18,15 +20,24 @@ import random
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 
 class BackendError(RuntimeError):
     pass
+
+
+AnswerCallback = Callable[[int, str], None]
+
+
+def _report(on_answer: AnswerCallback | None, index: int, answer: str | BackendError) -> None:
+    if on_answer is not None and not isinstance(answer, BackendError):
+        on_answer(index, answer)
 
 
 @dataclass
@@ -58,7 +69,7 @@ class WorldBackend:
         self.params = params or GenerationParams()
         self.stats = BackendStats()
 
-    def complete_batch(self, prompts: list[str], seeds: list[int]) -> list[str | BackendError]:
+    def complete_batch(self, prompts: list[str], seeds: list[int], on_answer: AnswerCallback | None = None) -> list[str | BackendError]:
         answers: list[str | BackendError] = []
         for prompt, seed in zip(prompts, seeds):
             self.stats.requests += 1
@@ -67,6 +78,7 @@ class WorldBackend:
             except ValueError as e:  # e.g. a class the world does not know
                 self.stats.count("failures", type(e).__name__)
                 answers.append(BackendError(str(e)))
+            _report(on_answer, len(answers) - 1, answers[-1])
         return answers
 
 
@@ -137,15 +149,21 @@ class OpenAIBackend:
                 time.sleep(min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + rng.random()))
         raise AssertionError("unreachable")
 
-    def complete_batch(self, prompts: list[str], seeds: list[int]) -> list[str | BackendError]:
+    def complete_batch(self, prompts: list[str], seeds: list[int], on_answer: AnswerCallback | None = None) -> list[str | BackendError]:
         def one(args):
             try:
                 return self.complete(*args)
             except BackendError as e:
                 return e
 
+        answers: list[str | BackendError] = [BackendError("not asked")] * len(prompts)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(one, zip(prompts, seeds)))
+            futures = {pool.submit(one, args): i for i, args in enumerate(zip(prompts, seeds))}
+            # report each answer as it lands, so a crash loses only the requests in flight
+            for future in as_completed(futures):
+                answers[futures[future]] = future.result()
+                _report(on_answer, futures[future], answers[futures[future]])
+        return answers
 
 
 class HFBackend:
@@ -172,7 +190,7 @@ class HFBackend:
         return prompt
 
     @torch.no_grad()
-    def complete_batch(self, prompts: list[str], seeds: list[int]) -> list[str | BackendError]:
+    def complete_batch(self, prompts: list[str], seeds: list[int], on_answer: AnswerCallback | None = None) -> list[str | BackendError]:
         answers: list[str | BackendError] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = [self._format(p) for p in prompts[start : start + self.batch_size]]
@@ -189,5 +207,7 @@ class HFBackend:
             )
             self.stats.requests += len(chunk)
             new = out[:, inputs["input_ids"].shape[1] :]
-            answers += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+            for text in self.tokenizer.batch_decode(new, skip_special_tokens=True):
+                answers.append(text.strip())
+                _report(on_answer, len(answers) - 1, answers[-1])
         return answers

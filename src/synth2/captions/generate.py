@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from synth2.captions.backends import BackendError
 from synth2.captions.prompts import PAPER_PROMPT, fill
 from synth2.progress import MetricsWriter, progress_bar
 
@@ -90,6 +89,8 @@ class AnswerCache:
                     except (json.JSONDecodeError, KeyError, TypeError):
                         continue
         self._file = open(path, "a", encoding="utf-8")
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            self._file.write("\n")  # end a torn line, so the next record starts clean
 
     def add(self, key: str, answer: str) -> None:
         self.answers[key] = answer
@@ -168,11 +169,11 @@ def generate_captions(backend, classes: list[str], cfg: CaptionsConfig, out: str
                 keys = [cache_key(backend.name, backend.model, p, params, s) for p, s in zip(prompts, seeds)]
                 missing = [j for j, k in enumerate(keys) if k not in cache.answers]
                 if missing:
-                    answers = backend.complete_batch([prompts[j] for j in missing], [seeds[j] for j in missing])
+                    # each answer is cached the moment it arrives: a kill loses only what is in flight
+                    backend.complete_batch(
+                        [prompts[j] for j in missing], [seeds[j] for j in missing], on_answer=lambda m, answer: cache.add(keys[missing[m]], answer)
+                    )
                     asked += len(missing)
-                    for j, answer in zip(missing, answers):
-                        if not isinstance(answer, BackendError):
-                            cache.add(keys[j], answer)
                 from_cache += len(chunk) - len(missing)
                 for i, key, s in zip(chunk, keys, seeds):
                     answer = cache.answers.get(key)
