@@ -179,7 +179,15 @@ class VLM(nn.Module):
         return self.lm.model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, xattn=condition, **lm_kwargs)
 
 
-def caption_loss(vlm: VLM, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw) -> torch.Tensor:
-    """Next-token cross-entropy on caption tokens only (labels are -100 elsewhere)."""
+def caption_loss(vlm: VLM, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw, normaliser: float | None = None) -> torch.Tensor:
+    """Next-token cross-entropy on caption tokens only (labels are -100 elsewhere).
+
+    The mean over this batch's caption tokens, or their sum / `normaliser` (data-parallel
+    training passes the global token count over the world size, so that averaging
+    gradients over ranks gives the single-process gradient even when ranks hold
+    different numbers of caption tokens).
+    """
     logits = vlm(input_ids_BT, attention_mask_BT, tokens_Bhw).logits
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels_BT[:, 1:].flatten(), ignore_index=-100)
+    reduction = "mean" if normaliser is None else "sum"
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels_BT[:, 1:].flatten(), ignore_index=-100, reduction=reduction)
+    return loss if normaliser is None else loss / normaliser

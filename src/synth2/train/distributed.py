@@ -67,3 +67,11 @@ def mean_across_ranks(value: float, info: DistInfo) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
     return float(tensor.item() / info.world_size)
+
+
+def sum_across_ranks(value: float, info: DistInfo) -> float:
+    if not info.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item())

@@ -22,7 +22,7 @@ import torch
 from synth2.models.vlm import VLM, VLMConfig, caption_loss
 from synth2.models.vq import to_model_pixels
 from synth2.synthesis import TokenGenerator
-from synth2.train.distributed import DistInfo, wrap
+from synth2.train.distributed import DistInfo, sum_across_ranks, wrap
 from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
 
 
@@ -132,9 +132,13 @@ class VLMTask:
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         input_ids, mask, labels, tokens = batch
+        normaliser = None
+        if self.dist.enabled:
+            caption_tokens = float((labels[:, 1:] != -100).sum())
+            normaliser = sum_across_ranks(caption_tokens, self.dist) / self.dist.world_size
         with ctx.autocast():
-            loss = self.ddp(input_ids, mask, labels, tokens)
-        return {"loss": float(loss), "grad_norm": ctx.update(loss, self.optimizers["vlm"])}
+            loss = self.ddp(input_ids, mask, labels, tokens, normaliser)
+        return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["vlm"])}
 
 
 class _Trainable(torch.nn.Module):
@@ -147,8 +151,8 @@ class _Trainable(torch.nn.Module):
         self.row_embed, self.col_embed = vlm.row_embed, vlm.col_embed
         object.__setattr__(self, "vlm", vlm)  # not a submodule: the frozen LM/VQ stay out of checkpoints
 
-    def forward(self, input_ids, mask, labels, tokens):
-        return caption_loss(self.vlm, input_ids, mask, labels, tokens)
+    def forward(self, input_ids, mask, labels, tokens, normaliser=None):
+        return caption_loss(self.vlm, input_ids, mask, labels, tokens, normaliser)
 
 
 def encode_captions(lm, prompts: list[str], captions: list[str], max_tokens: int):
