@@ -5,6 +5,7 @@ the pooled corpora are co-clustered with k-means, k is chosen by the elbow of th
 within-cluster sum of squares (the paper found 20), and each corpus is summarised by
 its normalised cluster sizes, concentration (share in its top-3 / top-5 clusters;
 lower = more diverse) and entropy over all clusters (bits; higher = more uniform).
+By default each corpus is centred first (see `DiversityConfig.center`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class DiversityConfig:
     k_range: list[int] | None = None
     max_per_corpus: int = 5000
     seed: int = 0
+    # Subtract each corpus's mean embedding before co-clustering. Corpora written in different
+    # styles otherwise fall into disjoint clusters by style alone, and concentration would measure
+    # style, not the spread of content the paper is after.
+    center: bool = True
 
 
 @torch.no_grad()
@@ -47,10 +52,13 @@ def embed_with_sentence_transformer(path: str | Path, captions: list[str]) -> np
 
 def elbow(embeddings: np.ndarray, ks: list[int], seed: int) -> tuple[int, dict[int, float]]:
     """k at the elbow of WCSS(k): the point farthest from the chord joining the curve's ends
-    (in normalised coordinates), and the WCSS per k."""
+    (in normalised coordinates, WCSS on a log scale), and the WCSS per k.
+
+    The log scale makes the elbow about relative reductions: on a linear scale the first,
+    huge drops dominate and the chord method stops a cluster early."""
     wcss = {k: float(KMeans(k, n_init=3, random_state=seed).fit(embeddings).inertia_) for k in ks}
     x = (np.array(ks) - ks[0]) / max(ks[-1] - ks[0], 1)
-    y = np.array([wcss[k] for k in ks])
+    y = np.log(np.maximum([wcss[k] for k in ks], 1e-12))
     y = (y - y.min()) / max(y.max() - y.min(), 1e-12)
     # distance to the line from (0, 1) to (1, 0)
     distance = np.abs(x + y - 1) / np.sqrt(2)
@@ -80,7 +88,8 @@ def diversity(corpora: dict[str, list[str]], embed, cfg: DiversityConfig) -> dic
             raise ValueError(f"corpus {name!r} is empty")
         if len(captions) > cfg.max_per_corpus:
             captions = [captions[i] for i in sorted(rng.choice(len(captions), cfg.max_per_corpus, replace=False))]
-        chunks.append(np.asarray(embed(captions), dtype=np.float64))
+        vectors = np.asarray(embed(captions), dtype=np.float64)
+        chunks.append(vectors - vectors.mean(0) if cfg.center else vectors)
         owners += [name] * len(captions)
     embeddings = np.concatenate(chunks)
     owners_arr = np.array(owners)

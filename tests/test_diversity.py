@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from synth2.eval.diversity import DiversityConfig, cluster_stats, diversity, elbow, plot_diversity
+
+
+def blobs(k, n, seed=0, dim=8):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=10, size=(k, dim))
+    return np.concatenate([c + rng.normal(size=(n, dim)) for c in centres])
+
+
+def test_elbow_finds_the_number_of_blobs():
+    k, _ = elbow(blobs(6, 60), list(range(2, 16)), seed=0)
+    assert k == 6
+
+
+def test_cluster_stats():
+    uniform = cluster_stats(np.repeat(np.arange(20), 5), 20)
+    assert uniform["entropy"] == pytest.approx(np.log2(20))
+    assert uniform["concentration_top5"] == pytest.approx(0.25)
+    skewed = cluster_stats(np.array([0] * 80 + list(range(1, 21))), 21)
+    assert skewed["concentration_top3"] > 0.8 and skewed["entropy"] < uniform["entropy"]
+
+
+def test_balanced_corpus_is_more_diverse_than_a_concentrated_one(tmp_path):
+    space = blobs(10, 50, seed=1)
+    labels = np.repeat(np.arange(10), 50)
+    rng = np.random.default_rng(0)
+    balanced = rng.choice(len(space), 200, replace=False)
+    concentrated = rng.choice(np.flatnonzero(labels < 3), 140, replace=False)
+    corpora = {"balanced": [f"b{i}" for i in balanced], "concentrated": [f"c{i}" for i in concentrated]}
+
+    def embed(captions):
+        return space[[int(c[1:]) for c in captions]]
+
+    result = diversity(corpora, embed, DiversityConfig(k=10, k_range=[2, 4, 6, 8, 10, 12], seed=0))
+    b, c = result["corpora"]["balanced"], result["corpora"]["concentrated"]
+    assert b["entropy"] > c["entropy"] and b["concentration_top5"] < c["concentration_top5"]
+    assert sum(b["cluster_sizes"]) == pytest.approx(1.0)
+    assert plot_diversity(result, tmp_path / "d.png").exists()
