@@ -106,6 +106,28 @@ def caption(run: Run, images: list, arm: str = "baseline", seed: int | None = No
     return decode_texts(model, beam_search(model, tokens, cfg.vlm.eval_prompt, cfg.eval.beams, cfg.eval.max_new_tokens))
 
 
+def evaluate(run: Run, shards: str | Path, arm: str = "baseline", seed: int | None = None, limit: int | None = None) -> dict:
+    """Zero-shot captioning scores of an arm's VLM on benchmark shards (e.g. an ingested Karpathy test split)."""
+    from synth2.experiments.transfer import zero_shot
+
+    return zero_shot(run, str(shards), arm, seed, limit).artifacts
+
+
+def finetune(run: Run, train_shards: str | Path, eval_shards: str | Path, arm: str = "baseline", steps: int = 1000, seed: int | None = None, limit: int | None = None) -> dict:
+    """Fine-tune an arm's VLM on benchmark training pairs, then score it on `eval_shards` (Table 4's setting)."""
+    from synth2.experiments.transfer import finetune as run_finetune
+
+    return run_finetune(run, str(train_shards), str(eval_shards), arm, steps, seed, limit).artifacts
+
+
+def curate(run: Run) -> dict:
+    """SynthVLM curation of the run's caption pool: filters, synthesis, CLIPScore + SSIM, top K; exports in the stage directory."""
+    from synth2.curate.pipeline import curate as run_curate
+
+    result = run_curate(run)
+    return {**result.artifacts, "directory": str(result.directory)}
+
+
 def captions(out: str | Path, backend: str = "world", classes: str = "world", n: int = 1000, seed: int = 0, preset: str = "quick", overrides=()) -> dict:
     """Synthetic captions from class-based prompts; see `synth2.captions.generate`."""
     from synth2 import pipeline

@@ -130,7 +130,7 @@ def train_t2i(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Opt
 @train_app.command("vlm")
 def train_vlm(
     run: Path = RunOpt,
-    arm: str = typer.Option("baseline", "--arm", help="baseline | synth2 | gold | genpair | real_extra | genpair_pixel"),
+    arm: str = typer.Option("baseline", "--arm", help="baseline | synth2 | gold | genpair | real_extra | genpair_pixel | curated_topk | curated_random | curated_all"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
@@ -138,6 +138,45 @@ def train_vlm(
 ):
     """Train the captioning VLM of one experiment arm; works under torchrun."""
     _train("vlm", run, preset, config, overrides, arm=arm, seed=seed)
+
+
+@train_app.command("clip")
+def train_clip(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
+    """Train the controlled dual encoder (CLIPScore for curation) contrastively on the paired data; report its AUC."""
+    _train("clip", run, preset, config, overrides)
+
+
+@app.command()
+def evaluate(
+    shards: Path = typer.Argument(..., help="Benchmark shards with json 'references' (e.g. `synth2 ingest karpathy ... --split test`)."),
+    run: Path = RunOpt,
+    arm: str = typer.Option("baseline", "--arm"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
+):
+    """Zero-shot CIDEr/BLEU-4/METEOR/ROUGE-L of an arm's VLM on a benchmark split."""
+    print(json.dumps(api.evaluate(_open(run, None, None, None), shards, arm=arm, seed=seed, limit=limit)))
+
+
+@app.command()
+def finetune(
+    run: Path = RunOpt,
+    train_shards: Path = typer.Option(..., "--train", help="Training pair shards (every reference becomes a training caption)."),
+    eval_shards: Path = typer.Option(..., "--eval", help="Evaluation shards with json 'references'."),
+    arm: str = typer.Option("baseline", "--arm"),
+    steps: int = typer.Option(1000, "--steps"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
+):
+    """Fine-tune an arm's VLM on a benchmark's training split, then score it (the paper's Table 4 setting)."""
+    print(json.dumps(api.finetune(_open(run, None, None, None), train_shards, eval_shards, arm=arm, steps=steps, seed=seed, limit=limit)))
+
+
+@app.command()
+def curate(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
+    """SynthVLM curation: filter the caption pool, synthesise, score CLIPScore + SSIM, keep the top K; LLaVA JSON + shards."""
+    result = api.curate(_open(run, preset, config, overrides))
+    out.print_json(json.dumps({k: v for k, v in result.items() if k != "sets"}))
 
 
 @app.command()

@@ -1,0 +1,110 @@
+"""The whole pipeline on the tiny preset: every stage, the results file, the report, and resume."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from synth2.cli import app
+
+REQUIRED = {
+    "preset", "seeds", "wall_seconds", "table2", "table3", "table5", "figure6", "generator", "vq",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_reproduce_writes_results_and_report(tiny_run):
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert REQUIRED <= set(results)
+    for arm in ("baseline", "synth2", "gold"):
+        assert {"cider_a", "cider_b"} <= set(results["table2"][arm])
+    for arm in ("baseline", "genpair", "real_extra"):
+        assert {"cider_a", "concentration_top3", "concentration_top5", "entropy"} <= set(results["table3"][arm])
+    assert {"steps_per_s", "cider_a"} <= set(results["table5"]["embedding"]) and results["table5"]["pixel"]["steps_per_s"] > 0
+    assert {"steps", "baseline_mean", "baseline_std", "synth2_mean", "synth2_std", "parity_fraction"} <= set(results["figure6"])
+    assert {"oracle_seen", "oracle_heldout"} <= set(results["generator"])
+    assert {"psnr", "codebook_usage", "oracle_accuracy"} <= set(results["vq"])
+    html = (tiny_run / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Table 2" in html
+    assert (tiny_run / "report.md").read_text().startswith("# synth2 report")
+    for arm in ("baseline", "genpair"):
+        assert (tiny_run / "vlm" / arm / "eval_a.predictions.json").exists()
+        assert (tiny_run / "vlm" / arm / "eval_a.references.json").exists()
+
+
+def test_rerun_skips_every_finished_stage(tiny_run):
+    before = json.loads((tiny_run / "manifest.json").read_text())
+    result = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--out", str(tiny_run)])
+    assert result.exit_code == 0, result.output
+    after = json.loads((tiny_run / "manifest.json").read_text())
+    assert {k: v["finished"] for k, v in before["stages"].items()} == {k: v["finished"] for k, v in after["stages"].items()}
+
+
+def test_changed_config_reruns_only_downstream_stages(tiny_run):
+    before = json.loads((tiny_run / "manifest.json").read_text())["stages"]
+    result = CliRunner().invoke(app, ["train", "vlm", "--run", str(tiny_run), "--preset", "tiny", "--set", "vlm.train.steps=12"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((tiny_run / "manifest.json").read_text())["stages"]
+    assert after["vlm/baseline"]["finished"] != before["vlm/baseline"]["finished"]
+    for stage in ("world", "lm", "vq", "encode"):
+        assert after[stage]["finished"] == before[stage]["finished"]
+
+
+def test_caption_command_captions_image_files(tiny_run, tmp_path):
+    from PIL import Image
+
+    from synth2.data.shards import read_pairs
+
+    pair = next(iter(read_pairs(tiny_run / "world" / "eval_a")))
+    Image.fromarray(pair.image).save(tmp_path / "x.png")
+    result = CliRunner().invoke(app, ["caption", "--run", str(tiny_run), str(tmp_path / "x.png")])
+    assert result.exit_code == 0, result.output
+    assert str(tmp_path / "x.png") in result.output
+
+
+def test_zero_shot_evaluate_on_user_shards_matches_the_pipelines_own_eval(tiny_run):
+    """Benchmark shards given by path go through encode -> caption -> score and agree with the arm's own eval."""
+    from synth2.config import tiny
+
+    limit = tiny().eval.max_images
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_run / "world" / "eval_b"), "--run", str(tiny_run), "--limit", str(limit)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    own = json.loads((tiny_run / "vlm" / "baseline" / "scores.json").read_text())
+    assert scores["METEOR"] > 0
+    for metric in ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L"):
+        assert scores[metric] == pytest.approx(own[f"{metric}_b"], abs=1e-9), metric
+    stage = next((tiny_run / "zeroshot" / "baseline").iterdir())
+    assert (stage / "eval.predictions.json").exists() and (stage / "eval.references.json").exists()
+
+
+def test_finetune_continues_an_arm_and_scores_it(tiny_run):
+    args = ["finetune", "--run", str(tiny_run), "--train", str(tiny_run / "world" / "eval_a"), "--eval", str(tiny_run / "world" / "eval_b"), "--steps", "3", "--limit", "20"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["images"] == 20 and scores["train_pairs"] > 20  # every reference is a training caption
+    assert {"CIDEr", "Bleu_4", "METEOR", "ROUGE_L"} <= set(scores)
+    metrics = [json.loads(l) for l in next((tiny_run / "finetune").glob("*/*/metrics.jsonl")).read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m][-1] == 3
+
+
+def test_curate_command_exports_llava_json_and_scored_shards(tiny_run):
+    from synth2.data.shards import read_pairs
+
+    result = CliRunner().invoke(app, ["curate", "--run", str(tiny_run)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tiny_run / "curate" / "report.json").read_text())
+    llava = json.loads((tiny_run / "curate" / "export" / "llava.json").read_text())
+    assert len(llava) == report["k"] and llava[0]["conversations"][0]["value"].startswith("<image>")
+    assert (tiny_run / "curate" / "export" / llava[0]["image"]).exists()
+    pairs = list(read_pairs(tiny_run / "curate" / "export" / "shards"))
+    weighted = [p.meta["weighted"] for p in pairs]
+    assert len(pairs) == report["k"] and weighted == sorted(weighted, reverse=True)
