@@ -20,6 +20,7 @@ import yaml
 
 from synth2.captions.generate import CaptionsConfig
 from synth2.configtools import apply_overrides, from_dict, merge
+from synth2.curate.pipeline import ClipStageConfig, CurateConfig
 from synth2.eval.diversity import DiversityConfig
 from synth2.models.lm import EmbeddedLMConfig
 from synth2.models.vq import VQConfig
@@ -95,6 +96,8 @@ class Config:
     vlm: VLMStageConfig = field(default_factory=VLMStageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    clip: ClipStageConfig = field(default_factory=ClipStageConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
 
@@ -111,9 +114,10 @@ def _cpu_vq() -> VQConfig:
         mid_blocks=0,
         norm="none",
         latent_dim=32,
-        codebook_size=1024,
+        codebook_size=512,
         codebook_dim=8,
         cosine=True,
+        encoder_kernel=1,
     )
 
 
@@ -124,17 +128,18 @@ def quick() -> Config:
     for corpus in cfg.world.text_only.values():
         corpus.size = 1000
     cfg.captions.n = 1000
+    cfg.lm.train = TrainConfig(steps=250, batch_size=64, lr=3e-3, warmup=25, weight_decay=0.01, betas=[0.9, 0.95], checkpoint_every=125)
     cfg.vq.model = _cpu_vq()
-    cfg.vq.train = TrainConfig(steps=1000, batch_size=64, lr=2e-3, warmup=50, checkpoint_every=250, log_every=25)
+    cfg.vq.train = TrainConfig(steps=800, batch_size=64, lr=2e-3, warmup=50, checkpoint_every=200, log_every=25)
     cfg.vq.l2_weight = 1.0
     cfg.vq.disc_start = 1_000_000  # no adversarial phase in 3 minutes; `small` turns it on
     cfg.vq.channels_last = False
-    cfg.t2i.model.width = 128
-    cfg.t2i.model.mlp = 512
-    cfg.t2i.train = TrainConfig(steps=1200, batch_size=64, lr=1e-3, warmup=100, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=300)
+    cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 128, 512, 3
+    cfg.t2i.train = TrainConfig(steps=450, batch_size=64, lr=2e-3, warmup=50, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=150)
     cfg.t2i.sampler.steps = 8
-    cfg.vlm.train = TrainConfig(steps=600, batch_size=64, lr=1e-3, warmup=50, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=300)
-    cfg.eval.curve_every = 150
+    cfg.vlm.train = TrainConfig(steps=400, batch_size=64, lr=1e-3, warmup=40, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=200)
+    cfg.eval.curve_every = 100
+    cfg.clip.train = TrainConfig(steps=300, batch_size=128, lr=2e-3, warmup=20, weight_decay=0.01, checkpoint_every=150)
     return cfg
 
 
@@ -163,6 +168,9 @@ def tiny() -> Config:
     cfg.eval.generator_captions = 16
     cfg.eval.max_new_tokens = 20
     cfg.diversity.k_range = [2, 4, 6]
+    cfg.clip.model.channels, cfg.clip.model.embed_dim = 8, 32
+    cfg.clip.train = TrainConfig(steps=20, batch_size=16, lr=2e-3, warmup=2, checkpoint_every=10, log_every=5)
+    cfg.curate.best_of = 2
     return cfg
 
 

@@ -343,7 +343,7 @@ def arms(run: Run) -> dict:
 def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageResult:
     """Train one experiment arm's VLM, with a CIDEr curve, then caption and score both eval splits."""
     from synth2.models.vlm import VLM
-    from synth2.train.vlm import SourceData, VLMTask
+    from synth2.train.vlm import VLMTask
 
     cfg = run.config
     seed = cfg.seed if seed is None else seed
@@ -351,24 +351,20 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
     data, inputs = datasets(run)
     l, v, e = lm(run), vq(run), encode(run)
     synthetic = any(s.kind == "synthetic" for s in arm.sources)
-    on_the_fly = synthetic and cfg.synth.mode == "on_the_fly"
-    extra = [t2i(run)] if on_the_fly else ([synthesize(run)] if synthetic else [])
+    curated = any(s.data.startswith("curated_") for s in arm.sources)
+    on_the_fly = synthetic and cfg.synth.mode == "on_the_fly" and not curated
+    extra = [t2i(run)] if on_the_fly else ([synthesize(run)] if synthetic and not curated else [])
+    if curated:
+        from synth2.curate.pipeline import curate
+
+        extra.append(curate(run))
     name = f"vlm/{arm_name}" + (f"-s{seed}" if seed != cfg.seed else "")
     stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if synthetic else None}
 
     def build(directory: Path) -> dict:
         frozen = load_frozen_lm(run)
         vq_model = artifacts.load_vq(v["path"])
-        sources = []
-        for source in arm.sources:
-            if source.kind == "real":
-                pairs = load_pairs(e["splits"][source.data], images=False, tokens=True)
-                sources.append(SourceData(source.data, source, pairs.captions, pairs.tokens))
-            elif on_the_fly:
-                sources.append(SourceData(source.data, source, caption_sources(run, data, captions(run))[source.data], None))
-            else:
-                cached = synthesize(run)[source.data]
-                sources.append(SourceData(source.data, source, json.loads(Path(cached["captions"]).read_text()), np.load(cached["tokens"])))
+        sources = [source_data(run, source, on_the_fly) for source in arm.sources]
         grid = tuple(sources[0].tokens.shape[1:3]) if sources[0].tokens is not None else token_generator(run).grid
         torch.manual_seed(seed)
         model = VLM(cfg.vlm.model, frozen, vq_model, grid)
@@ -395,6 +391,25 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         return scores
 
     return run.stage(name, stage_cfg, inputs + [l, v, e, *extra], build)
+
+
+def source_data(run: Run, source, on_the_fly: bool):
+    """Captions and token grids of one VLM source: real (encoded once), cached synthetic, curated, or on the fly."""
+    from synth2.train.vlm import SourceData
+
+    if source.kind == "real":
+        pairs = load_pairs(encode(run)["splits"][source.data], images=False, tokens=True)
+        return SourceData(source.data, source, pairs.captions, pairs.tokens)
+    if source.data.startswith("curated_"):
+        from synth2.curate.pipeline import curate
+
+        cached = curate(run)["sets"][source.data.removeprefix("curated_")]
+    elif on_the_fly:
+        data, _ = datasets(run)
+        return SourceData(source.data, source, caption_sources(run, data, captions(run))[source.data], None)
+    else:
+        cached = synthesize(run)[source.data]
+    return SourceData(source.data, source, json.loads(Path(cached["captions"]).read_text()), np.load(cached["tokens"]))
 
 
 def caption_and_score(model, pairs, cfg, directory: Path, name: str, metrics=None) -> dict:

@@ -5,7 +5,8 @@
 - gold: + the same captions with their true images (Table 2's upper bound);
 - genpair: + LLM captions with synthetic images (Table 3; "Synth²" in Figure 6);
 - real_extra: + as many extra real pairs from a text-only corpus (Table 3, rows 3-4);
-- genpair_pixel: genpair with synthetic tokens rendered to pixels and re-encoded (Table 5).
+- genpair_pixel: genpair with synthetic tokens rendered to pixels and re-encoded (Table 5);
+- curated_topk / curated_random / curated_all: the GenPair pool curated SynthVLM-style.
 """
 
 from __future__ import annotations
@@ -44,4 +45,9 @@ def define_arms(text_only: list[str], genpair_size: int, real_extra_corpus: str,
         "genpair": Arm("genpair", [paired, genpair]),
         "real_extra": Arm("real_extra", [paired, extra]),
         "genpair_pixel": Arm("genpair_pixel", [paired, genpair], space="pixel"),
+        # SynthVLM curation of the GenPair pool: top K by CLIPScore + SSIM vs K random vs all
+        **{
+            f"curated_{which}": Arm(f"curated_{which}", [paired, SourceConfig(kind="synthetic", data=f"curated_{which}", weight=1.0, prompt=_prompt("llm", source_prompts))])
+            for which in ("topk", "random", "all")
+        },
     }

@@ -52,9 +52,7 @@ def figure6(run: Run) -> dict:
         for arm, key in (("baseline", "baseline"), ("genpair", "synth2")):
             stage = pipeline.vlm(run, arm, seed)
             steps, values = curve(run, stage.name)
-            final = stage.artifacts["CIDEr_a"]
-            curves[key].append(values + [final])
-    steps = steps + [cfg.vlm.train.steps]
+            curves[key].append(values)
     out: dict = {"steps": steps}
     for key, runs in curves.items():
         array = np.array(runs)
@@ -90,7 +88,11 @@ def reproduce(run: Run) -> dict:
     v = pipeline.vq(run)
     g = pipeline.t2i(run)
     seed = cfg.seed
-    arm = {name: pipeline.vlm(run, name, seed).artifacts for name in ("baseline", "synth2", "gold", "genpair", "real_extra", "genpair_pixel")}
+    names = ("baseline", "synth2", "gold", "genpair", "real_extra", "genpair_pixel", "curated_topk", "curated_random", "curated_all")
+    arm = {name: pipeline.vlm(run, name, seed).artifacts for name in names}
+    from synth2.curate.pipeline import clip, curate
+
+    curation = curate(run).artifacts
     fig6 = figure6(run)
     div = diversity_table(run)
     corpus_of = {"baseline": "paired", "genpair": "llm", "real_extra": cfg.experiments.real_extra_corpus}
@@ -115,6 +117,17 @@ def reproduce(run: Run) -> dict:
         },
         "figure6": fig6,
         "diversity": {"k": div["k"], "elbow_k": div["elbow_k"], **{n: {k: c[k] for k in ("concentration_top3", "concentration_top5", "entropy")} for n, c in div["corpora"].items()}},
+        "curation": {
+            "auc": clip(run)["auc"] if not cfg.clip.hf_path else None,
+            "k": curation["k"],
+            "pool": curation["pool"],
+            "after_filters": curation["after_filters"],
+            "filter_rejects": curation["filter_rejects"],
+            "mean_scores": curation["mean_scores"],
+            "topk_cider_a": arm["curated_topk"]["CIDEr_a"],
+            "random_cider_a": arm["curated_random"]["CIDEr_a"],
+            "all_cider_a": arm["curated_all"]["CIDEr_a"],
+        },
         "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "fd_vq") if k in g.artifacts},
         "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability", "oracle_accuracy") if k in v.artifacts},
         "arms": arm,

@@ -33,6 +33,10 @@ class VQConfig:
     norm: str = "group"
     num_res_blocks: int = 1
     mid_blocks: int = 2  # residual blocks at the lowest resolution, on each side of the quantizer
+    # 3: the encoder's residual blocks see neighbouring positions (taming). 1: they see only their own
+    # patch, so identical patches always get identical tokens (one code per plain background instead
+    # of hundreds) - a much easier vocabulary for the generator when the stem patchifies.
+    encoder_kernel: int = 3
     latent_dim: int = 64
     codebook_size: int = 512
     codebook_dim: int = 32  # < latent_dim: low-dimensional codes (project in/out)
@@ -57,12 +61,12 @@ def _norm_act(channels: int, norm: str) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, norm: str):
+    def __init__(self, c_in: int, c_out: int, norm: str, kernel: int = 3):
         super().__init__()
         self.act1 = _norm_act(c_in, norm)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv1 = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
         self.act2 = _norm_act(c_out, norm)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, kernel, padding=kernel // 2)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
@@ -81,12 +85,12 @@ class Encoder(nn.Module):
         c = widths[0]
         for level, width in enumerate(widths):
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(c, width, cfg.norm))
+                blocks.append(ResBlock(c, width, cfg.norm, cfg.encoder_kernel))
                 c = width
             if level < len(widths) - 1:
                 blocks.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
         self.blocks = nn.Sequential(*blocks)
-        self.mid = nn.Sequential(*(ResBlock(c, c, cfg.norm) for _ in range(cfg.mid_blocks)))
+        self.mid = nn.Sequential(*(ResBlock(c, c, cfg.norm, cfg.encoder_kernel) for _ in range(cfg.mid_blocks)))
         self.act_out = _norm_act(c, cfg.norm)
         self.conv_out = nn.Conv2d(c, cfg.latent_dim, 1)
 

@@ -59,6 +59,19 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
             f"preset `{results['preset']}`: {results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; oracle = the world's parser",
         ),
     ]
+    cur = results["curation"]
+    out.append(
+        (
+            "SynthVLM curation of the GenPair pool",
+            ["training data", "synthetic pairs", "CIDEr eval A"],
+            [
+                ["paired + top K by CLIPScore + 0.5 SSIM", str(cur["k"]), _fmt(cur["topk_cider_a"])],
+                ["paired + K random", str(cur["k"]), _fmt(cur["random_cider_a"])],
+                ["paired + all (after caption filters)", str(cur["after_filters"]), _fmt(cur["all_cider_a"])],
+            ],
+            f"{setting}; pool {cur['pool']} LLM captions, filter rejects {cur['filter_rejects']}; controlled CLIPScore AUC (matched vs shuffled eval pairs) = {_fmt(cur['auc'])}",
+        )
+    )
     c = results["claims"]
     out.append(
         (

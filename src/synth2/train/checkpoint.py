@@ -2,7 +2,7 @@
 
     step-N/
       <module>.safetensors   weights of each trained module
-      optim.pt               optimizer and LR-scheduler states
+      optim.pt               optimizer states (the LR is a function of the step)
       rng.pt                 torch, numpy and python RNG states
       state.json             step, data position, metrics of the step
       config.yaml            the stage config that produced it

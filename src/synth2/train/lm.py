@@ -51,7 +51,7 @@ class LMTask:
             logits = self.ddp(input_ids=ids, attention_mask=mask).logits
             targets = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        return {"loss": float(loss), "grad_norm": ctx.update(loss, self.optimizers["lm"])}
+        return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["lm"])}
 
 
 @torch.no_grad()

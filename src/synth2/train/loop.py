@@ -4,8 +4,8 @@ A `Task` knows its model: which modules train, their optimizers, how to make the
 batch of a given step, and what one step does. The loop does the rest: seeding,
 warmup + cosine LR, bf16 autocast, gradient clipping, DDP through torchrun,
 progress with ETA, `metrics.jsonl`, NaN checks, periodic evaluation, and
-checkpoints with exact resume (modules, optimizers, schedulers, step, RNG; the data
-position is the step, since every task's batches are a function of the step).
+checkpoints with exact resume (modules, optimizers, step, RNG). The learning rate and
+the data position need no state: both are functions of the step.
 """
 
 from __future__ import annotations
@@ -123,16 +123,16 @@ def train(
     directory = Path(directory)
     ckpt_dir = directory / "checkpoints"
     metrics = MetricsWriter(directory / "metrics.jsonl")
-    schedulers = {
-        name: torch.optim.lr_scheduler.LambdaLR(opt, cfg.lr_factor) for name, opt in task.optimizers.items()
-    }
+    # The learning rate is a pure function of the step (warmup + cosine), so resuming needs only the step.
+    for opt in task.optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
     start = 0
     resume_from = checkpoint.latest(ckpt_dir)
     if resume_from is not None:
         optim_state, state = checkpoint.load(resume_from, task.modules)
         for name, opt in task.optimizers.items():
             opt.load_state_dict(optim_state["optimizers"][name])
-            schedulers[name].load_state_dict(optim_state["schedulers"][name])
         start = state["step"]
         metrics.truncate_after(start)
         logger.info("%s: resumed from %s", description, resume_from)
@@ -146,10 +146,7 @@ def train(
     def save(step: int) -> Path | None:
         if not dist.is_main:
             return None
-        optim_state = {
-            "optimizers": {n: o.state_dict() for n, o in task.optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-        }
+        optim_state = {"optimizers": {n: o.state_dict() for n, o in task.optimizers.items()}}
         return checkpoint.save(ckpt_dir, step, task.modules, optim_state, {"metrics": last}, config_to_save, cfg.keep_checkpoints)
 
     saved: Path | None = resume_from
@@ -157,13 +154,14 @@ def train(
         module.train()
     with progress_bar(description, cfg.steps, completed=start) as bar:
         for step in range(start, end):
+            for opt in task.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * cfg.lr_factor(step)
             batch = task.batch(step)
             last = task.step(batch, step, ctx)
             for name, value in last.items():
                 if not math.isfinite(value):
                     raise FloatingPointError(f"{description}: {name} = {value} at step {step} ({directory})")
-            for scheduler in schedulers.values():
-                scheduler.step()
             window_steps += 1
             done = step + 1
             if done % cfg.log_every == 0 or done == end:

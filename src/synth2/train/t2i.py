@@ -56,7 +56,7 @@ class T2ITask:
         with ctx.autocast():
             loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing)
         grad_norm = ctx.update(loss, self.optimizers["t2i"])
-        return {"loss": float(loss), "masked_acc": float(accuracy), "masked_share": float(share), "grad_norm": grad_norm}
+        return {"loss": loss.item(), "masked_acc": accuracy.item(), "masked_share": share.item(), "grad_norm": grad_norm}
 
 
 def empty_caption(lm: FrozenLM) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,25 +80,25 @@ class VQTask:
             recon, ids, commit = self.ddp_model(pixels)
             l1 = (recon - pixels).abs().mean()
             loss = l1 + commit
-            metrics = {"l1": float(l1), "commit": float(commit)}
+            metrics = {"l1": l1.item(), "commit": commit.item()}
             if cfg.l2_weight > 0:
                 loss = loss + cfg.l2_weight * ((recon - pixels) ** 2).mean()
             if self.lpips is not None:
                 perceptual = self.lpips(recon, pixels).mean()
                 loss = loss + cfg.perceptual_weight * perceptual
-                metrics["lpips"] = float(perceptual)
+                metrics["lpips"] = perceptual.item()
             if adversarial:
                 self.disc.requires_grad_(False)  # the generator step must not touch D's weights
                 g_loss = hinge_g_loss(self.disc(recon))
                 self.disc.requires_grad_(True)
                 loss = loss + cfg.adversarial_weight * g_loss
-                metrics["g_loss"] = float(g_loss)
-        metrics["loss"] = float(loss)
+                metrics["g_loss"] = g_loss.item()
+        metrics["loss"] = loss.item()
         metrics["grad_norm"] = ctx.update(loss, self.optimizers["vq"])
         if adversarial:
             with ctx.autocast():
                 d_loss = hinge_d_loss(self.ddp_disc(pixels), self.ddp_disc(recon.detach()))
-            metrics["d_loss"] = float(d_loss)
+            metrics["d_loss"] = d_loss.item()
             ctx.update(d_loss, self.optimizers["disc"])
         metrics["batch_code_usage"] = float(ids.unique().numel() / self.model.codebook_size)
         return metrics

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synth2.world.scene import Obj, Scene
-from synth2.world.vocab import BACKGROUND_WORDS, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
+from synth2.world.vocab import BACKGROUND_WORDS, COLOUR_WORDS, SHAPE_DESCRIPTIONS, SHAPE_WORDS, SIZE_WORDS
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
@@ -190,14 +190,20 @@ LLM_FILLERS = [
 ]
 
 
-def llm_style(a: Annotator, scene: Scene, rng: np.random.Generator, min_words: int = 30, max_words: int = 40) -> str:
-    """A factual 30-40 word paragraph beginning "This is an image of", as the paper's prompt asks."""
+def llm_style(a: Annotator, scene: Scene, rng: np.random.Generator, min_words: int = 30, max_words: int = 40, focus: str | None = None) -> str:
+    """A factual 30-40 word paragraph beginning "This is an image of", as the paper's prompt asks.
+
+    Like an LLM prompted with a class, it elaborates on the `focus` class's look.
+    """
     objs = list(scene.objects)
     if a.shuffle_order:
         objs = [objs[i] for i in rng.permutation(len(objs))]
     bg = a.background(scene.background)
     nps = [with_article(a.noun(o, rng, size=True)) for o in objs]
     sentences = [f"This is an image of {join_list(nps)} on {with_article(bg)} background."]
+    if focus is not None:
+        options = SHAPE_DESCRIPTIONS[focus]
+        sentences.append(f"The {a.shape(focus)} {options[int(rng.integers(len(options)))]}.")
     for o in objs:
         sentences.append(f"The {a.shape(o.shape)} is {a.colour(o.colour)} and sits {position_phrase(o, a.grid)}.")
     if len(objs) >= 2:

@@ -55,7 +55,7 @@ class WorldLLM:
             low, high = int(match.group(1)), int(match.group(2))
         scene = sample_scene(rng, self.spec, must_include=shape)
         person = self._people[int(rng.integers(len(self._people)))]
-        caption = llm_style(person, scene, rng, min_words=low, max_words=high)
+        caption = llm_style(person, scene, rng, min_words=low, max_words=high, focus=shape)
         roll = rng.random()
         if roll < self.noise * 0.4:
             return "Sure! Here is a factual caption: " + caption
@@ -63,5 +63,6 @@ class WorldLLM:
             return caption.split(". ")[0] + "."
         if roll < self.noise:
             # a stock answer for this class, repeated across seeds (near-duplicates)
-            return llm_style(self._people[0], sample_scene(np.random.default_rng([7, len(shape)]), self.spec, must_include=shape), np.random.default_rng(0), low, high)
+            stock = sample_scene(np.random.default_rng([7, len(shape)]), self.spec, must_include=shape)
+            return llm_style(self._people[0], stock, np.random.default_rng(0), low, high, focus=shape)
         return caption

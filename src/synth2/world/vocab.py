@@ -103,6 +103,22 @@ SHAPE_WORDS = {
     "column": ["column", "pillar"],
 }
 
+# How an LLM asked about an object elaborates on it (its prompted class gets one of these).
+SHAPE_DESCRIPTIONS = {
+    "circle": ["is perfectly round, with a smooth curved edge", "has no corners at all, only one smooth round outline"],
+    "square": ["has four equal straight sides and sharp right-angled corners", "is a solid block with four even edges"],
+    "triangle": ["points upwards, with three straight edges and a flat base", "has a pointed top and a flat bottom edge"],
+    "diamond": ["is balanced on one of its four corners, with slanted sides", "stands on its tip like a rhombus"],
+    "cross": ["is made of two thick bars meeting at right angles", "has four equal arms like a plus sign"],
+    "ring": ["is a hollow circle with an empty centre", "is a round loop with a hole in the middle"],
+    "heart": ["has two rounded lobes at the top and a point at the bottom", "has curved upper lobes that meet in a point below"],
+    "star": ["has five sharp points radiating from its centre", "has five narrow spikes around a small centre"],
+    "crescent": ["is a curved sliver shaped like a new moon", "is a thin arc that bends to one side like a moon"],
+    "bar": ["is a long flat rectangle lying on its side", "is wide and short, like a horizontal stripe"],
+    "frame": ["is a square outline with a hollow middle", "is an empty square border with thick sides"],
+    "column": ["is a tall narrow upright rectangle", "stands upright like a thin pillar"],
+}
+
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),

@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+
+from synth2.models.sampler import SamplerConfig, sample
+from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
+
+
+def tiny_model(seed=0, codebook=32, grid=(4, 4), text_width=8):
+    torch.manual_seed(seed)
+    return T2IModel(T2IConfig(width=16, layers=2, heads=2, mlp=32, dropout=0.0), codebook, grid, text_width).eval()
+
+
+def test_mean_masked_share_is_two_over_pi():
+    g = torch.Generator().manual_seed(0)
+    share = random_mask(20000, 64, g).float().mean().item()
+    # E[ceil(cos(pi r / 2) * N)] / N is 2/pi plus at most 1/N of rounding
+    assert 2 / math.pi - 0.01 < share < 2 / math.pi + 1 / 64 + 0.01
+
+
+def test_every_example_masks_at_least_one_token():
+    g = torch.Generator().manual_seed(1)
+    assert random_mask(5000, 4, g).sum(1).min().item() >= 1
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_guidance_dropout_drops_text_with_probability_p(p):
+    B, L, C = 20000, 3, 4
+    text = torch.ones(B, L, C)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    empty, empty_mask = torch.zeros(1, C), torch.ones(1, dtype=torch.bool)
+    out, out_mask, dropped = drop_text(text, mask, empty, empty_mask, p, torch.Generator().manual_seed(2))
+    assert abs(dropped.float().mean().item() - p) < 0.015
+    # dropped rows are exactly the empty caption (padded), kept rows exactly the caption
+    assert torch.equal(out[dropped, 0], torch.zeros(int(dropped.sum()), C))
+    assert not out_mask[dropped, 1:].any()
+    assert torch.equal(out[~dropped], text[~dropped])
+
+
+def _texts(model, batch=3, length=5, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(batch, length, 8, generator=g)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, 3:] = False
+    empty = torch.randn(1, 8, generator=g)
+    return text, mask, empty, torch.ones(1, dtype=torch.bool)
+
+
+def test_one_step_with_guidance_zero_is_the_unconditional_argmax():
+    model = tiny_model()
+    text, mask, empty, empty_mask = _texts(model)
+    ids = sample(model, text, mask, empty, empty_mask, SamplerConfig(steps=1, guidance=0.0, temperature=0.0))
+    all_masked = torch.full((3, 16), model.mask_id)
+    expected = model(all_masked, empty.expand(3, 1, 8), empty_mask.expand(3, 1)).argmax(-1)
+    assert torch.equal(ids, expected)
+
+
+def test_one_step_with_guidance_one_is_the_conditional_argmax():
+    model = tiny_model()
+    text, mask, empty, empty_mask = _texts(model)
+    ids = sample(model, text, mask, empty, empty_mask, SamplerConfig(steps=1, guidance=1.0, temperature=0.0))
+    expected = model(torch.full((3, 16), model.mask_id), text, mask).argmax(-1)
+    assert torch.equal(ids, expected)
+
+
+def test_sampler_is_deterministic_for_a_seed_and_fills_every_token():
+    model = tiny_model()
+    text, mask, empty, empty_mask = _texts(model)
+    cfg = SamplerConfig(steps=6, guidance=4.0, temperature=1.0, choice_temperature=4.5)
+    a = sample(model, text, mask, empty, empty_mask, cfg, torch.Generator().manual_seed(7))
+    b = sample(model, text, mask, empty, empty_mask, cfg, torch.Generator().manual_seed(7))
+    c = sample(model, text, mask, empty, empty_mask, cfg, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert (a < model.codebook_size).all()
+
+
+def test_padding_in_the_text_is_ignored():
+    model = tiny_model()
+    text, mask, _, _ = _texts(model)
+    ids = torch.randint(0, 32, (3, 16))
+    a = model(ids, text, mask)
+    text2 = text.clone()
+    text2[0, 3:] = 100.0  # padded positions of caption 0
+    assert torch.allclose(a, model(ids, text2, mask), atol=1e-6)
+
+
+def test_golden_logits_of_a_tiny_seeded_model():
+    model = tiny_model(seed=123)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 33, (2, 16), generator=g)
+    text = torch.randn(2, 4, 8, generator=g)
+    logits = model(ids, text, torch.ones(2, 4, dtype=torch.bool))
+    golden = torch.tensor(GOLDEN_T2I)
+    assert torch.allclose(logits[0, 0, :6], golden, atol=1e-4), logits[0, 0, :6].tolist()
+
+
+GOLDEN_T2I = [1.1142066, 0.9416159, -0.5255837, -0.9681407, -0.4491827, 0.2216009]  # recorded from this implementation
+
+
+def test_loss_is_on_masked_positions_only():
+    model = tiny_model()
+    ids = torch.randint(0, 32, (4, 16))
+    text, mask, _, _ = _texts(model, batch=4)
+    g = torch.Generator().manual_seed(5)
+    loss, acc, share = masked_prediction_loss(model, ids, text, mask, g)
+    loss.backward()
+    assert 0 < share.item() <= 1 and torch.isfinite(loss)
