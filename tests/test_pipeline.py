@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from synth2.cli import app
 
 REQUIRED = {
-    "preset", "seeds", "wall_seconds", "table2", "table3", "table5", "figure6", "generator", "vq",
+    "preset", "seeds", "wall_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
 }
 
 
@@ -31,6 +31,8 @@ def test_reproduce_writes_results_and_report(tiny_run):
     assert {"steps", "baseline_mean", "baseline_std", "synth2_mean", "synth2_std", "parity_fraction"} <= set(results["figure6"])
     assert {"oracle_seen", "oracle_heldout"} <= set(results["generator"])
     assert {"psnr", "codebook_usage", "oracle_accuracy"} <= set(results["vq"])
+    assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
+    assert 0.0 <= results["curation"]["auc"] <= 1.0
     html = (tiny_run / "report.html").read_text()
     assert "data:image/png;base64," in html and "Table 2" in html
     assert (tiny_run / "report.md").read_text().startswith("# synth2 report")

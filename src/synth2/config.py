@@ -137,9 +137,13 @@ def quick() -> Config:
     cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 128, 512, 3
     cfg.t2i.train = TrainConfig(steps=450, batch_size=64, lr=2e-3, warmup=50, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=150)
     cfg.t2i.sampler.steps = 8
-    cfg.vlm.train = TrainConfig(steps=400, batch_size=64, lr=1e-3, warmup=40, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=200)
-    cfg.eval.curve_every = 100
+    # nine VLM arms share the 15-minute budget: short runs, a 4-point CIDEr curve
+    cfg.vlm.train = TrainConfig(steps=200, batch_size=48, lr=1.5e-3, warmup=20, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=100)
+    cfg.eval.curve_every = 50
+    cfg.eval.curve_images = 100
+    cfg.eval.max_images = 200
     cfg.clip.train = TrainConfig(steps=300, batch_size=128, lr=2e-3, warmup=20, weight_decay=0.01, checkpoint_every=150)
+    cfg.curate.best_of = 1  # `small` draws 2 per caption
     return cfg
 
 
@@ -186,7 +190,8 @@ def small() -> Config:
     cfg.vq.disc_start = 3000
     cfg.t2i.train.steps = 6000
     cfg.t2i.sampler.steps = 12
-    cfg.vlm.train.steps = 2000
+    cfg.vlm.train = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=500)
+    cfg.curate.best_of = 2
     cfg.eval.max_images = 500
     cfg.eval.curve_every = 250
     cfg.eval.curve_images = 250

@@ -1,0 +1,102 @@
+"""SynthVLM curation: every filter rule keeps one caption and rejects another, the scores'
+arithmetic, and a diffusers text-to-image pipeline (tiny, built here and saved) as synthesizer."""
+
+import numpy as np
+import pytest
+
+from synth2.curate.filters import FilterConfig, caption_perplexities, filter_captions, rule_failures
+from synth2.curate.scores import clip_score, weighted_score
+
+GOOD = "This is an image of a red circle above a small blue square on a plain grey background."
+
+RULES = [
+    ("alphanumeric_ratio", "This is an image of a red circle above a small blue square on a plain grey background.",
+     "This is ~~ ## @@ an !! image ?? of ** a ++ red == circle %% && $$ ^^ || ..."),
+    ("char_repetition", "This is an image of a red circle above a small blue square on a plain grey background.",
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa is an image of a circle"),
+    ("word_repetition", "This is an image of a red circle above a small blue square on a plain grey background.",
+     "a red circle a red circle a red circle a red circle a red circle a red circle"),
+    ("special_chars", "This is an image of a red circle, a blue square and a green star.",
+     "This is an image of a red circle!!! (really) -- a blue square??? [yes]; a star..."),
+    ("length", "This is an image of a red circle.", "A circle."),
+    ("flagged_words", "This is an image of a red circle above a small blue square.", "This is an image of a nude red circle above a square."),
+]
+
+
+@pytest.mark.parametrize("rule, keep, reject", RULES, ids=[r[0] for r in RULES])
+def test_each_rule_keeps_one_caption_and_rejects_another(rule, keep, reject):
+    cfg = FilterConfig()
+    assert rule not in rule_failures(keep, cfg)
+    assert rule in rule_failures(reject, cfg)
+
+
+def test_length_bounds_apply_at_both_ends():
+    cfg = FilterConfig(min_words=5, max_words=12)
+    assert "length" in rule_failures(" ".join(["word"] * 13), cfg)
+    assert "length" not in rule_failures(" ".join(f"w{i}" for i in range(12)), cfg)
+
+
+def test_perplexity_rule_rejects_what_the_lm_finds_surprising(tiny_llama_dir):
+    from synth2.models.lm import FrozenLM
+
+    lm = FrozenLM.from_pretrained(tiny_llama_dir)
+    captions = [GOOD, "zqx vbnm qwrt plkj hgfd zxcv mnbv lkjh poiu ytre"]
+    low, high = sorted(caption_perplexities(lm, captions))
+    keep, rejects = filter_captions(captions, FilterConfig(max_perplexity=(low + high) / 2), lm)
+    assert len(keep) == 1 and rejects == {"perplexity": 1}
+    with pytest.raises(ValueError, match="needs the LM"):
+        filter_captions(captions, FilterConfig(max_perplexity=10.0))
+
+
+def test_filter_counts_every_rule_a_caption_fails():
+    keep, rejects = filter_captions([GOOD, "!!", GOOD + " nsfw"], FilterConfig())
+    assert keep == [0]
+    assert rejects["length"] == 1 and rejects["flagged_words"] == 1 and rejects["alphanumeric_ratio"] == 1
+
+
+def test_clip_score_and_weighted_score():
+    cosine = np.array([0.4, -0.2, 0.1])
+    assert clip_score(cosine) == pytest.approx([1.0, 0.0, 0.25])
+    assert weighted_score(cosine, np.array([0.8, 0.9, -0.1]), 0.5) == pytest.approx([0.8, 0.45, 0.1])
+    assert weighted_score(cosine, None, 0.5) == pytest.approx([0.4, 0.0, 0.1])
+
+
+def _tiny_stable_diffusion(directory, tokenizer):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=4, sample_size=16,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    tokenizer.model_max_length = 32
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory)
+    return directory
+
+
+def test_diffusers_pipeline_from_a_local_directory_synthesises_seeded_images(tmp_path, tokenizer):
+    pytest.importorskip("diffusers")
+    from synth2.curate.synthesizers import DiffusersSynthesizer
+
+    path = _tiny_stable_diffusion(tmp_path / "sd", tokenizer)
+    synth = DiffusersSynthesizer(path, steps=2, size=16, batch_size=2, device="cpu")
+    captions = ["a red circle", "a blue square", "a green star"]
+    first = synth.images(captions, seed=0)
+    assert first.shape == (3, 16, 16, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, synth.images(captions, seed=0))
+    assert not np.array_equal(first, synth.images(captions, seed=1))
