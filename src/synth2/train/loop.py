@@ -102,7 +102,8 @@ class TrainResult:
     checkpoint: Path | None
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
-    seconds: float
+    seconds: float  # training only: evaluation and checkpoint writing excluded
+    wall_seconds: float
 
 
 def train(
@@ -140,6 +141,7 @@ def train(
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     began = time.time()
+    not_training = 0.0
     window_start, window_steps = time.time(), 0
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
@@ -171,14 +173,20 @@ def train(
                 logged["steps_per_s"] = window_steps / max(elapsed, 1e-9)
                 metrics.write(done, **logged)
                 window_start, window_steps = time.time(), 0
+            paused = time.time()
             if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 eval_metrics = _evaluate(evaluate, done, task, metrics)
             if done % cfg.checkpoint_every == 0 or done == end:
                 saved = save(done) or saved
+            # evaluation and checkpoints do not count against steps/s
+            paused = time.time() - paused
+            window_start += paused
+            not_training += paused
             bar.advance(1, **{k: v for k, v in list(last.items())[:3]})
+    wall = time.time() - began
     if evaluate is not None and end == cfg.steps:
         eval_metrics = _evaluate(evaluate, end, task, metrics)
-    return TrainResult(end, saved, last, eval_metrics, time.time() - began)
+    return TrainResult(end, saved, last, eval_metrics, wall - not_training, time.time() - began)
 
 
 def _evaluate(evaluate, step: int, task: Task, metrics: MetricsWriter) -> dict[str, float]:
