@@ -39,3 +39,17 @@ def test_balanced_corpus_is_more_diverse_than_a_concentrated_one(tmp_path):
     assert b["entropy"] > c["entropy"] and b["concentration_top5"] < c["concentration_top5"]
     assert sum(b["cluster_sizes"]) == pytest.approx(1.0)
     assert plot_diversity(result, tmp_path / "d.png").exists()
+
+
+def test_world_concept_embedding_reads_shapes_and_colours_whatever_the_wording():
+    from synth2.eval.diversity import embed_with_world_concepts
+
+    shapes, colours = ["square", "frame", "cross"], ["red", "purple"]
+    e = embed_with_world_concepts(
+        ["A red plus sign.", "there is a violet hollow square", "This is an image of a square, a red one, with squares", "nothing here"],
+        shapes, colours,
+    )
+    assert e[0] == pytest.approx(np.array([0, 0, 1, 1, 0]) / np.sqrt(2))  # cross via "plus sign", red
+    assert e[1] == pytest.approx(np.array([0, 1, 0, 0, 1]) / np.sqrt(2))  # "hollow square" is a frame, not a square
+    assert e[2] == pytest.approx(np.array([2, 0, 0, 1, 0]) / np.sqrt(5))  # plural counts
+    assert not e[3].any()

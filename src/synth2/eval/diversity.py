@@ -44,6 +44,28 @@ def embed_with_lm(lm, captions: list[str], batch_size: int = 128) -> np.ndarray:
     return torch.cat(rows).numpy()
 
 
+def embed_with_world_concepts(captions: list[str], shapes: list[str], colours: list[str]) -> np.ndarray:
+    """Which of the world's shapes and colours each caption mentions (unit-normalised counts).
+
+    A content-only embedding, possible because the embedded world's vocabulary is known:
+    it ignores wording and style, which dominate a small LM's pooled states (corpora in
+    different styles then co-cluster by style, not by what they describe)."""
+    import re
+
+    from synth2.world.vocab import COLOUR_WORDS, SHAPE_WORDS
+
+    concepts = [(f"shape:{s}", SHAPE_WORDS[s]) for s in shapes] + [(f"colour:{c}", COLOUR_WORDS[c]) for c in colours]
+    # longest phrases first, so "hollow square" counts as a frame, not a square
+    phrases = sorted(((w, i) for i, (_, words) in enumerate(concepts) for w in words), key=lambda x: -len(x[0]))
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w, _ in phrases) + r")s?\b")
+    index = dict(phrases)
+    out = np.zeros((len(captions), len(concepts)))
+    for row, caption in enumerate(captions):
+        for match in pattern.finditer(caption.lower()):
+            out[row, index[match.group(1)]] += 1
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 def embed_with_sentence_transformer(path: str | Path, captions: list[str]) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 

@@ -78,7 +78,13 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     n = min(eval_cfg.generator_captions, len(pairs))
     prompts = [m.get("complete_caption", c) for m, c in zip(pairs.meta[:n], pairs.captions[:n])]
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
-    metrics = {"masked_token_accuracy": masked_token_accuracy(gen, pairs.tokens, pairs.captions, seed)}
+    # the same masks with every caption swapped for another image's: the gap is how much the
+    # generator uses its text (0 = it ignores the caption)
+    shuffled = pairs.captions[1:] + pairs.captions[:1]
+    metrics = {
+        "masked_token_accuracy": masked_token_accuracy(gen, pairs.tokens, pairs.captions, seed),
+        "masked_token_accuracy_shuffled_captions": masked_token_accuracy(gen, pairs.tokens, shuffled, seed),
+    }
     if spec is not None:
         from synth2.world.oracle import shape_colour_match
 

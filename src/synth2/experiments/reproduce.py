@@ -63,20 +63,31 @@ def figure6(run: Run) -> dict:
 
 
 def diversity_table(run: Run) -> dict:
-    """Tables 3/8's concentration and entropy: paired captions, LLM captions, text-only corpora, co-clustered."""
-    from synth2.eval.diversity import diversity, embed_with_lm, plot_diversity
+    """Tables 3/8's concentration and entropy: paired captions, LLM captions, text-only corpora, co-clustered.
+
+    Two embedders, both reported: the frozen LM's mean-pooled states (the paper's kind of
+    measure) and, on the embedded world, the shapes and colours each caption mentions
+    (content only). Tables 3 and 8 show the content measure when the world is used,
+    because the small LM's states separate corpora by writing style first.
+    """
+    from synth2.eval.diversity import diversity, embed_with_lm, embed_with_world_concepts, plot_diversity
 
     data, _ = pipeline.datasets(run)
     caps = pipeline.captions(run)
     corpora = {"paired": pipeline.load_pairs(data["paired"], images=False).captions}
     corpora.update(pipeline.caption_sources(run, data, caps))
     frozen = pipeline.load_frozen_lm(run)
-    result = diversity(corpora, lambda c: embed_with_lm(frozen, c), run.config.diversity)
     directory = run.root / "report"
     directory.mkdir(exist_ok=True)
-    plot_diversity(result, directory / "diversity.png")
-    (directory / "diversity.json").write_text(json.dumps(result, indent=2))
-    return result
+    results = {"lm": diversity(corpora, lambda c: embed_with_lm(frozen, c), run.config.diversity)}
+    spec = pipeline.world_spec(run)
+    if spec is not None:
+        results["concepts"] = diversity(corpora, lambda c: embed_with_world_concepts(c, spec.shapes, spec.colours), run.config.diversity)
+    for name, result in results.items():
+        plot_diversity(result, directory / f"diversity_{name}.png")
+    (directory / "diversity.json").write_text(json.dumps(results, indent=2))
+    main = "concepts" if "concepts" in results else "lm"
+    return {**results[main], "embedder": main, "by_embedder": results}
 
 
 def reproduce(run: Run) -> dict:
@@ -116,7 +127,13 @@ def reproduce(run: Run) -> dict:
             "pixel": {"steps_per_s": arm["genpair_pixel"]["steps_per_s"], "cider_a": arm["genpair_pixel"]["CIDEr_a"]},
         },
         "figure6": fig6,
-        "diversity": {"k": div["k"], "elbow_k": div["elbow_k"], **{n: {k: c[k] for k in ("concentration_top3", "concentration_top5", "entropy")} for n, c in div["corpora"].items()}},
+        "diversity": {
+            "embedder": div["embedder"],
+            **{
+                embedder: {"k": d["k"], "elbow_k": d["elbow_k"], **{n: {k: c[k] for k in ("concentration_top3", "concentration_top5", "entropy")} for n, c in d["corpora"].items()}}
+                for embedder, d in div["by_embedder"].items()
+            },
+        },
         "curation": {
             "auc": clip(run)["auc"] if not cfg.clip.hf_path else None,
             "k": curation["k"],
@@ -128,7 +145,7 @@ def reproduce(run: Run) -> dict:
             "random_cider_a": arm["curated_random"]["CIDEr_a"],
             "all_cider_a": arm["curated_all"]["CIDEr_a"],
         },
-        "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "fd_vq") if k in g.artifacts},
+        "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "fd_vq") if k in g.artifacts},
         "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability", "oracle_accuracy") if k in v.artifacts},
         "arms": arm,
     }

@@ -41,7 +41,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 [name, corpus, _fmt(t3[key]["cider_a"]), _fmt(t3[key]["concentration_top3"], True), _fmt(t3[key]["concentration_top5"], True), _fmt(t3[key]["entropy"])]
                 for name, key, corpus in (("Baseline", "baseline", "(paired captions)"), ("+ GenPair", "genpair", "LLM captions + synthetic images"), ("+ extra real", "real_extra", "real pairs"))
             ],
-            f"{setting}; concentration/entropy over k={results['diversity']['k']} co-clusters (elbow at {results['diversity']['elbow_k']})",
+            f"{setting}; concentration/entropy with the {results['diversity']['embedder']} embedder over "
+            f"k={results['diversity'][results['diversity']['embedder']]['k']} co-clusters (all embedders: Table 8)",
         ),
         (
             "Table 5: embedding space vs pixel space",
@@ -59,6 +60,35 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
             f"preset `{results['preset']}`: {results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; oracle = the world's parser",
         ),
     ]
+    vq, gen = results["vq"], results["generator"]
+    out.append(
+        (
+            "The shared tokenizer and the generator",
+            ["model", "metric", "value"],
+            [
+                ["VQ", "PSNR (dB) / SSIM", f"{_fmt(vq['psnr'])} / {_fmt(vq['ssim'])}"],
+                ["VQ", "codebook usage / perplexity", f"{_fmt(vq['codebook_usage'], True)} / {_fmt(vq.get('perplexity'))}"],
+                ["VQ", "oracle accuracy of reconstructions", _fmt(vq["oracle_accuracy"], True)],
+                ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
+                ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
+                ["generator", "masked-token accuracy, own / shuffled captions",
+                 f"{_fmt(gen['masked_token_accuracy'], True)} / {_fmt(gen.get('masked_token_accuracy_shuffled_captions'), True)}"],
+                ["generator", "Fréchet distance in VQ-embedding space", _fmt(gen.get("fd_vq"))],
+            ],
+            f"{results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; eval split A",
+        )
+    )
+    div = results["diversity"]
+    for embedder in (e for e in ("concepts", "lm") if e in div):
+        d = div[embedder]
+        out.append(
+            (
+                f"Table 8: caption diversity, {embedder} embedder (k = {d['k']}, elbow {d['elbow_k']})",
+                ["corpus", "concentration top-3", "concentration top-5", "entropy (bits)"],
+                [[name, _fmt(c["concentration_top3"], True), _fmt(c["concentration_top5"], True), _fmt(c["entropy"])] for name, c in d.items() if isinstance(c, dict)],
+                "concepts: the world shapes and colours each caption mentions; lm: the frozen LM's mean-pooled states, each corpus centred",
+            )
+        )
     cur = results["curation"]
     out.append(
         (
@@ -102,8 +132,9 @@ def write_report(run: Run, results: dict) -> tuple[Path, Path]:
     samples = run.stage_dir("t2i") / "samples.png"
     if samples.exists():
         figures["Figure 3: eval images (top) and the generator's images for the same captions (bottom)"] = Path(shutil.copy(samples, directory / "figure3.png"))
-    if (directory / "diversity.png").exists():
-        figures["Figure 5: semantic diversity (normalised cluster sizes per corpus; elbow of WCSS)"] = directory / "diversity.png"
+    for embedder in ("concepts", "lm"):
+        if (directory / f"diversity_{embedder}.png").exists():
+            figures[f"Figure 5: caption diversity, {embedder} embedder (normalised cluster sizes per corpus; elbow of WCSS)"] = directory / f"diversity_{embedder}.png"
 
     md = [f"# synth2 report: preset `{results['preset']}`", "", f"Wall time {results['wall_seconds']} s on {results['hardware']}. "
           "CIDEr is pycocoevalcap's CIDEr-D on its own scale (1.0 = 100 in papers).", ""]
