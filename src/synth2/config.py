@@ -64,6 +64,7 @@ class EvalConfig:
     max_new_tokens: int = 40
     curve_every: int = 300  # CIDEr during VLM training (Figure 6); 0 = off
     curve_images: int = 150
+    curve_arms: list[str] = field(default_factory=lambda: ["baseline", "genpair"])  # Figure 6's arms
     generator_captions: int = 200  # eval captions the generator draws, for its oracle accuracy
     # A TorchScript Inception-v3 feature extractor (e.g. clean-fid's inception-2015-12-05.pt):
     # FID with Inception features beside the FD with synth2's own features.
@@ -126,23 +127,23 @@ def quick() -> Config:
     cfg.world.paired = 4000
     cfg.world.eval = 300
     for corpus in cfg.world.text_only.values():
-        corpus.size = 1000
+        corpus.size = 700
     cfg.captions.n = 1000
-    cfg.lm.train = TrainConfig(steps=250, batch_size=64, lr=3e-3, warmup=25, weight_decay=0.01, betas=[0.9, 0.95], checkpoint_every=125)
+    cfg.lm.train = TrainConfig(steps=160, batch_size=64, lr=3e-3, warmup=16, weight_decay=0.01, betas=[0.9, 0.95], checkpoint_every=80)
     cfg.vq.model = _cpu_vq()
-    cfg.vq.train = TrainConfig(steps=800, batch_size=64, lr=2e-3, warmup=50, checkpoint_every=200, log_every=25)
+    cfg.vq.train = TrainConfig(steps=650, batch_size=64, lr=2e-3, warmup=50, checkpoint_every=325, log_every=25)
     cfg.vq.l2_weight = 1.0
     cfg.vq.disc_start = 1_000_000  # no adversarial phase in 3 minutes; `small` turns it on
     cfg.vq.channels_last = False
     cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 128, 512, 3
-    cfg.t2i.train = TrainConfig(steps=450, batch_size=64, lr=2e-3, warmup=50, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=150)
-    cfg.t2i.sampler.steps = 8
+    cfg.t2i.train = TrainConfig(steps=260, batch_size=64, lr=2e-3, warmup=26, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=130)
+    cfg.t2i.sampler.steps = 6
     # nine VLM arms share the 15-minute budget: short runs, a 4-point CIDEr curve
-    cfg.vlm.train = TrainConfig(steps=200, batch_size=48, lr=1.5e-3, warmup=20, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=100)
-    cfg.eval.curve_every = 50
+    cfg.vlm.train = TrainConfig(steps=180, batch_size=40, lr=1.5e-3, warmup=18, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=90)
+    cfg.eval.curve_every = 45
     cfg.eval.curve_images = 100
     cfg.eval.max_images = 200
-    cfg.clip.train = TrainConfig(steps=300, batch_size=128, lr=2e-3, warmup=20, weight_decay=0.01, checkpoint_every=150)
+    cfg.clip.train = TrainConfig(steps=200, batch_size=128, lr=3e-3, warmup=20, weight_decay=0.01, checkpoint_every=100)
     cfg.curate.best_of = 1  # `small` draws 2 per caption
     return cfg
 

@@ -376,7 +376,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         def curve(step: int) -> dict:
             return {"cider_a": caption_and_score(model, eval_a, cfg, directory / "curve", f"step{step}", ("CIDEr",))["CIDEr"]}
 
-        evaluate = curve if cfg.eval.curve_every else None
+        evaluate = curve if cfg.eval.curve_every and arm_name in cfg.eval.curve_arms else None
         train_cfg = dataclasses.replace(cfg.vlm.train, eval_every=cfg.eval.curve_every)
         result = train(task, train_cfg, directory, dist, name, evaluate=evaluate, config_to_save=stage_cfg)
         artifacts.save_module(directory / "model", task.modules["vlm"], cfg.vlm.model)
