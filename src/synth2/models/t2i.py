@@ -117,12 +117,24 @@ def random_mask(batch: int, num_tokens: int, generator: torch.Generator | None =
     return ranks < count[:, None]
 
 
-def masked_prediction_loss(model: T2IModel, ids_BN: torch.Tensor, text_BLC, text_mask_BL, generator=None, label_smoothing: float = 0.0):
-    """Cross-entropy on the masked positions only; returns (loss, masked-token accuracy, masked share)."""
-    mask_BN = random_mask(ids_BN.shape[0], ids_BN.shape[1], generator, ids_BN.device)
-    inputs = ids_BN.masked_fill(mask_BN, model.mask_id)
+def masked_prediction_loss(
+    model: T2IModel, ids_BN: torch.Tensor, text_BLC, text_mask_BL, generator=None, label_smoothing: float = 0.0, mask_BN=None, normaliser: float | None = None
+):
+    """Cross-entropy on the masked positions only; returns (loss, masked-token accuracy, masked share).
+
+    `mask_BN` defaults to a fresh `random_mask`. The loss is the mean over masked tokens, or
+    their sum / `normaliser` (data-parallel training passes the global masked count over the
+    world size, so averaging gradients over ranks gives the single-process gradient).
+    `model` may be DDP-wrapped.
+    """
+    if mask_BN is None:
+        mask_BN = random_mask(ids_BN.shape[0], ids_BN.shape[1], generator, ids_BN.device)
+    inputs = ids_BN.masked_fill(mask_BN, getattr(model, "module", model).mask_id)
     logits = model(inputs, text_BLC, text_mask_BL)
-    loss = F.cross_entropy(logits[mask_BN].float(), ids_BN[mask_BN], label_smoothing=label_smoothing)
+    reduction = "mean" if normaliser is None else "sum"
+    loss = F.cross_entropy(logits[mask_BN].float(), ids_BN[mask_BN], label_smoothing=label_smoothing, reduction=reduction)
+    if normaliser is not None:
+        loss = loss / normaliser
     accuracy = (logits[mask_BN].argmax(-1) == ids_BN[mask_BN]).float().mean()
     return loss, accuracy, mask_BN.float().mean()
 
