@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from ddp import run_ddp
 
 from synth2.models.sampler import SamplerConfig, sample
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
@@ -138,33 +139,19 @@ def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):
         assert torch.equal(a, b)
 
 
-def _ddp_worker(rank, world, lm_dir, out, port):
-    import os
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    from synth2.train import distributed
+def _train_in_ddp(dist, lm_dir, out):
     from synth2.train.loop import train
 
-    torch.set_num_threads(1)
-    dist = distributed.init("cpu")
     task, cfg = _t2i_task(lm_dir, dist)
     train(task, cfg.train, out / "ddp", dist, "t2i")
-    if rank == 0:
+    if dist.is_main:
         torch.save(task.model.state_dict(), out / "ddp.pt")
-    torch.distributed.destroy_process_group()
 
 
 def test_training_runs_under_two_ddp_processes(tiny_llama_dir, tmp_path):
     """The DDP path (wrapped model, global masked-token count) trains. Masks and text dropout
     are drawn per rank, so its weights are not compared with a single process's."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, tiny_llama_dir, tmp_path, port), nprocs=2, join=True)
+    run_ddp(_train_in_ddp, tiny_llama_dir, tmp_path)
     state = torch.load(tmp_path / "ddp.pt")
     single, _ = _t2i_task(tiny_llama_dir)
     assert state.keys() == single.model.state_dict().keys()

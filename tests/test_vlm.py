@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from ddp import run_ddp
 import torch.nn.functional as F
 
 from synth2.models.decode import beam_search, decode_texts, greedy
@@ -137,30 +138,17 @@ def test_pixel_space_re_encodes_synthetic_tokens(tiny_llama_dir):
     assert torch.equal(tokens_e[:4], tokens_p[:4])  # real pairs stay as encoded
 
 
-def _ddp_worker(rank, world, lm_dir, out, port):
-    import os
+def _train_in_ddp(dist, lm_dir, out):
+    from synth2.train.loop import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    from synth2.train import distributed
-
-    torch.set_num_threads(1)
-    dist = distributed.init("cpu")
     task, cfg = _task(lm_dir, dist=dist)
     train(task, cfg.train, out / "ddp", dist, "vlm")
-    if rank == 0:
+    if dist.is_main:
         torch.save(task.modules["vlm"].state_dict(), out / "ddp.pt")
-    torch.distributed.destroy_process_group()
 
 
 def test_two_ddp_processes_match_one_with_the_same_global_batch(tiny_llama_dir, tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, tiny_llama_dir, tmp_path, port), nprocs=2, join=True)
+    run_ddp(_train_in_ddp, tiny_llama_dir, tmp_path)
     single, cfg = _task(tiny_llama_dir)
     train(single, cfg.train, tmp_path / "single", DistInfo(), "vlm")
     ddp_state = torch.load(tmp_path / "ddp.pt")
