@@ -365,12 +365,13 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         frozen = load_frozen_lm(run)
         vq_model = artifacts.load_vq(v["path"])
         sources = [source_data(run, source, on_the_fly) for source in arm.sources]
-        grid = tuple(sources[0].tokens.shape[1:3]) if sources[0].tokens is not None else token_generator(run).grid
+        generator = token_generator(run) if on_the_fly else None
+        grid = tuple(sources[0].tokens.shape[1:3]) if sources[0].tokens is not None else (generator or token_generator(run)).grid
         torch.manual_seed(seed)
         model = VLM(cfg.vlm.model, frozen, vq_model, grid)
         stage_vlm = dataclasses.replace(cfg.vlm, space=arm.space)
         dist = distributed.init(cfg.device)
-        task = VLMTask(stage_vlm, model, sources, dist, seed, token_generator(run) if on_the_fly else None)
+        task = VLMTask(stage_vlm, model, sources, dist, seed, generator)
         eval_a = load_pairs(e["splits"]["eval_a"], images=False, tokens=True, limit=cfg.eval.curve_images)
 
         def curve(step: int) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -80,16 +79,18 @@ class AnswerCache:
     def __init__(self, path: Path):
         self.path = path
         self.answers: dict[str, str] = {}
+        torn = False
         if path.exists():
             with open(path, encoding="utf-8") as f:
                 for line in f:
+                    torn = not line.endswith("\n")
                     try:
                         record = json.loads(line)
                         self.answers[record["key"]] = record["answer"]
                     except (json.JSONDecodeError, KeyError, TypeError):
                         continue
         self._file = open(path, "a", encoding="utf-8")
-        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        if torn:
             self._file.write("\n")  # end a torn line, so the next record starts clean
 
     def add(self, key: str, answer: str) -> None:

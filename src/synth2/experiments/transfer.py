@@ -32,11 +32,10 @@ def _tag(*paths) -> str:
     return f"{Path(str(paths[-1]).rstrip('/')).name or 'data'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def _encoded(run: Run, shards: str, directory: Path) -> str:
+def _encoded(run: Run, vq_model, shards: str, directory: Path) -> str:
     """Encode a user split's images with the run's VQ (bad records skipped and counted)."""
     cfg = run.config
     report = QualityReport(source=str(shards), max_bad_fraction=cfg.data.max_bad_fraction)
-    vq_model = artifacts.load_vq(pipeline.vq(run)["path"])
     pipeline.encode_shards(vq_model, shards, directory, report, cfg.world.resolution)
     report.write(directory / "encode_report.json")
     return str(directory)
@@ -56,8 +55,8 @@ def zero_shot(run: Run, shards: str, arm: str = "baseline", seed: int | None = N
     name = f"zeroshot/{arm}" + (f"-s{seed}" if seed is not None and seed != run.config.seed else "") + f"/{_tag(shards)}"
 
     def build(directory: Path) -> dict:
-        tokens = _encoded(run, shards, directory / "tokens")
-        return _score(run, pipeline.load_vlm(run, vlm_stage), tokens, directory, limit)
+        model = pipeline.load_vlm(run, vlm_stage)
+        return _score(run, model, _encoded(run, model.vq, shards, directory / "tokens"), directory, limit)
 
     return run.stage(name, {"shards": str(shards), "limit": limit, "eval": run.config.eval}, [vlm_stage, pipeline.vq(run)], build)
 
@@ -76,16 +75,16 @@ def finetune(
     stage_cfg = {"train": str(train_shards), "eval": str(eval_shards), "steps": steps, "seed": seed, "limit": limit, "train_cfg": train_cfg, "eval_cfg": cfg.eval}
 
     def build(directory: Path) -> dict:
-        pairs = load_pairs(_encoded(run, train_shards, directory / "train_tokens"), images=False, tokens=True)
+        model = pipeline.load_vlm(run, vlm_stage).train()
+        pairs = load_pairs(_encoded(run, model.vq, train_shards, directory / "train_tokens"), images=False, tokens=True)
         image_index = [i for i, refs in enumerate(pairs.references()) for _ in refs]
         texts = [r for refs in pairs.references() for r in refs]
         source = SourceData("finetune", SourceConfig(kind="real", data="finetune"), texts, pairs.tokens[image_index])
-        model = pipeline.load_vlm(run, vlm_stage).train()
         dist = distributed.init(cfg.device)
         task = VLMTask(cfg.vlm, model, [source], dist, seed)
         result = train(task, train_cfg, directory, dist, name, config_to_save=stage_cfg)
         artifacts.save_module(directory / "model", task.modules["vlm"], cfg.vlm.model)
-        scores = _score(run, model, _encoded(run, eval_shards, directory / "eval_tokens"), directory, limit)
+        scores = _score(run, model, _encoded(run, model.vq, eval_shards, directory / "eval_tokens"), directory, limit)
         return {**scores, "train_pairs": len(texts), "train_seconds": result.seconds}
 
     return run.stage(name, stage_cfg, [vlm_stage, pipeline.vq(run)], build)

@@ -69,9 +69,12 @@ def mean_across_ranks(value: float, info: DistInfo) -> float:
     return float(tensor.item() / info.world_size)
 
 
-def sum_across_ranks(value: float, info: DistInfo) -> float:
+def token_normaliser(local_tokens: float, info: DistInfo) -> float | None:
+    """For a loss summed over this rank's tokens: the divisor that makes DDP's gradient average
+    equal the single-process gradient of the mean over all ranks' tokens (the global token count
+    over the world size). None without DDP, where the per-batch mean is already exact."""
     if not info.enabled:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
+        return None
+    tensor = torch.tensor([local_tokens], dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
-    return float(tensor.item())
+    return float(tensor.item()) / info.world_size

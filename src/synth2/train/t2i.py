@@ -16,7 +16,7 @@ import torch
 from synth2.models.lm import FrozenLM
 from synth2.models.sampler import SamplerConfig
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
-from synth2.train.distributed import DistInfo, sum_across_ranks, wrap
+from synth2.train.distributed import DistInfo, token_normaliser, wrap
 from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
 
 
@@ -54,9 +54,7 @@ class T2ITask:
         generator = torch.Generator(device=ids.device).manual_seed(self.seed * 7_368_787 + step * (self.dist.rank + 1))
         text, mask, dropped = drop_text(text, mask, self.empty_states, self.empty_mask, self.cfg.p_uncond, generator)
         token_mask = random_mask(ids.shape[0], ids.shape[1], generator, ids.device)
-        normaliser = None
-        if self.dist.enabled:  # ranks mask different numbers of tokens: normalise by the global count
-            normaliser = sum_across_ranks(float(token_mask.sum()), self.dist) / self.dist.world_size
+        normaliser = token_normaliser(float(token_mask.sum()), self.dist)  # ranks mask different counts
         with ctx.autocast():
             loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing, token_mask, normaliser)
         grad_norm = ctx.update(loss, self.optimizers["t2i"])

@@ -22,7 +22,7 @@ import torch
 from synth2.models.vlm import VLM, VLMConfig, caption_loss
 from synth2.models.vq import to_model_pixels
 from synth2.synthesis import TokenGenerator
-from synth2.train.distributed import DistInfo, sum_across_ranks, wrap
+from synth2.train.distributed import DistInfo, token_normaliser, wrap
 from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
 
 
@@ -132,10 +132,7 @@ class VLMTask:
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         input_ids, mask, labels, tokens = batch
-        normaliser = None
-        if self.dist.enabled:
-            caption_tokens = float((labels[:, 1:] != -100).sum())
-            normaliser = sum_across_ranks(caption_tokens, self.dist) / self.dist.world_size
+        normaliser = token_normaliser(float((labels[:, 1:] != -100).sum()), self.dist)
         with ctx.autocast():
             loss = self.ddp(input_ids, mask, labels, tokens, normaliser)
         return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["vlm"])}
