@@ -157,3 +157,36 @@ def test_training_runs_under_two_ddp_processes(tiny_llama_dir, tmp_path):
     assert state.keys() == single.model.state_dict().keys()
     assert all(torch.isfinite(v).all() for v in state.values())
     assert any(not torch.equal(v, single.model.state_dict()[k]) for k, v in state.items())  # it trained
+
+
+@pytest.mark.parametrize("tokens_follow_caption", [True, False])
+def test_text_information_is_positive_only_when_tokens_depend_on_the_caption(tiny_llama_dir, tokens_follow_caption):
+    """Train a tiny generator where each caption fixes its image's tokens (or where tokens are
+    independent of captions): only the first should gain from its own caption over a shuffled one."""
+    from types import SimpleNamespace
+
+    from synth2.eval.generator import text_use
+    from synth2.models.lm import FrozenLM
+
+    lm = FrozenLM.from_pretrained(tiny_llama_dir)
+    captions = ["a red circle", "a blue square", "a green star", "a pink heart"] * 16
+    g = torch.Generator().manual_seed(0)
+    per_caption = torch.randint(0, 8, (4, 16), generator=g)
+    shuffled_rows = torch.randint(0, 4, (len(captions),), generator=g)
+    rows = torch.arange(len(captions)) % 4 if tokens_follow_caption else shuffled_rows
+    tokens = per_caption[rows]
+    states, mask = lm.encode_texts(captions)
+    torch.manual_seed(0)
+    model = T2IModel(T2IConfig(width=32, layers=2, heads=2, mlp=64, dropout=0.0), 8, (4, 4), lm.hidden_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, _, _ = masked_prediction_loss(model, tokens, states, mask, g)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    scores = text_use(SimpleNamespace(lm=lm, model=model.eval()), tokens.numpy(), captions, seed=0)
+    if tokens_follow_caption:
+        assert scores["text_information_nats"] > 0.5
+        assert scores["masked_token_nll"] < scores["masked_token_nll_shuffled_captions"]
+    else:
+        assert abs(scores["text_information_nats"]) < 0.3

@@ -57,16 +57,34 @@ def inception_features(path: str | Path, images_uint8: np.ndarray, batch_size: i
 
 
 @torch.no_grad()
-def masked_token_accuracy(gen, tokens: np.ndarray, captions: list[str], seed: int, batch_size: int = 128) -> float:
+def masked_token_scores(gen, tokens: np.ndarray, captions: list[str], seed: int, batch_size: int = 128) -> tuple[float, float]:
+    """(accuracy, cross-entropy in nats) on masked tokens, with masks drawn from `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    right = total = 0.0
+    right = nll = total = 0.0
     for start in range(0, len(captions), batch_size):
         ids = torch.from_numpy(tokens[start : start + batch_size].reshape(-1, gen.model.num_tokens)).long()
         states, mask = gen.lm.encode_texts(captions[start : start + batch_size])
-        _, accuracy, share = masked_prediction_loss(gen.model, ids, states, mask, generator)
+        loss, accuracy, share = masked_prediction_loss(gen.model, ids, states, mask, generator)
         n = share.item() * ids.numel()
-        right, total = right + accuracy.item() * n, total + n
-    return right / max(total, 1)
+        right, nll, total = right + accuracy.item() * n, nll + loss.item() * n, total + n
+    return right / max(total, 1), nll / max(total, 1)
+
+
+def text_use(gen, tokens: np.ndarray, captions: list[str], seed: int) -> dict[str, float]:
+    """How much the generator uses its captions: the same masks scored with every caption swapped
+    for another image's. Accuracy is dominated by background tokens, so it barely moves; the
+    cross-entropy gap (shuffled - own, nats per masked token) is the sensitive measure: an
+    estimate of the information the caption adds about a masked token (0 = ignored)."""
+    shuffled = captions[1:] + captions[:1]
+    accuracy, nll = masked_token_scores(gen, tokens, captions, seed)
+    accuracy_shuffled, nll_shuffled = masked_token_scores(gen, tokens, shuffled, seed)
+    return {
+        "masked_token_accuracy": accuracy,
+        "masked_token_accuracy_shuffled_captions": accuracy_shuffled,
+        "masked_token_nll": nll,
+        "masked_token_nll_shuffled_captions": nll_shuffled,
+        "text_information_nats": nll_shuffled - nll,
+    }
 
 
 def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:
@@ -78,13 +96,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     n = min(eval_cfg.generator_captions, len(pairs))
     prompts = [m.get("complete_caption", c) for m, c in zip(pairs.meta[:n], pairs.captions[:n])]
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
-    # the same masks with every caption swapped for another image's: the gap is how much the
-    # generator uses its text (0 = it ignores the caption)
-    shuffled = pairs.captions[1:] + pairs.captions[:1]
-    metrics = {
-        "masked_token_accuracy": masked_token_accuracy(gen, pairs.tokens, pairs.captions, seed),
-        "masked_token_accuracy_shuffled_captions": masked_token_accuracy(gen, pairs.tokens, shuffled, seed),
-    }
+    metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
     if spec is not None:
         from synth2.world.oracle import shape_colour_match
 

@@ -145,7 +145,7 @@ def reproduce(run: Run) -> dict:
             "random_cider_a": arm["curated_random"]["CIDEr_a"],
             "all_cider_a": arm["curated_all"]["CIDEr_a"],
         },
-        "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "fd_vq") if k in g.artifacts},
+        "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
         "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability", "oracle_accuracy") if k in v.artifacts},
         "arms": arm,
     }

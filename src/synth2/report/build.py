@@ -73,6 +73,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
                 ["generator", "masked-token accuracy, own / shuffled captions",
                  f"{_fmt(gen['masked_token_accuracy'], True)} / {_fmt(gen.get('masked_token_accuracy_shuffled_captions'), True)}"],
+                ["generator", "caption information: masked-token NLL shuffled - own (nats)", _fmt(gen.get("text_information_nats"))],
                 ["generator", "Fréchet distance in VQ-embedding space", _fmt(gen.get("fd_vq"))],
             ],
             f"{results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; eval split A",
