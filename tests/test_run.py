@@ -31,6 +31,22 @@ def test_finished_stage_is_skipped_and_changed_config_reruns(tmp_path):
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "s" / "log.txt").exists()
 
 
+def test_a_moved_run_directory_still_finds_its_artifacts(tmp_path):
+    import shutil
+
+    def work(directory):
+        (directory / "model.bin").write_text("weights")
+        return {"path": str(directory / "model.bin"), "files": [directory / "model.bin"], "name": "kept as is"}
+
+    Run(tmp_path / "a", tiny()).stage("s", {}, [], work)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved = Run(tmp_path / "b", tiny()).stage("s", {}, [], work)
+    assert moved.skipped
+    assert moved.artifacts["path"] == str(tmp_path / "b" / "s" / "model.bin")
+    assert moved.artifacts["files"] == [str(tmp_path / "b" / "s" / "model.bin")]
+    assert moved.artifacts["name"] == "kept as is"
+
+
 def test_interrupted_stage_is_called_again_with_its_folder_kept(tmp_path):
     run = Run(tmp_path, tiny())
 

@@ -80,13 +80,21 @@ class Run:
         manifest["stages"].setdefault(name, {}).update(fields)
         self._write_manifest(manifest)
 
+    # Paths inside the run are stored as "{run}/<stage>/...", so a run directory can be moved,
+    # copied to shared storage or opened from another working directory.
+    def _relativise(self, value: Any) -> Any:
+        return _map_strings(value, lambda s: RUN_PLACEHOLDER + s[len(str(self.root)) :] if _is_under(s, self.root) else s)
+
+    def _expand(self, value: Any) -> Any:
+        return _map_strings(value, lambda s: str(self.root) + s[len(RUN_PLACEHOLDER) :] if s.startswith(RUN_PLACEHOLDER + "/") else s)
+
     def stage_dir(self, name: str) -> Path:
         return self.root / name
 
     def done(self, name: str) -> StageResult | None:
         entry = self.manifest()["stages"].get(name)
         if entry and entry.get("status") == "done":
-            return StageResult(name, entry["fingerprint"], self.stage_dir(name), entry.get("artifacts", {}), True)
+            return StageResult(name, entry["fingerprint"], self.stage_dir(name), self._expand(entry.get("artifacts", {})), True)
         return None
 
     # stages ------------------------------------------------------------------
@@ -105,7 +113,7 @@ class Run:
         entry = self.manifest()["stages"].get(name)
         if entry and entry.get("fingerprint") == fp and entry.get("status") == "done":
             logger.info("stage %s: unchanged, skipped", name)
-            return StageResult(name, fp, directory, entry.get("artifacts", {}), skipped=True)
+            return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
             logger.info("stage %s: config or inputs changed, recomputing", name)
             shutil.rmtree(directory)
@@ -119,9 +127,26 @@ class Run:
             artifacts = fn(directory)
         seconds = round(time.time() - start, 2)
         self._update_stage(
-            name, status="done", seconds=seconds, artifacts=artifacts, finished=time.strftime("%Y-%m-%dT%H:%M:%S")
+            name, status="done", seconds=seconds, artifacts=self._relativise(artifacts), finished=time.strftime("%Y-%m-%dT%H:%M:%S")
         )
         return StageResult(name, fp, directory, artifacts)
+
+
+RUN_PLACEHOLDER = "{run}"
+
+
+def _is_under(text: str, root: Path) -> bool:
+    return text.startswith(str(root) + os.sep)
+
+
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, (str, Path)):
+        return fn(str(value))
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_map_strings(v, fn) for v in value]
+    return value
 
 
 class _stage_log:
