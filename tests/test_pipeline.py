@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from synth2.cli import app
 
 REQUIRED = {
-    "preset", "seeds", "wall_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
+    "preset", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
 }
 
 
@@ -29,7 +29,7 @@ def test_reproduce_writes_results_and_report(tiny_run):
         assert {"cider_a", "concentration_top3", "concentration_top5", "entropy"} <= set(results["table3"][arm])
     assert {"steps_per_s", "cider_a"} <= set(results["table5"]["embedding"]) and results["table5"]["pixel"]["steps_per_s"] > 0
     assert {"steps", "baseline_mean", "baseline_std", "synth2_mean", "synth2_std", "parity_fraction"} <= set(results["figure6"])
-    assert {"oracle_seen", "oracle_heldout"} <= set(results["generator"])
+    assert {"oracle_seen", "oracle_heldout", "text_information_nats"} <= set(results["generator"])
     assert {"psnr", "codebook_usage", "oracle_accuracy"} <= set(results["vq"])
     assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
     assert 0.0 <= results["curation"]["auc"] <= 1.0
@@ -43,10 +43,14 @@ def test_reproduce_writes_results_and_report(tiny_run):
 
 def test_rerun_skips_every_finished_stage(tiny_run):
     before = json.loads((tiny_run / "manifest.json").read_text())
+    results_before = json.loads((tiny_run / "results.json").read_text())
     result = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--out", str(tiny_run)])
     assert result.exit_code == 0, result.output
     after = json.loads((tiny_run / "manifest.json").read_text())
     assert {k: v["finished"] for k, v in before["stages"].items()} == {k: v["finished"] for k, v in after["stages"].items()}
+    # the rerun's own wall time is short, and the stages' compute time is kept
+    results_after = json.loads((tiny_run / "results.json").read_text())
+    assert results_after["compute_seconds"] == results_before["compute_seconds"] > results_after["wall_seconds"]
 
 
 def test_changed_config_reruns_only_downstream_stages(tiny_run):

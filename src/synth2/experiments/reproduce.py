@@ -152,6 +152,9 @@ def reproduce(run: Run) -> dict:
     results["claims"] = claims(results)
     results["wall_seconds"] = round(time.time() - started, 1)
     results["stage_seconds"] = {name: entry.get("seconds") for name, entry in run.manifest()["stages"].items()}
+    # wall_seconds is this invocation only (seconds when a rerun skips finished stages); the
+    # stages keep the time they took when they ran, so their sum is the run's compute time
+    results["compute_seconds"] = round(sum(v for v in results["stage_seconds"].values() if v), 1)
     (run.root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(run, results)
     console.log(f"report: {run.root / 'report.md'}  {run.root / 'report.html'}")

@@ -137,7 +137,8 @@ def write_report(run: Run, results: dict) -> tuple[Path, Path]:
         if (directory / f"diversity_{embedder}.png").exists():
             figures[f"Figure 5: caption diversity, {embedder} embedder (normalised cluster sizes per corpus; elbow of WCSS)"] = directory / f"diversity_{embedder}.png"
 
-    md = [f"# synth2 report: preset `{results['preset']}`", "", f"Wall time {results['wall_seconds']} s on {results['hardware']}. "
+    md = [f"# synth2 report: preset `{results['preset']}`", "", f"Wall time {results['wall_seconds']} s for this invocation, {results['compute_seconds']} s in all stages "
+          f"(as they first ran) on {results['hardware']}. "
           "CIDEr is pycocoevalcap's CIDEr-D on its own scale (1.0 = 100 in papers).", ""]
     for title, header, rows, note in tables(results):
         md += [f"## {title}", "", _markdown_table(header, rows), "", f"*{note}*", ""]
