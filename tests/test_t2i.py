@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from ddp import run_ddp
+from resume import assert_resume_equals_uninterrupted
 
 from synth2.models.sampler import SamplerConfig, sample
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
@@ -125,18 +126,8 @@ def _t2i_task(lm_dir, dist=None):
 
 
 def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):
-    from synth2.train.distributed import DistInfo
-    from synth2.train.loop import train
-
-    whole_task, cfg = _t2i_task(tiny_llama_dir)
-    whole = train(whole_task, cfg.train, tmp_path / "a", DistInfo(), "t2i")
-    first, _ = _t2i_task(tiny_llama_dir)
-    train(first, cfg.train, tmp_path / "b", DistInfo(), "t2i", stop_after=3)
-    second, _ = _t2i_task(tiny_llama_dir)
-    resumed = train(second, cfg.train, tmp_path / "b", DistInfo(), "t2i")
-    assert resumed.last_metrics == whole.last_metrics
-    for a, b in zip(whole_task.model.state_dict().values(), second.model.state_dict().values()):
-        assert torch.equal(a, b)
+    _, cfg = _t2i_task(tiny_llama_dir)
+    assert_resume_equals_uninterrupted(lambda: _t2i_task(tiny_llama_dir)[0], cfg.train, tmp_path, "t2i", stop_after=3)
 
 
 def _train_in_ddp(dist, lm_dir, out):

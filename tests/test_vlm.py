@@ -1,9 +1,9 @@
-import json
 
 import numpy as np
 import pytest
 import torch
 from ddp import run_ddp
+from resume import assert_resume_equals_uninterrupted
 import torch.nn.functional as F
 
 from synth2.models.decode import beam_search, decode_texts, greedy
@@ -118,15 +118,8 @@ def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding"):
 
 
 def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):
-    task, cfg = _task(tiny_llama_dir)
-    whole = train(task, cfg.train, tmp_path / "a", DistInfo(), "vlm")
-    first, _ = _task(tiny_llama_dir)
-    train(first, cfg.train, tmp_path / "b", DistInfo(), "vlm", stop_after=3)
-    second, _ = _task(tiny_llama_dir)
-    resumed = train(second, cfg.train, tmp_path / "b", DistInfo(), "vlm")
-    assert resumed.last_metrics == whole.last_metrics
-    for a, b in zip(task.modules["vlm"].state_dict().values(), second.modules["vlm"].state_dict().values()):
-        assert torch.equal(a, b)
+    _, cfg = _task(tiny_llama_dir)
+    assert_resume_equals_uninterrupted(lambda: _task(tiny_llama_dir)[0], cfg.train, tmp_path, "vlm", stop_after=3)
 
 
 def test_pixel_space_re_encodes_synthetic_tokens(tiny_llama_dir):
