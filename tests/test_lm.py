@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from synth2.models.lm import FrozenLM
 from synth2.train.distributed import DistInfo

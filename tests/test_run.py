@@ -4,7 +4,6 @@ from typer.testing import CliRunner
 
 from synth2.cli import app
 from synth2.config import tiny
-from synth2.configtools import apply_overrides
 from synth2.run import Run
 
 
