@@ -86,7 +86,7 @@ class Run:
         return _map_strings(value, lambda s: RUN_PLACEHOLDER + s[len(str(self.root)) :] if _is_under(s, self.root) else s)
 
     def _expand(self, value: Any) -> Any:
-        return _map_strings(value, lambda s: str(self.root) + s[len(RUN_PLACEHOLDER) :] if s.startswith(RUN_PLACEHOLDER + "/") else s)
+        return _map_strings(value, lambda s: str(self.root) + s[len(RUN_PLACEHOLDER) :] if s.startswith(RUN_PLACEHOLDER + os.sep) else s)
 
     def stage_dir(self, name: str) -> Path:
         return self.root / name
