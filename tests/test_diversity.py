@@ -53,3 +53,24 @@ def test_world_concept_embedding_reads_shapes_and_colours_whatever_the_wording()
     assert e[1] == pytest.approx(np.array([0, 1, 0, 0, 1]) / np.sqrt(2))  # "hollow square" is a frame, not a square
     assert e[2] == pytest.approx(np.array([2, 0, 0, 1, 0]) / np.sqrt(5))  # plural counts
     assert not e[3].any()
+
+
+def test_balanced_fit_keeps_a_large_corpus_from_taking_the_centroids():
+    # A: 2,000 captions in one unstructured cloud; B: 100 captions in 10 distinct topics.
+    rng = np.random.default_rng(0)
+    space = np.concatenate([rng.normal(scale=6, size=(2000, 8)), blobs(10, 10, seed=3) + 30])
+    corpora = {"large": [f"{i}" for i in range(2000)], "topical": [f"{i}" for i in range(2000, 2100)]}
+
+    def embed(captions):
+        return space[[int(c) for c in captions]]
+
+    def topical_entropy(balance):
+        cfg = DiversityConfig(k=10, k_range=[2, 4, 6], seed=0, center=False, balance=balance)
+        result = diversity(corpora, embed, cfg)
+        assert result["corpora"]["large"]["captions"] == 2000  # every caption is assigned, not only the fit sample
+        return result["corpora"]["topical"]["entropy"], result["fit_per_corpus"]
+
+    unbalanced, fit_none = topical_entropy(False)
+    balanced, fit_n = topical_entropy(True)
+    assert fit_none is None and fit_n == 100
+    assert unbalanced < 1.5 < 2.5 < balanced  # unbalanced, the large corpus's cloud takes most of the 10 centroids

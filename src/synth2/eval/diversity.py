@@ -5,7 +5,8 @@ the pooled corpora are co-clustered with k-means, k is chosen by the elbow of th
 within-cluster sum of squares (the paper found 20), and each corpus is summarised by
 its normalised cluster sizes, concentration (share in its top-3 / top-5 clusters;
 lower = more diverse) and entropy over all clusters (bits; higher = more uniform).
-By default each corpus is centred first (see `DiversityConfig.center`).
+By default each corpus is centred first (see `DiversityConfig.center`), and the clusters
+are fitted on the same number of captions from every corpus (`DiversityConfig.balance`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class DiversityConfig:
     # styles otherwise fall into disjoint clusters by style alone, and concentration would measure
     # style, not the spread of content the paper is after.
     center: bool = True
+    # Fit the elbow and k-means on an equal-size random sample of every corpus (the smallest
+    # corpus's size), then assign every caption to its nearest centroid. The paper co-clusters
+    # corpora of equal size (GenPair, WebLI and LTIP at 1M each, Table 3); with unequal ones the
+    # largest places most centroids and the others' clusters are merged.
+    balance: bool = True
 
 
 @torch.no_grad()
@@ -115,12 +121,14 @@ def diversity(corpora: dict[str, list[str]], embed, cfg: DiversityConfig) -> dic
         owners += [name] * len(captions)
     embeddings = np.concatenate(chunks)
     owners_arr = np.array(owners)
+    fit_per_corpus = min(len(c) for c in chunks) if cfg.balance else None
+    fit = np.concatenate([c[np.sort(rng.choice(len(c), fit_per_corpus, replace=False))] for c in chunks]) if cfg.balance else embeddings
     ks = cfg.k_range or list(range(2, 41, 2))
-    ks = [k for k in ks if k < len(embeddings)]
-    chosen, wcss = elbow(embeddings, ks, cfg.seed)
+    ks = [k for k in ks if k < len(fit)]
+    chosen, wcss = elbow(fit, ks, cfg.seed)
     k = cfg.k or chosen
-    labels = KMeans(k, n_init=4, random_state=cfg.seed).fit_predict(embeddings)
-    result = {"k": k, "elbow_k": chosen, "wcss": {str(kk): v for kk, v in wcss.items()}, "corpora": {}}
+    labels = KMeans(k, n_init=4, random_state=cfg.seed).fit(fit).predict(embeddings)
+    result = {"k": k, "elbow_k": chosen, "fit_per_corpus": fit_per_corpus, "wcss": {str(kk): v for kk, v in wcss.items()}, "corpora": {}}
     for name in names:
         own = labels[owners_arr == name]
         result["corpora"][name] = {"captions": int(len(own)), **cluster_stats(own, k)}
