@@ -97,8 +97,13 @@ def test_evaluate_vq_reports_stability_and_oracle():
     pixels = np.stack([render(s, 32, 3) for s in scenes])
     torch.manual_seed(0)
     metrics = evaluate_vq(VQModel(TINY), pixels, scenes, Oracle(spec))
-    assert set(metrics) >= {"psnr", "ssim", "codebook_usage", "perplexity", "token_stability", "oracle_accuracy"}
+    causes = {f"oracle_{c}_errors" for c in ("shape", "colour", "size", "missed", "spurious")}
+    assert set(metrics) >= {"psnr", "ssim", "codebook_usage", "perplexity", "token_stability", "oracle_accuracy"} | causes
     assert 0 <= metrics["token_stability"] <= 1
+    # an untrained decoder paints noise, which the oracle reads as an object in every cell:
+    # nothing is missed, most cells are spurious, and the true cells hold wrong objects
+    assert metrics["oracle_accuracy"] == 0 and metrics["oracle_missed_errors"] == 0
+    assert metrics["oracle_spurious_errors"] > 0.5 and metrics["oracle_shape_errors"] > 0
 
 
 def test_lpips_from_local_weights(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from synth2.data.shards import read_pairs
 from synth2.world.annotate import annotators
 from synth2.world.llm import UnknownClass, WorldLLM
-from synth2.world.oracle import Oracle, object_accuracy
+from synth2.world.oracle import Oracle, object_accuracy, object_errors
 from synth2.world.render import render
 from synth2.world.scene import WorldConfig, WorldSpec, sample_scene
 from synth2.world.splits import build_world
@@ -52,6 +52,20 @@ def test_oracle_counts_a_wrong_colour_as_wrong():
     wrong = type(scene)((type(obj)(obj.shape, other, obj.size, obj.row, obj.col),) + scene.objects[1:], scene.background)
     right, total = object_accuracy(wrong, parsed)
     assert right == len(scene.objects) - 1 and total == len(scene.objects) + 1
+
+
+def test_oracle_errors_name_the_cause_per_cell():
+    spec = WorldSpec(WorldConfig(), seed=0)
+    scene = next(s for s in (sample_scene(np.random.default_rng(i), spec) for i in range(50)) if len(s.objects) >= 2)
+    first, second = scene.objects[0], scene.objects[1]
+    other_shape = next(x for x in spec.shapes if x != first.shape)
+    free = next((r, c) for r in range(3) for c in range(3) if all((o.row, o.col) != (r, c) for o in scene.objects))
+    extra = type(first)(first.shape, first.colour, first.size, *free)
+    # the parse: first object's shape wrong, second object missing, one object in an empty cell
+    parsed = type(scene)((first.__class__(other_shape, first.colour, first.size, first.row, first.col), extra) + scene.objects[2:], scene.background)
+    errors = object_errors(scene, parsed)
+    assert errors == {"right": len(scene.objects) - 2, "shape": 1, "colour": 0, "size": 0, "missed": 1, "spurious": 1, "cells": len(scene.objects) + 1}
+    assert errors["cells"] == object_accuracy(scene, parsed)[1] - 1  # the wrong-shape cell counts twice in the union
 
 
 def test_world_splits_show_skew_and_heldout(tiny_world):

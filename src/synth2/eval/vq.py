@@ -55,12 +55,19 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
         "token_stability": float((ids == ids_again).mean()),
     }
     if oracle is not None and scenes is not None:
-        from synth2.world.oracle import object_accuracy
+        from synth2.world.oracle import object_accuracy, object_errors
 
         right = total = 0
+        errors: dict[str, int] = {}
         for scene, image in zip(scenes, recon):
-            a, b = object_accuracy(scene, oracle.parse(image))
+            parsed = oracle.parse(image)
+            a, b = object_accuracy(scene, parsed)
             right, total = right + a, total + b
+            for key, count in object_errors(scene, parsed).items():
+                errors[key] = errors.get(key, 0) + count
         metrics["oracle_accuracy"] = right / max(total, 1)
+        # what the reconstructions lose, as shares of the occupied cells (shape, colour, size, missed, spurious)
+        cells = max(errors.pop("cells"), 1)
+        metrics.update({f"oracle_{key}_errors": count / cells for key, count in errors.items() if key != "right"})
     model.train(was_training)
     return metrics

@@ -61,6 +61,9 @@ def figure6(run: Run) -> dict:
     return out
 
 
+VQ_ORACLE_KEYS = ("oracle_accuracy",) + tuple(f"oracle_{cause}_errors" for cause in ("shape", "colour", "size", "missed", "spurious"))
+
+
 def diversity_table(run: Run) -> dict:
     """Tables 3/8's concentration and entropy: paired captions, LLM captions, text-only corpora, co-clustered.
 
@@ -145,7 +148,7 @@ def reproduce(run: Run) -> dict:
             "all_cider_a": arm["curated_all"]["CIDEr_a"],
         },
         "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
-        "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability", "oracle_accuracy") if k in v.artifacts},
+        "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability") + VQ_ORACLE_KEYS if k in v.artifacts},
         "arms": arm,
     }
     results["claims"] = claims(results)

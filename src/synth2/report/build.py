@@ -69,6 +69,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["VQ", "PSNR (dB) / SSIM", f"{_fmt(vq['psnr'])} / {_fmt(vq['ssim'])}"],
                 ["VQ", "codebook usage / perplexity", f"{_fmt(vq['codebook_usage'], True)} / {_fmt(vq.get('perplexity'))}"],
                 ["VQ", "oracle accuracy of reconstructions", _fmt(vq["oracle_accuracy"], True)],
+                ["VQ", "oracle errors per occupied cell: shape / colour / size / missed / spurious",
+                 " / ".join(_fmt(vq.get(f"oracle_{cause}_errors"), True) for cause in ("shape", "colour", "size", "missed", "spurious"))],
                 ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
                 ["generator", "masked-token accuracy, own / shuffled captions",

@@ -99,6 +99,32 @@ def object_accuracy(true: Scene, parsed: Scene) -> tuple[int, int]:
     return len(truth & found), len(truth | found)
 
 
+def object_errors(true: Scene, parsed: Scene) -> dict[str, int]:
+    """Per grid cell, what the parse got wrong: the denominator of `object_accuracy` split by cause.
+
+    Keys: "right"; "shape", "colour", "size" (an object found in the right cell with that
+    attribute wrong; one object can count under several); "missed" (no object found where one
+    is); "spurious" (an object found in an empty cell); "cells" (cells with an object in
+    either scene).
+    """
+    truth = {(o.row, o.col): o for o in true.objects}
+    found = {(o.row, o.col): o for o in parsed.objects}
+    counts = dict.fromkeys(("right", "shape", "colour", "size", "missed", "spurious"), 0)
+    for cell in truth.keys() | found.keys():
+        t, f = truth.get(cell), found.get(cell)
+        if f is None:
+            counts["missed"] += 1
+        elif t is None:
+            counts["spurious"] += 1
+        elif t == f:
+            counts["right"] += 1
+        else:
+            for attribute in ("shape", "colour", "size"):
+                counts[attribute] += getattr(t, attribute) != getattr(f, attribute)
+    counts["cells"] = len(truth.keys() | found.keys())
+    return counts
+
+
 def shape_colour_match(true: Scene, parsed: Scene) -> bool:
     """True when the image shows exactly the caption's (shape, colour) multiset (position/size free)."""
     return sorted(true.combos()) == sorted(parsed.combos())
