@@ -1,6 +1,8 @@
 import pytest
 
-from synth2.models.lm import FrozenLM
+import torch
+
+from synth2.models.lm import CaptionStates, FrozenLM
 from synth2.train.distributed import DistInfo
 from synth2.train.lm import LMStageConfig, LMTask, perplexity
 from synth2.train.loop import TrainConfig, train
@@ -19,6 +21,18 @@ def test_adapter_over_local_models(arch, request):
     assert states.shape == (2, ids.shape[1], 32)
     lm.train()
     assert not lm.model.training  # stays frozen in eval mode
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_cached_caption_states_equal_running_the_lm(arch, request):
+    lm = FrozenLM.from_pretrained(request.getfixturevalue(f"tiny_{arch}_dir"))
+    texts = ["a red circle", "a big blue square on a grey background", "", "two small green stars"]
+    cached, live = CaptionStates(lm, texts, batch_size=3), CaptionStates(lm, texts, cache=False)
+    for indices in ([0, 1, 2, 3], [3, 0], [2]):
+        (states, mask), (live_states, live_mask) = cached[indices], live[indices]
+        assert torch.equal(mask, live_mask)
+        # padding differs between the LM batches, so compare the real tokens only
+        assert torch.allclose(states[mask], live_states[mask], atol=1e-5)
 
 
 def test_empty_text_still_has_a_token(tiny_llama_dir):

@@ -24,6 +24,7 @@ from synth2.data.arrays import load_pairs
 from synth2.data.corpus import read_captions
 from synth2.data.shards import Pair, ShardWriter
 from synth2.models.clip import ClipConfig, DualEncoder
+from synth2.models.lm import CaptionStates
 from synth2.models.vq import to_model_pixels
 from synth2.run import Run, StageResult
 from synth2.train import distributed
@@ -36,6 +37,8 @@ class ClipStageConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=128, lr=2e-3, warmup=20, weight_decay=0.01, checkpoint_every=200))
     # A local Hugging Face CLIP directory to score with instead of the controlled encoder.
     hf_path: str = ""
+    # Run the frozen LM over the paired captions once, not at every step (see CaptionStates).
+    cache_text: bool = True
 
 
 @dataclass
@@ -59,10 +62,11 @@ class ClipTask:
         self.modules = {"clip": self.model}
         self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}
         self.ddp = distributed.wrap(self.model, dist)
+        self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
 
     def batch(self, step: int):
         indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
-        states, mask = self.lm.encode_texts([self.captions[i] for i in indices.tolist()])
+        states, mask = self.text[indices.tolist()]
         return to_model_pixels(self.images[indices]), states, mask
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:

@@ -172,3 +172,38 @@ class FrozenLM(nn.Module):
     def save(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+
+
+class CaptionStates:
+    """The frozen LM's hidden states of a fixed caption list, looked up by index.
+
+    A frozen LM gives the same states every epoch, so with `cache` (the default) they are
+    computed once and a trainer that revisits its captions does not run the LM at every
+    step. The cache costs captions x tokens x width floats (the quick world: about 50 MB);
+    turn it off for corpora that do not fit, and each lookup runs the LM.
+    """
+
+    def __init__(self, lm: FrozenLM, texts: list[str], cache: bool = True, batch_size: int = 256):
+        self.lm, self.texts = lm, texts
+        self.rows: list[torch.Tensor] | None = None
+        if cache:
+            self.rows = []
+            for start in range(0, len(texts), batch_size):
+                states, mask = lm.encode_texts(texts[start : start + batch_size])
+                # one tensor per text, trimmed to its tokens, so no padded batch stays alive
+                self.rows += [row[:n].clone() for row, n in zip(states, mask.sum(1).tolist())]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (B, L, D), mask (B, L)) of the texts at `indices`, right-padded."""
+        if self.rows is None:
+            return self.lm.encode_texts([self.texts[i] for i in indices])
+        rows = [self.rows[i] for i in indices]
+        states = torch.zeros(len(rows), max(len(r) for r in rows), rows[0].shape[-1])
+        mask = torch.zeros(states.shape[:2], dtype=torch.bool)
+        for i, row in enumerate(rows):
+            states[i, : len(row)] = row
+            mask[i, : len(row)] = True
+        return states, mask

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from synth2.models.lm import FrozenLM
+from synth2.models.lm import CaptionStates, FrozenLM
 from synth2.models.sampler import SamplerConfig
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.distributed import DistInfo, token_normaliser, wrap
@@ -30,6 +30,8 @@ class T2IStageConfig:
     p_uncond: float = 0.1
     label_smoothing: float = 0.1
     eval_captions: int = 200  # eval captions generated for the oracle metrics
+    # Run the frozen LM over the paired captions once, not at every step (see CaptionStates).
+    cache_text: bool = True
 
 
 class T2ITask:
@@ -43,10 +45,11 @@ class T2ITask:
         self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}
         self.ddp = wrap(self.model, dist)
         self.empty_states, self.empty_mask = empty_caption(lm)
+        self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
 
     def batch(self, step: int):
         indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
-        text, mask = self.lm.encode_texts([self.captions[i] for i in indices.tolist()])
+        text, mask = self.text[indices.tolist()]
         return self.tokens[indices].to(self.dist.device), text.to(self.dist.device), mask.to(self.dist.device)
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
