@@ -143,6 +143,7 @@ def quick() -> Config:
     cfg.eval.curve_every = 45
     cfg.eval.curve_images = 100
     cfg.eval.max_images = 200
+    cfg.clip.model.channels = 16  # half the default width: twice as fast and a higher AUC at 32 px
     cfg.clip.train = TrainConfig(steps=800, batch_size=128, lr=3e-3, warmup=20, weight_decay=0.01, checkpoint_every=400)
     cfg.curate.best_of = 1  # `small` draws 2 per caption
     return cfg
