@@ -100,3 +100,31 @@ def test_diffusers_pipeline_from_a_local_directory_synthesises_seeded_images(tmp
     assert first.shape == (3, 16, 16, 3) and first.dtype == np.uint8
     assert np.array_equal(first, synth.images(captions, seed=0))
     assert not np.array_equal(first, synth.images(captions, seed=1))
+
+
+def test_hf_clip_scorer_from_a_local_directory_agrees_with_clipmodel(tmp_path, tokenizer):
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+
+    from synth2.curate.scores import HFClipScorer
+
+    clip_tokenizer = CLIPTokenizerFast(
+        tokenizer_object=tokenizer._tokenizer, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token, unk_token=tokenizer.unk_token
+    )
+    text = dict(vocab_size=len(clip_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                bos_token_id=clip_tokenizer.bos_token_id, eos_token_id=clip_tokenizer.eos_token_id, pad_token_id=clip_tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer).save_pretrained(tmp_path)
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    captions = ["a red circle", "a big blue square on a grey background", "two small green stars"]
+    cosine = HFClipScorer(str(tmp_path)).cosine(images, captions, batch_size=2)
+    # the reference: CLIPModel's own forward, which normalises and pairs the embeddings itself
+    processor, model = CLIPProcessor.from_pretrained(tmp_path), CLIPModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        out = model(**processor(text=captions, images=list(images), return_tensors="pt", padding=True))
+    assert cosine.shape == (3,)
+    assert np.allclose(cosine, (out.image_embeds * out.text_embeds).sum(-1).numpy(), atol=1e-5)

@@ -52,10 +52,15 @@ class HFClipScorer:
         out = []
         for start in range(0, len(captions), batch_size):
             inputs = self.processor(text=captions[start : start + batch_size], images=list(images_uint8[start : start + batch_size]), return_tensors="pt", padding=True, truncation=True)
-            image = torch.nn.functional.normalize(self.model.get_image_features(pixel_values=inputs["pixel_values"]), dim=-1)
-            text = torch.nn.functional.normalize(self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]), dim=-1)
-            out.append((image * text).sum(-1))
+            image = _projected(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
+            text = _projected(self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]))
+            out.append((torch.nn.functional.normalize(image, dim=-1) * torch.nn.functional.normalize(text, dim=-1)).sum(-1))
         return torch.cat(out).numpy()
+
+
+def _projected(features) -> torch.Tensor:
+    """transformers 4 returns the projected features; 5 returns an output whose pooler_output holds them."""
+    return features if isinstance(features, torch.Tensor) else features.pooler_output
 
 
 def clip_score(cosine: np.ndarray) -> np.ndarray:
