@@ -55,7 +55,7 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
         "token_stability": float((ids == ids_again).mean()),
     }
     if oracle is not None and scenes is not None:
-        from synth2.world.oracle import object_accuracy, object_errors
+        from synth2.world.oracle import ERROR_CAUSES, object_accuracy, object_errors
 
         right = total = 0
         errors: dict[str, int] = {}
@@ -68,6 +68,6 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
         metrics["oracle_accuracy"] = right / max(total, 1)
         # what the reconstructions lose, as shares of the occupied cells (shape, colour, size, missed, spurious)
         cells = max(errors.pop("cells"), 1)
-        metrics.update({f"oracle_{key}_errors": count / cells for key, count in errors.items() if key != "right"})
+        metrics.update({f"oracle_{cause}_errors": errors[cause] / cells for cause in ERROR_CAUSES})
     model.train(was_training)
     return metrics

@@ -21,6 +21,7 @@ import torch
 from synth2 import pipeline
 from synth2.progress import console, read_metrics
 from synth2.run import Run
+from synth2.world.oracle import ERROR_CAUSES
 
 
 def hardware() -> str:
@@ -61,7 +62,7 @@ def figure6(run: Run) -> dict:
     return out
 
 
-VQ_ORACLE_KEYS = ("oracle_accuracy",) + tuple(f"oracle_{cause}_errors" for cause in ("shape", "colour", "size", "missed", "spurious"))
+VQ_ORACLE_KEYS = ("oracle_accuracy",) + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
 
 
 def diversity_table(run: Run) -> dict:

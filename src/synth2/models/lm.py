@@ -179,8 +179,8 @@ class CaptionStates:
 
     A frozen LM gives the same states every epoch, so with `cache` (the default) they are
     computed once and a trainer that revisits its captions does not run the LM at every
-    step. The cache costs captions x tokens x width floats (the quick world: about 50 MB);
-    turn it off for corpora that do not fit, and each lookup runs the LM.
+    step. The cache costs captions x tokens x width floats; turn it off for corpora that do
+    not fit, and each lookup runs the LM.
     """
 
     def __init__(self, lm: FrozenLM, texts: list[str], cache: bool = True, batch_size: int = 256):

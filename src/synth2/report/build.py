@@ -9,6 +9,7 @@ from pathlib import Path
 
 from synth2.report.plots import plot_figure6
 from synth2.run import Run
+from synth2.world.oracle import ERROR_CAUSES
 
 
 def _fmt(value, pct: bool = False) -> str:
@@ -70,7 +71,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["VQ", "codebook usage / perplexity", f"{_fmt(vq['codebook_usage'], True)} / {_fmt(vq.get('perplexity'))}"],
                 ["VQ", "oracle accuracy of reconstructions", _fmt(vq["oracle_accuracy"], True)],
                 ["VQ", "oracle errors per occupied cell: shape / colour / size / missed / spurious",
-                 " / ".join(_fmt(vq.get(f"oracle_{cause}_errors"), True) for cause in ("shape", "colour", "size", "missed", "spurious"))],
+                 " / ".join(_fmt(vq.get(f"oracle_{cause}_errors"), True) for cause in ERROR_CAUSES)],
                 ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
                 ["generator", "masked-token accuracy, own / shuffled captions",

@@ -99,8 +99,13 @@ def object_accuracy(true: Scene, parsed: Scene) -> tuple[int, int]:
     return len(truth & found), len(truth | found)
 
 
+# Why a grid cell is wrong, in the order reports list them.
+ERROR_CAUSES = ("shape", "colour", "size", "missed", "spurious")
+
+
 def object_errors(true: Scene, parsed: Scene) -> dict[str, int]:
-    """Per grid cell, what the parse got wrong: the denominator of `object_accuracy` split by cause.
+    """Per grid cell, what the parse got wrong (a cell with a wrong object counts once here,
+    twice in `object_accuracy`'s union).
 
     Keys: "right"; "shape", "colour", "size" (an object found in the right cell with that
     attribute wrong; one object can count under several); "missed" (no object found where one
@@ -109,7 +114,7 @@ def object_errors(true: Scene, parsed: Scene) -> dict[str, int]:
     """
     truth = {(o.row, o.col): o for o in true.objects}
     found = {(o.row, o.col): o for o in parsed.objects}
-    counts = dict.fromkeys(("right", "shape", "colour", "size", "missed", "spurious"), 0)
+    counts = dict.fromkeys(("right",) + ERROR_CAUSES, 0)
     for cell in truth.keys() | found.keys():
         t, f = truth.get(cell), found.get(cell)
         if f is None:
