@@ -74,3 +74,26 @@ def test_balanced_fit_keeps_a_large_corpus_from_taking_the_centroids():
     balanced, fit_n = topical_entropy(True)
     assert fit_none is None and fit_n == 100
     assert unbalanced < 1.5 < 2.5 < balanced  # unbalanced, the large corpus's cloud takes most of the 10 centroids
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_diversity_cli_over_jsonl_corpora_with_a_local_lm(tmp_path, tiny_llama_dir, balance):
+    import json
+
+    from typer.testing import CliRunner
+
+    from synth2.cli import app
+    from synth2.data.corpus import write_captions
+
+    shapes, colours = ["circle", "square", "star", "heart"], ["red", "blue", "green"]
+    many = [f"a {c} {s} on a grey background" for s in shapes for c in colours] * 3
+    few = [f"this is an image of a {c} {s}" for s in shapes[:2] for c in colours]
+    write_captions(tmp_path / "many.jsonl", ({"caption": c} for c in many))
+    write_captions(tmp_path / "few.jsonl", ({"caption": c} for c in few))
+    args = ["diversity", str(tmp_path / "many.jsonl"), str(tmp_path / "few.jsonl"), "--lm", str(tiny_llama_dir), "--k", "3", "--json", str(tmp_path / "d.json")]
+    result = CliRunner().invoke(app, args + ([] if balance else ["--no-balance"]))
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "d.json").read_text())
+    assert {name: c["captions"] for name, c in written["corpora"].items()} == {"many": len(many), "few": len(few)}
+    assert written["fit_per_corpus"] == (len(few) if balance else None)
+    assert ("fitted on 6 per" in result.output) == balance  # the title may wrap
