@@ -23,6 +23,9 @@ from synth2.progress import console, read_metrics
 from synth2.run import Run
 from synth2.world.oracle import ERROR_CAUSES
 
+# the VQ oracle metrics results.json carries: accuracy, then the errors by cause
+VQ_ORACLE_KEYS = ("oracle_accuracy",) + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
+
 
 def hardware() -> str:
     if torch.cuda.is_available():
@@ -60,9 +63,6 @@ def figure6(run: Run) -> dict:
         out[f"{key}_std"] = array.std(0).tolist()
     out["parity_fraction"] = parity_fraction(steps, np.array(out["baseline_mean"]), np.array(out["synth2_mean"]))
     return out
-
-
-VQ_ORACLE_KEYS = ("oracle_accuracy",) + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
 
 
 def diversity_table(run: Run) -> dict:
