@@ -63,6 +63,19 @@ def test_changed_config_reruns_only_downstream_stages(tiny_run):
         assert after[stage]["finished"] == before[stage]["finished"]
 
 
+def test_vq_pretrains_on_the_worlds_images_split_unless_given_shards(tiny_run):
+    from synth2.config import tiny
+    from synth2.pipeline import datasets
+    from synth2.run import Run
+
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert manifest["stages"]["vq"]["artifacts"]["trained_on"] == str(tiny_run / "world" / "images")
+    cfg = tiny()
+    cfg.data.vq_images = str(tiny_run / "world" / "eval_b")
+    assert datasets(Run(tiny_run, cfg))[0]["vq_images"] == cfg.data.vq_images
+    Run(tiny_run, tiny())  # put the run's own config back
+
+
 def test_caption_command_captions_image_files(tiny_run, tmp_path):
     from PIL import Image
 

@@ -71,13 +71,30 @@ def test_oracle_errors_name_the_cause_per_cell():
 def test_world_splits_show_skew_and_heldout(tiny_world):
     out, summary, cfg = tiny_world
     splits = summary["splits"]
-    assert set(splits) == {"paired", "ltip", "webli", "eval_a", "eval_b"}
+    assert set(splits) == {"paired", "ltip", "webli", "eval_a", "eval_b", "images"}
     assert splits["paired"]["heldout_combination_objects"] == 0
     assert splits["eval_a"]["heldout_combination_objects"] > 0
     assert splits["eval_b"]["heldout_combination_objects"] > 0
     assert splits["paired"]["top3_class_share"] > splits["eval_a"]["top3_class_share"] + 0.15
     world = json.loads((out / "world.json").read_text())
     assert len(world["vocabulary"]["heldout_combinations"]) == len(cfg.world.shapes) * cfg.world.heldout_per_shape
+
+
+def test_vq_images_split_is_balanced_and_is_no_text_corpus(tiny_world):
+    out, summary, cfg = tiny_world
+    images = summary["splits"]["images"]
+    assert images["images"] == cfg.world.images
+    assert images["top3_class_share"] < summary["splits"]["paired"]["top3_class_share"] - 0.15
+    assert images["heldout_combination_objects"] > 0  # a pre-trained tokenizer has seen every kind of image
+    assert not (out / "images" / "captions.jsonl").exists()
+
+
+def test_no_text_corpus_may_take_the_images_split_name():
+    from synth2.world.scene import TextCorpusConfig
+    from synth2.world.splits import plan_splits
+
+    with pytest.raises(ValueError, match="'images'"):
+        plan_splits(WorldSpec(WorldConfig(text_only={"images": TextCorpusConfig()}), 0))
 
 
 def test_paired_shards_never_contain_heldout_combinations(tiny_world):

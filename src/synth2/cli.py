@@ -117,7 +117,7 @@ def train_lm(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Opti
 
 @train_app.command("vq")
 def train_vq(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
-    """Train the VQ-GAN image tokenizer on the paired images; report PSNR, SSIM, codebook usage, oracle accuracy."""
+    """Train the VQ-GAN image tokenizer on the paired images (or data.vq_images / the world's images split); report PSNR, SSIM, codebook usage, oracle accuracy."""
     _train("vq", run, preset, config, overrides)
 
 

@@ -42,6 +42,9 @@ class DataConfig:
     text_only: dict[str, str] = field(default_factory=dict)
     # name -> shards whose json metadata holds "references"; the first two are eval "a" and "b".
     eval: dict[str, str] = field(default_factory=dict)
+    # Shards of images to pre-train the VQ on (labels unused). Empty = the paired images, or the
+    # world's `images` split when `world.images` > 0.
+    vq_images: str = ""
     # Stop a stage when more than this share of its records are bad.
     max_bad_fraction: float = 0.2
 
@@ -154,6 +157,7 @@ def tiny() -> Config:
     cfg.preset = "tiny"
     cfg.world.paired = 400
     cfg.world.eval = 40
+    cfg.world.images = 200
     for corpus in cfg.world.text_only.values():
         corpus.size = 200
     cfg.captions.n = 100
@@ -185,11 +189,12 @@ def small() -> Config:
     cfg.preset = "small"
     cfg.world.paired = 12000
     cfg.world.eval = 500
+    cfg.world.images = 12000
     for corpus in cfg.world.text_only.values():
         corpus.size = 4000
     cfg.captions.n = 4000
-    cfg.vq.train.steps = 4000
-    cfg.vq.disc_start = 3000
+    cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
+    cfg.vq.disc_start = 12000
     cfg.t2i.train.steps = 6000
     cfg.t2i.sampler.steps = 12
     cfg.vlm.train = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=500)
@@ -208,6 +213,7 @@ def paper() -> Config:
     cfg.world.sizes = ["small", "medium", "large"]
     cfg.world.paired = 200_000
     cfg.world.eval = 5000
+    cfg.world.images = 200_000
     for corpus in cfg.world.text_only.values():
         corpus.size = 200_000
     cfg.captions.n = 100_000

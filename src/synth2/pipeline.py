@@ -29,7 +29,7 @@ from synth2.run import Run, StageResult
 from synth2.train import distributed
 from synth2.train.loop import train
 from synth2.world.scene import Scene, WorldSpec
-from synth2.world.splits import EVAL_SPLITS, build_world
+from synth2.world.splits import EVAL_SPLITS, VQ_IMAGES_SPLIT, build_world
 
 logger = logging.getLogger("synth2")
 
@@ -52,13 +52,16 @@ def uses_world(run: Run) -> bool:
 
 
 def datasets(run: Run) -> tuple[dict, list[StageResult]]:
-    """Shard locations: {"paired": ..., "text_only": {name: ...}, "eval": {"a": ..., "b": ...}}, and the stages they came from."""
+    """Shard locations: {"paired": ..., "vq_images": ..., "text_only": {name: ...}, "eval": {"a": ..., "b": ...}},
+    and the stages they came from."""
     cfg = run.config
     if uses_world(run):
         w = world(run)
         root = w.directory
+        vq_images = cfg.data.vq_images or str(root / (VQ_IMAGES_SPLIT if cfg.world.images else "paired"))
         return {
             "paired": str(root / "paired"),
+            "vq_images": vq_images,
             "text_only": {name: str(root / name) for name in sorted(cfg.world.text_only)},
             "eval": {"a": str(root / EVAL_SPLITS[0]), "b": str(root / EVAL_SPLITS[1])},
         }, [w]
@@ -67,6 +70,7 @@ def datasets(run: Run) -> tuple[dict, list[StageResult]]:
     names = list(cfg.data.eval)
     return {
         "paired": cfg.data.paired,
+        "vq_images": cfg.data.vq_images or cfg.data.paired,
         "text_only": dict(cfg.data.text_only),
         "eval": {"a": cfg.data.eval[names[0]], "b": cfg.data.eval[names[min(1, len(names) - 1)]]},
     }, []
@@ -164,12 +168,14 @@ def vq(run: Run) -> StageResult:
     data, inputs = datasets(run)
 
     def build(directory: Path) -> dict:
+        source = {}
         if cfg.vq.pretrained:
             model_dir = Path(cfg.vq.pretrained)
             model = artifacts.load_vq(model_dir)
         else:
-            report = QualityReport(source=data["paired"], max_bad_fraction=cfg.data.max_bad_fraction)
-            images = load_pairs(data["paired"], report=report, resolution=cfg.world.resolution).images
+            source = {"trained_on": data["vq_images"]}
+            report = QualityReport(source=data["vq_images"], max_bad_fraction=cfg.data.max_bad_fraction)
+            images = load_pairs(data["vq_images"], report=report, resolution=cfg.world.resolution).images
             dist = distributed.init(cfg.device)
             task = VQTask(cfg.vq, images, dist, cfg.seed)
             train(task, cfg.vq.train, directory, dist, "vq", config_to_save=cfg.vq)
@@ -177,9 +183,10 @@ def vq(run: Run) -> StageResult:
             model = task.model.eval()
         metrics = evaluate_vq(model, *eval_images_and_oracle(run, data["eval"]["a"]))
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return {"path": str(model_dir), **metrics}
+        return {"path": str(model_dir), **source, **metrics}
 
-    return run.stage("vq", {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution}, inputs, build)
+    fingerprint = {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution, "images": cfg.data.vq_images or cfg.data.paired}
+    return run.stage("vq", fingerprint, inputs, build)
 
 
 def eval_images_and_oracle(run: Run, shards: str, limit: int | None = None):

@@ -72,6 +72,10 @@ class WorldConfig:
         }
     )
     eval: int = 300
+    # Unlabelled images for pre-training the VQ (the `images` split): balanced classes, every
+    # combination, as a pre-trained VQ-GAN has seen broad image data rather than the paired split.
+    # 0 = the VQ trains on the paired images, and codes for rare classes starve.
+    images: int = 0
     eval_styles: list[str] = field(default_factory=lambda: ["coco", "flickr"])
     references: int = 5
     annotators_per_style: int = 12

@@ -9,6 +9,8 @@ Splits (paper analogue in brackets):
 - `eval_a`, `eval_b` [COCO, Flickr30k]: balanced over classes and combinations,
   held-out ones included, `world.references` independent references per image in
   the paired style (a) and another style (b).
+- `images` [the broad image data a VQ-GAN is pre-trained on], when `world.images` > 0:
+  balanced, every combination; only its pixels are used (to pre-train the VQ).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from synth2.world.render import Renderer
 from synth2.world.scene import Scene, WorldConfig, WorldSpec, sample_scene
 
 EVAL_SPLITS = ("eval_a", "eval_b")
+VQ_IMAGES_SPLIT = "images"
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,15 @@ def plan_splits(spec: WorldSpec) -> list[SplitPlan]:
     cfg = spec.cfg
     plans = [SplitPlan("paired", cfg.paired, cfg.paired_style, 1, spec.zipf_probs(cfg.skew, 1), True, 1)]
     for i, (name, corpus) in enumerate(sorted(cfg.text_only.items())):
-        if name in ("paired", *EVAL_SPLITS):
+        if name in ("paired", VQ_IMAGES_SPLIT, *EVAL_SPLITS):
             raise ValueError(f"world.text_only may not be named {name!r}")
         plans.append(SplitPlan(name, corpus.size, corpus.style, 1, spec.zipf_probs(corpus.skew, 10 + i), False, 10 + i))
     if len(cfg.eval_styles) != len(EVAL_SPLITS):
         raise ValueError(f"world.eval_styles needs {len(EVAL_SPLITS)} styles, got {cfg.eval_styles}")
     for i, (name, style) in enumerate(zip(EVAL_SPLITS, cfg.eval_styles)):
         plans.append(SplitPlan(name, cfg.eval, style, cfg.references, None, False, 100 + i))
+    if cfg.images:
+        plans.append(SplitPlan(VQ_IMAGES_SPLIT, cfg.images, cfg.paired_style, 1, None, False, 200))
     return plans
 
 
@@ -96,7 +101,7 @@ def build_world(cfg: WorldConfig, seed: int, out: str | Path) -> dict:
                         meta["complete_caption"] = captions[-1]
                         captions = captions[:-1]
                     writer.write(Pair(key, captions[0], image=renderer(scene), meta=meta))
-                    if plan.name != "paired" and plan.name not in EVAL_SPLITS:
+                    if plan.name in cfg.text_only:
                         text_records.append({"key": key, "caption": captions[0], "scene": meta["scene"]})
                     stats.add(scene, captions)
                     bar.advance()
