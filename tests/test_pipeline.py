@@ -69,7 +69,7 @@ def test_vq_pretrains_on_the_worlds_images_split_unless_given_shards(tiny_run):
     from synth2.run import Run
 
     manifest = json.loads((tiny_run / "manifest.json").read_text())
-    assert manifest["stages"]["vq"]["artifacts"]["trained_on"] == str(tiny_run / "world" / "images")
+    assert manifest["stages"]["vq"]["artifacts"]["trained_on"] == "{run}/world/images"  # run-relative, as every path
     cfg = tiny()
     cfg.data.vq_images = str(tiny_run / "world" / "eval_b")
     assert datasets(Run(tiny_run, cfg))[0]["vq_images"] == cfg.data.vq_images
