@@ -58,10 +58,10 @@ def datasets(run: Run) -> tuple[dict, list[StageResult]]:
     if uses_world(run):
         w = world(run)
         root = w.directory
-        vq_images = cfg.data.vq_images or str(root / (VQ_IMAGES_SPLIT if cfg.world.images else "paired"))
+        paired = str(root / "paired")
         return {
-            "paired": str(root / "paired"),
-            "vq_images": vq_images,
+            "paired": paired,
+            "vq_images": cfg.data.vq_images or (str(root / VQ_IMAGES_SPLIT) if cfg.world.images else paired),
             "text_only": {name: str(root / name) for name in sorted(cfg.world.text_only)},
             "eval": {"a": str(root / EVAL_SPLITS[0]), "b": str(root / EVAL_SPLITS[1])},
         }, [w]
@@ -168,10 +168,10 @@ def vq(run: Run) -> StageResult:
     data, inputs = datasets(run)
 
     def build(directory: Path) -> dict:
-        source = {}
         if cfg.vq.pretrained:
             model_dir = Path(cfg.vq.pretrained)
             model = artifacts.load_vq(model_dir)
+            source = {}
         else:
             source = {"trained_on": data["vq_images"]}
             report = QualityReport(source=data["vq_images"], max_bad_fraction=cfg.data.max_bad_fraction)
@@ -185,6 +185,8 @@ def vq(run: Run) -> StageResult:
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return {"path": str(model_dir), **source, **metrics}
 
+    # the user's image source, not data["vq_images"]: that holds the run's own path, and the
+    # world's images reach this stage through the world stage's fingerprint
     fingerprint = {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution, "images": cfg.data.vq_images or cfg.data.paired}
     return run.stage("vq", fingerprint, inputs, build)
 
