@@ -57,7 +57,7 @@ def test_oracle_counts_a_wrong_colour_as_wrong():
 def test_oracle_errors_name_the_cause_per_cell():
     spec = WorldSpec(WorldConfig(), seed=0)
     scene = next(s for s in (sample_scene(np.random.default_rng(i), spec) for i in range(50)) if len(s.objects) >= 2)
-    first, second = scene.objects[0], scene.objects[1]
+    first = scene.objects[0]
     other_shape = next(x for x in spec.shapes if x != first.shape)
     free = next((r, c) for r in range(3) for c in range(3) if all((o.row, o.col) != (r, c) for o in scene.objects))
     extra = type(first)(first.shape, first.colour, first.size, *free)

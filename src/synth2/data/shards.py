@@ -198,14 +198,12 @@ def read_pairs(
     stages: list[Any] = [wds.SimpleShardList(urls)]
     if split:
         stages += [wds.split_by_node, wds.split_by_worker]
-    handler = wds.reraise_exception
-    if report is not None:
 
-        def handler(exn: Exception) -> bool:
-            report.skip("broken_shard", str(exn)[:200])
-            return True
+    def skip_broken_shard(exn: Exception) -> bool:
+        report.skip("broken_shard", str(exn)[:200])
+        return True
 
-    stages.append(wds.tarfile_to_samples(handler=handler))
+    stages.append(wds.tarfile_to_samples(handler=wds.reraise_exception if report is None else skip_broken_shard))
     for raw in wds.DataPipeline(*stages):
         pair = _decode_sample(raw, decode_images, report)
         if pair is not None:
