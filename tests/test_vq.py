@@ -104,6 +104,8 @@ def test_evaluate_vq_reports_stability_and_oracle():
     # nothing is missed, most cells are spurious, and the true cells hold wrong objects
     assert metrics["oracle_accuracy"] == 0 and metrics["oracle_missed_errors"] == 0
     assert metrics["oracle_spurious_errors"] > 0.5 and metrics["oracle_shape_errors"] > 0
+    assert set(metrics["oracle_accuracy_by_shape"]) == {o.shape for s in scenes for o in s.objects}
+    assert not any(metrics["oracle_accuracy_by_shape"].values())
 
 
 def test_lpips_from_local_weights(tmp_path):

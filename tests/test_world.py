@@ -7,9 +7,9 @@ import pytest
 from synth2.data.shards import read_pairs
 from synth2.world.annotate import annotators
 from synth2.world.llm import UnknownClass, WorldLLM
-from synth2.world.oracle import Oracle, object_accuracy, object_errors
+from synth2.world.oracle import Oracle, hits_by_shape, object_accuracy, object_errors, scene_agreement
 from synth2.world.render import render
-from synth2.world.scene import WorldConfig, WorldSpec, sample_scene
+from synth2.world.scene import Obj, Scene, WorldConfig, WorldSpec, sample_scene
 from synth2.world.splits import build_world
 from synth2.world.vocab import SHAPE_WORDS
 
@@ -66,6 +66,19 @@ def test_oracle_errors_name_the_cause_per_cell():
     errors = object_errors(scene, parsed)
     assert errors == {"right": len(scene.objects) - 2, "shape": 1, "colour": 0, "size": 0, "missed": 1, "spurious": 1, "cells": len(scene.objects) + 1}
     assert errors["cells"] == object_accuracy(scene, parsed)[1] - 1  # the wrong-shape cell counts twice in the union
+
+
+def test_scene_agreement_and_hits_by_shape_say_what_a_parse_gets_wrong():
+    red_heart, blue_star = Obj("heart", "red", "small", 0, 0), Obj("star", "blue", "large", 1, 1)
+    true = Scene((red_heart, blue_star), "black")
+    moved = Scene((Obj("heart", "red", "large", 2, 2), blue_star), "grey")  # positions, sizes, background free
+    assert scene_agreement(true, moved) == {"objects": True, "count": True, "colours": True, "shapes": True}
+    swapped = Scene((Obj("heart", "blue", "small", 0, 0), Obj("star", "red", "large", 1, 1)), "black")
+    assert scene_agreement(true, swapped) == {"objects": False, "count": True, "colours": True, "shapes": True}
+    extra = Scene((red_heart, blue_star, Obj("heart", "red", "small", 2, 0)), "black")
+    assert scene_agreement(true, extra) == {"objects": False, "count": False, "colours": False, "shapes": False}
+    assert hits_by_shape(true, swapped) == [("heart", False), ("star", False)]
+    assert hits_by_shape(true, extra) == [("heart", True), ("star", True)]
 
 
 def test_world_splits_show_skew_and_heldout(tiny_world):

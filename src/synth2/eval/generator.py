@@ -98,17 +98,21 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
     metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
     if spec is not None:
-        from synth2.world.oracle import shape_colour_match
+        from synth2.world.oracle import scene_agreement
 
         oracle = Oracle(spec)
-        seen, heldout = [], []
+        seen, heldout, parts = [], [], []
         for meta, image in zip(pairs.meta[:n], images):
             scene = Scene.from_json(meta["scene"])
-            right = shape_colour_match(scene, oracle.parse(image))
-            (heldout if any(c in spec.heldout for c in scene.combos()) else seen).append(right)
+            agreement = scene_agreement(scene, oracle.parse(image))
+            (heldout if any(c in spec.heldout for c in scene.combos()) else seen).append(agreement["objects"])
+            parts.append(agreement)
         metrics["oracle_seen"] = float(np.mean(seen)) if seen else float("nan")
         metrics["oracle_heldout"] = float(np.mean(heldout)) if heldout else float("nan")
         metrics["oracle_seen_count"], metrics["oracle_heldout_count"] = len(seen), len(heldout)
+        # which part of the scene wrong images miss (all eval captions)
+        for part in ("count", "colours", "shapes"):
+            metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")
     real = real_images[: len(images)]
     metrics["fd_vq"] = frechet_distance(vq_features(gen.vq, real), vq_features(gen.vq, images))
     if eval_cfg.inception_path:

@@ -43,7 +43,7 @@ def codebook_stats(ids: np.ndarray, codebook_size: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch_size: int = 256) -> dict[str, float]:
+def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch_size: int = 256) -> dict:
     was_training = model.training
     model.eval()
     ids, recon = reconstruct(model, images_uint8, batch_size)
@@ -55,17 +55,22 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
         "token_stability": float((ids == ids_again).mean()),
     }
     if oracle is not None and scenes is not None:
-        from synth2.world.oracle import ERROR_CAUSES, object_accuracy, object_errors
+        from synth2.world.oracle import ERROR_CAUSES, hits_by_shape, object_accuracy, object_errors
 
         right = total = 0
         errors: dict[str, int] = {}
+        hits: dict[str, list[bool]] = {}
         for scene, image in zip(scenes, recon):
             parsed = oracle.parse(image)
             a, b = object_accuracy(scene, parsed)
             right, total = right + a, total + b
             for key, count in object_errors(scene, parsed).items():
                 errors[key] = errors.get(key, 0) + count
+            for shape, hit in hits_by_shape(scene, parsed):
+                hits.setdefault(shape, []).append(hit)
         metrics["oracle_accuracy"] = right / max(total, 1)
+        # per class: a tokenizer trained on skewed images keeps the frequent classes and loses the rare
+        metrics["oracle_accuracy_by_shape"] = {shape: float(np.mean(h)) for shape, h in sorted(hits.items())}
         # what the reconstructions lose, as shares of the occupied cells (shape, colour, size, missed, spurious)
         cells = max(errors.pop("cells"), 1)
         metrics.update({f"oracle_{cause}_errors": errors[cause] / cells for cause in ERROR_CAUSES})

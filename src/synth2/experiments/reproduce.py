@@ -24,7 +24,8 @@ from synth2.run import Run
 from synth2.world.oracle import ERROR_CAUSES
 
 # the VQ oracle metrics results.json carries: accuracy, then the errors by cause
-VQ_ORACLE_KEYS = ("oracle_accuracy",) + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
+VQ_ORACLE_KEYS = ("oracle_accuracy", "oracle_accuracy_by_shape") + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
+GENERATOR_ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right")
 
 
 def hardware() -> str:
@@ -148,7 +149,7 @@ def reproduce(run: Run) -> dict:
             "random_cider_a": arm["curated_random"]["CIDEr_a"],
             "all_cider_a": arm["curated_all"]["CIDEr_a"],
         },
-        "generator": {k: g.artifacts[k] for k in ("oracle_seen", "oracle_heldout", "masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
+        "generator": {k: g.artifacts[k] for k in GENERATOR_ORACLE_KEYS + ("masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
         "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability") + VQ_ORACLE_KEYS if k in v.artifacts},
         "arms": arm,
     }

@@ -17,6 +17,8 @@ def _fmt(value, pct: bool = False) -> str:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.1%}" if pct else f"{value:.3f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v, pct)}" for k, v in value.items())
     return str(value)
 
 
@@ -72,8 +74,11 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["VQ", "oracle accuracy of reconstructions", _fmt(vq["oracle_accuracy"], True)],
                 ["VQ", "oracle errors per occupied cell: shape / colour / size / missed / spurious",
                  " / ".join(_fmt(vq.get(f"oracle_{cause}_errors"), True) for cause in ERROR_CAUSES)],
+                ["VQ", "oracle accuracy per shape (recall)", _fmt(vq.get("oracle_accuracy_by_shape"), True)],
                 ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
+                ["generator", "right on its own: object count / colours / shapes",
+                 " / ".join(_fmt(gen.get(f"oracle_{part}_right"), True) for part in ("count", "colours", "shapes"))],
                 ["generator", "masked-token accuracy, own / shuffled captions",
                  f"{_fmt(gen['masked_token_accuracy'], True)} / {_fmt(gen.get('masked_token_accuracy_shuffled_captions'), True)}"],
                 ["generator", "caption information: masked-token NLL shuffled - own (nats)", _fmt(gen.get("text_information_nats"))],

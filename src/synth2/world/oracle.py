@@ -130,6 +130,22 @@ def object_errors(true: Scene, parsed: Scene) -> dict[str, int]:
     return counts
 
 
-def shape_colour_match(true: Scene, parsed: Scene) -> bool:
-    """True when the image shows exactly the caption's (shape, colour) multiset (position/size free)."""
-    return sorted(true.combos()) == sorted(parsed.combos())
+def hits_by_shape(true: Scene, parsed: Scene) -> list[tuple[str, bool]]:
+    """(shape, read right in its cell) for every object of `true`: per-class recall."""
+    found = {(o.row, o.col): o for o in parsed.objects}
+    return [(o.shape, found.get((o.row, o.col)) == o) for o in true.objects]
+
+
+def scene_agreement(true: Scene, parsed: Scene) -> dict[str, bool]:
+    """What a generated image gets right of its caption's scene, positions and sizes free.
+
+    "objects": exactly the caption's (shape, colour) multiset (the generator's oracle
+    accuracy); "count", "colours", "shapes": the object count and the colour and shape
+    multisets on their own, which say which part a wrong image misses.
+    """
+    return {
+        "objects": sorted(true.combos()) == sorted(parsed.combos()),
+        "count": len(true.objects) == len(parsed.objects),
+        "colours": sorted(o.colour for o in true.objects) == sorted(o.colour for o in parsed.objects),
+        "shapes": sorted(o.shape for o in true.objects) == sorted(o.shape for o in parsed.objects),
+    }
