@@ -98,7 +98,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
     metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
     if spec is not None:
-        from synth2.world.oracle import scene_agreement
+        from synth2.world.oracle import AGREEMENT_PARTS, scene_agreement
 
         oracle = Oracle(spec)
         seen, heldout, parts = [], [], []
@@ -111,7 +111,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
         metrics["oracle_heldout"] = float(np.mean(heldout)) if heldout else float("nan")
         metrics["oracle_seen_count"], metrics["oracle_heldout_count"] = len(seen), len(heldout)
         # which part of the scene wrong images miss (all eval captions)
-        for part in ("count", "colours", "shapes"):
+        for part in AGREEMENT_PARTS:
             metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")
     real = real_images[: len(images)]
     metrics["fd_vq"] = frechet_distance(vq_features(gen.vq, real), vq_features(gen.vq, images))

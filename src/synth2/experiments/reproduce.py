@@ -21,11 +21,11 @@ import torch
 from synth2 import pipeline
 from synth2.progress import console, read_metrics
 from synth2.run import Run
-from synth2.world.oracle import ERROR_CAUSES
+from synth2.world.oracle import AGREEMENT_PARTS, ERROR_CAUSES
 
 # the VQ oracle metrics results.json carries: accuracy, then the errors by cause
 VQ_ORACLE_KEYS = ("oracle_accuracy", "oracle_accuracy_by_shape") + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
-GENERATOR_ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right")
+GENERATOR_ORACLE_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
 
 
 def hardware() -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from synth2.report.plots import plot_figure6
 from synth2.run import Run
-from synth2.world.oracle import ERROR_CAUSES
+from synth2.world.oracle import AGREEMENT_PARTS, ERROR_CAUSES
 
 
 def _fmt(value, pct: bool = False) -> str:
@@ -78,7 +78,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
                 ["generator", "right on its own: object count / colours / shapes",
-                 " / ".join(_fmt(gen.get(f"oracle_{part}_right"), True) for part in ("count", "colours", "shapes"))],
+                 " / ".join(_fmt(gen.get(f"oracle_{part}_right"), True) for part in AGREEMENT_PARTS)],
                 ["generator", "masked-token accuracy, own / shuffled captions",
                  f"{_fmt(gen['masked_token_accuracy'], True)} / {_fmt(gen.get('masked_token_accuracy_shuffled_captions'), True)}"],
                 ["generator", "caption information: masked-token NLL shuffled - own (nats)", _fmt(gen.get("text_information_nats"))],

@@ -136,6 +136,10 @@ def hits_by_shape(true: Scene, parsed: Scene) -> list[tuple[str, bool]]:
     return [(o.shape, found.get((o.row, o.col)) == o) for o in true.objects]
 
 
+# The parts of a scene that `scene_agreement` checks on their own, in the order reports list them.
+AGREEMENT_PARTS = ("count", "colours", "shapes")
+
+
 def scene_agreement(true: Scene, parsed: Scene) -> dict[str, bool]:
     """What a generated image gets right of its caption's scene, positions and sizes free.
 
