@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,15 +13,18 @@ from synth2.train.loop import TrainConfig, train
 from synth2.train.vq import VQStageConfig, VQTask
 
 TINY = VQConfig(channels=16, channel_mult=[1, 2], patch_size=2, num_res_blocks=1, mid_blocks=1, latent_dim=8, codebook_size=16, codebook_dim=4, kmeans_init=False)
+TINY_FSQ = dataclasses.replace(TINY, quantizer="fsq", fsq_levels=[4, 4])  # 16 codes as well
 
 
 def images(n=32, size=16, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (n, size, size, 3), dtype=np.uint8)
 
 
-def test_shapes_and_api():
+@pytest.mark.parametrize("cfg", [TINY, TINY_FSQ], ids=["vq", "fsq"])
+def test_shapes_and_api(cfg):
     torch.manual_seed(0)
-    model = VQModel(TINY).eval()
+    model = VQModel(cfg).eval()
+    assert model.codebook_size == 16
     x = to_model_pixels(torch.from_numpy(images(4)))
     ids = model.encode(x)
     assert ids.shape == (4, 4, 4) and ids.dtype == torch.long and int(ids.max()) < 16
@@ -27,6 +32,18 @@ def test_shapes_and_api():
     assert model.decode(ids).shape == (4, 3, 16, 16)
     recon, ids2, commit = model(x)
     assert torch.equal(ids, ids2) and torch.allclose(model.decode(ids), recon, atol=1e-5)
+
+
+def test_fsq_quantizer_has_no_codebook_loss_and_names_bad_choices():
+    model = VQModel(TINY_FSQ)
+    x = to_model_pixels(torch.from_numpy(images(4)))
+    _, ids, commit = model(x)
+    assert commit.item() == 0
+    # each of the 16 ids is its own point of the 4 x 4 grid of levels
+    codes = model.embed(torch.arange(16).view(1, 4, 4))
+    assert torch.unique(codes.reshape(16, -1), dim=0).shape[0] == 16
+    with pytest.raises(ValueError, match="'vq' or 'fsq'"):
+        VQModel(dataclasses.replace(TINY, quantizer="lfq"))
 
 
 def test_group_norm_variant_builds_the_paper_layout():

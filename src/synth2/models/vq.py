@@ -4,10 +4,12 @@
     ids --codebook--> z_q (B, D, h, w) --decoder--> pixels
 
 No attention blocks, so the same weights work at any image size. The quantizer is
-lucidrains' vector-quantize-pytorch with the usual collapse mitigations: k-means
-initialisation, EMA codebook updates, dead-code restarts, optional cosine similarity
-and low-dimensional codes. Both the generator and the VLM see images only through
-`encode`, `decode` and `embed`.
+lucidrains' vector-quantize-pytorch: by default a VQ-GAN codebook (the paper's) with the usual
+collapse mitigations (k-means initialisation, EMA codebook updates, dead-code restarts,
+optional cosine similarity and low-dimensional codes); optionally finite scalar quantization
+(FSQ, Mentzer et al. 2023), which rounds a few bounded channels to fixed levels and so has no
+codebook to collapse. Both the generator and the VLM see images only through `encode`,
+`decode` and `embed`.
 
 Shape legend: B batch, C channels, H/W pixels, h/w token grid, D latent width.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from vector_quantize_pytorch import VectorQuantize
+from vector_quantize_pytorch import FSQ, VectorQuantize
 
 
 @dataclass
@@ -38,6 +40,10 @@ class VQConfig:
     # of hundreds) - a much easier vocabulary for the generator when the stem patchifies.
     encoder_kernel: int = 3
     latent_dim: int = 64
+    # "vq": a learnt codebook (VQ-GAN); "fsq": finite scalar quantization with `fsq_levels`
+    # (codebook size = their product; the codebook_* / cosine / kmeans / ema fields are then unused).
+    quantizer: str = "vq"
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8])
     codebook_size: int = 512
     codebook_dim: int = 32  # < latent_dim: low-dimensional codes (project in/out)
     cosine: bool = False
@@ -130,6 +136,11 @@ class VQModel(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        if cfg.quantizer == "fsq":
+            self.quantizer = FSQ(levels=cfg.fsq_levels, dim=cfg.latent_dim)
+            return
+        if cfg.quantizer != "vq":
+            raise ValueError(f"vq quantizer must be 'vq' or 'fsq', got {cfg.quantizer!r}")
         self.quantizer = VectorQuantize(
             dim=cfg.latent_dim,
             codebook_size=cfg.codebook_size,
@@ -145,7 +156,17 @@ class VQModel(nn.Module):
 
     @property
     def codebook_size(self) -> int:
+        if self.cfg.quantizer == "fsq":
+            return self.quantizer.codebook_size
         return self.cfg.codebook_size
+
+    def _quantize(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z_q (B, D, h, w), ids (B, h, w), commitment loss; zero for FSQ, which has none)."""
+        if self.cfg.quantizer == "fsq":
+            z_q, ids_Bhw = self.quantizer(z_BDhw)
+            return z_q, ids_Bhw.long(), z_BDhw.new_zeros(())
+        z_q, ids_Bhw, commit = self.quantizer(z_BDhw)
+        return z_q, ids_Bhw, commit.sum()
 
     @property
     def embed_dim(self) -> int:
@@ -153,20 +174,22 @@ class VQModel(nn.Module):
 
     def forward(self, pixels_BCHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction, ids (B, h, w), commitment loss)."""
-        z_q, ids_Bhw, commit = self.quantizer(self.encoder(pixels_BCHW))
-        return self.decoder(z_q), ids_Bhw, commit.sum()
+        z_q, ids_Bhw, commit = self._quantize(self.encoder(pixels_BCHW))
+        return self.decoder(z_q), ids_Bhw, commit
 
     @torch.no_grad()
     def encode(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] -> token ids (B, h, w). Never updates the codebook."""
         was_training = self.training
         self.eval()
-        _, ids_Bhw, _ = self.quantizer(self.encoder(pixels_BCHW))
+        _, ids_Bhw, _ = self._quantize(self.encoder(pixels_BCHW))
         self.train(was_training)
         return ids_Bhw
 
     def embed(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
         """Token ids -> soft codebook embeddings (B, h, w, D): what the VLM reads."""
+        if self.cfg.quantizer == "fsq":
+            return self.quantizer.indices_to_codes(ids_Bhw).permute(0, 2, 3, 1)  # it returns channel-first
         # Indexing the codebook directly: the library's get_output_from_indices applies its
         # output projection channel-first in image-fmap mode and fails when codes are low-dim.
         codes = self.quantizer.codebook[ids_Bhw]
