@@ -56,12 +56,6 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
             ],
             setting,
         ),
-        (
-            "Image tokenizer and generator",
-            ["metric", "value"],
-            [[f"vq {k}", _fmt(v)] for k, v in results["vq"].items()] + [[f"generator {k}", _fmt(v)] for k, v in results["generator"].items()],
-            f"preset `{results['preset']}`: {results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; oracle = the world's parser",
-        ),
     ]
     vq, gen = results["vq"], results["generator"]
     out.append(
@@ -84,7 +78,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["generator", "caption information: masked-token NLL shuffled - own (nats)", _fmt(gen.get("text_information_nats"))],
                 ["generator", "Fréchet distance in VQ-embedding space", _fmt(gen.get("fd_vq"))],
             ],
-            f"{results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; eval split A",
+            f"preset `{results['preset']}`: {results['steps']['vq']} VQ steps, {results['steps']['t2i']} generator steps; "
+            "eval split A; oracle = the world's parser",
         )
     )
     div = results["diversity"]
