@@ -156,21 +156,19 @@ class VQModel(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        if self.cfg.quantizer == "fsq":
-            return self.quantizer.codebook_size
-        return self.cfg.codebook_size
-
-    def _quantize(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z_q (B, D, h, w), ids (B, h, w), commitment loss; zero for FSQ, which has none)."""
-        if self.cfg.quantizer == "fsq":
-            z_q, ids_Bhw = self.quantizer(z_BDhw)
-            return z_q, ids_Bhw.long(), z_BDhw.new_zeros(())
-        z_q, ids_Bhw, commit = self.quantizer(z_BDhw)
-        return z_q, ids_Bhw, commit.sum()
+        return self.quantizer.codebook_size  # both library quantizers carry it (FSQ: the product of its levels)
 
     @property
     def embed_dim(self) -> int:
         return self.cfg.latent_dim
+
+    def _quantize(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z_q (B, D, h, w), ids (B, h, w), commitment loss; zero for FSQ, which has none)."""
+        if isinstance(self.quantizer, FSQ):
+            z_q, ids_Bhw = self.quantizer(z_BDhw)
+            return z_q, ids_Bhw.long(), z_BDhw.new_zeros(())
+        z_q, ids_Bhw, commit = self.quantizer(z_BDhw)
+        return z_q, ids_Bhw, commit.sum()
 
     def forward(self, pixels_BCHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction, ids (B, h, w), commitment loss)."""
@@ -188,7 +186,7 @@ class VQModel(nn.Module):
 
     def embed(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
         """Token ids -> soft codebook embeddings (B, h, w, D): what the VLM reads."""
-        if self.cfg.quantizer == "fsq":
+        if isinstance(self.quantizer, FSQ):
             return self.quantizer.indices_to_codes(ids_Bhw).permute(0, 2, 3, 1)  # it returns channel-first
         # Indexing the codebook directly: the library's get_output_from_indices applies its
         # output projection channel-first in image-fmap mode and fails when codes are low-dim.
