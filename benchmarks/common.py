@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
+from synth2.hardware import describe as describe_hardware
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def median_of(fn, repeats: int) -> tuple[float, list[float]]:
@@ -31,6 +26,6 @@ def timed(fn) -> float:
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    path.write_text(json.dumps({"machine": describe_hardware(), **payload}, indent=2))
     print(json.dumps(payload, indent=2))
     return path

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synth2.cli import app
+from synth2.hardware import describe as describe_hardware
 
 REQUIRED = {
     "preset", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
@@ -33,9 +34,12 @@ def test_reproduce_writes_results_and_report(tiny_run):
     assert {"psnr", "codebook_usage", "oracle_accuracy", "oracle_accuracy_by_shape"} <= set(results["vq"])
     assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
     assert 0.0 <= results["curation"]["auc"] <= 1.0
+    # seeded numbers are bit-identical only on the same kernels, so the results name them
+    assert results["hardware"] == describe_hardware() and "kernels" in results["hardware"]
     html = (tiny_run / "report.html").read_text()
     assert "data:image/png;base64," in html and "Table 2" in html
     assert (tiny_run / "report.md").read_text().startswith("# synth2 report")
+    assert results["hardware"] in (tiny_run / "report.md").read_text()
     for arm in ("baseline", "genpair"):
         assert (tiny_run / "vlm" / arm / "eval_a.predictions.json").exists()
         assert (tiny_run / "vlm" / arm / "eval_a.references.json").exists()

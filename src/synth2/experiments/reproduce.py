@@ -12,13 +12,12 @@ and the tokenizer's and generator's own metrics.
 from __future__ import annotations
 
 import json
-import platform
 import time
 
 import numpy as np
-import torch
 
 from synth2 import pipeline
+from synth2.hardware import describe as describe_hardware
 from synth2.progress import console, read_metrics
 from synth2.run import Run
 from synth2.world.oracle import AGREEMENT_PARTS, ERROR_CAUSES
@@ -26,12 +25,6 @@ from synth2.world.oracle import AGREEMENT_PARTS, ERROR_CAUSES
 # the VQ oracle metrics results.json carries: accuracy, then the errors by cause
 VQ_ORACLE_KEYS = ("oracle_accuracy", "oracle_accuracy_by_shape") + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
 GENERATOR_ORACLE_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA), torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def curve(run: Run, stage: str) -> tuple[list[int], list[float]]:
@@ -114,7 +107,7 @@ def reproduce(run: Run) -> dict:
     results = {
         "preset": cfg.preset,
         "seeds": list(cfg.experiments.seeds),
-        "hardware": hardware(),
+        "hardware": describe_hardware(),
         "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
         "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"]} for k in ("baseline", "synth2", "gold")},
         "table3": {
