@@ -45,6 +45,26 @@ def test_reproduce_writes_results_and_report(tiny_run):
         assert (tiny_run / "vlm" / arm / "eval_a.references.json").exists()
 
 
+def test_blind_floor_predicts_the_most_frequent_paired_caption_everywhere(tiny_run):
+    from collections import Counter
+
+    from synth2.data.shards import read_pairs
+
+    results = json.loads((tiny_run / "results.json").read_text())
+    paired = Counter(pair.caption for pair in read_pairs(tiny_run / "world" / "paired", decode_images=False))
+    assert results["blind"]["caption"] == paired.most_common(1)[0][0]
+    for split in ("a", "b"):
+        predictions = json.loads((tiny_run / "eval" / "blind" / f"eval_{split}.predictions.json").read_text())
+        assert {p["caption"] for p in predictions} == {results["blind"]["caption"]}
+        own = json.loads((tiny_run / "vlm" / "baseline" / f"eval_{split}.predictions.json").read_text())
+        assert [p["image_id"] for p in predictions] == [p["image_id"] for p in own]  # the arms' images
+    assert 0 < results["blind"]["cider_a"] < 10
+    distinct = results["table2"]["baseline"]["distinct_a"]
+    own = json.loads((tiny_run / "vlm" / "baseline" / "eval_a.predictions.json").read_text())
+    assert distinct == len({p["caption"] for p in own}) / len(own)
+    assert "Blind floor" in (tiny_run / "report.md").read_text()
+
+
 def test_rerun_skips_every_finished_stage(tiny_run):
     before = json.loads((tiny_run / "manifest.json").read_text())
     results_before = json.loads((tiny_run / "results.json").read_text())

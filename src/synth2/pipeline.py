@@ -437,7 +437,37 @@ def caption_and_score(model, pairs, cfg, directory: Path, name: str, metrics=Non
     model.train(was_training)
     # an empty prediction is a legitimate (bad) answer, but PTB tokenisation needs a token
     predictions = [p if p.strip() else "." for p in predictions]
-    return evaluate_captions(directory, name, pairs.keys, predictions, pairs.references(), metrics or METRICS)
+    scores = evaluate_captions(directory, name, pairs.keys, predictions, pairs.references(), metrics or METRICS)
+    # a VLM that ignores its images says the same few captions for every image
+    scores["distinct"] = len(set(predictions)) / max(len(predictions), 1)
+    return scores
+
+
+def blind(run: Run) -> StageResult:
+    """The image-blind floor: the paired data's most frequent caption, predicted for every eval image.
+
+    On skewed data this prior alone earns a fair CIDEr; a VLM near it has learnt the
+    caption distribution, not to look at images.
+    """
+    from collections import Counter
+
+    from synth2.eval.captioning import METRICS, evaluate_captions
+
+    cfg = run.config
+    data, inputs = datasets(run)
+    e = encode(run)
+
+    def build(directory: Path) -> dict:
+        paired = load_pairs(data["paired"], images=False).captions
+        caption, count = Counter(paired).most_common(1)[0]
+        out = {"caption": caption, "share_of_paired": count / len(paired)}
+        for split in ("a", "b"):
+            pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, limit=cfg.eval.max_images)
+            scores = evaluate_captions(directory, f"eval_{split}", pairs.keys, [caption] * len(pairs), pairs.references(), METRICS)
+            out.update({f"{metric}_{split}": value for metric, value in scores.items()})
+        return out
+
+    return run.stage("eval/blind", {"max_images": cfg.eval.max_images}, inputs + [e], build)
 
 
 def load_vlm(run: Run, stage: StageResult):

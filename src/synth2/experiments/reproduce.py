@@ -101,6 +101,7 @@ def reproduce(run: Run) -> dict:
     from synth2.curate.pipeline import clip, curate
 
     curation = curate(run).artifacts
+    floor = pipeline.blind(run).artifacts
     fig6 = figure6(run)
     div = diversity_table(run)
     corpus_of = {"baseline": "paired", "genpair": "llm", "real_extra": cfg.experiments.real_extra_corpus}
@@ -109,10 +110,12 @@ def reproduce(run: Run) -> dict:
         "seeds": list(cfg.experiments.seeds),
         "hardware": describe_hardware(),
         "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
-        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"]} for k in ("baseline", "synth2", "gold")},
+        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], "distinct_a": arm[k].get("distinct_a")} for k in ("baseline", "synth2", "gold")},
+        "blind": {"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"]},
         "table3": {
             k: {
                 "cider_a": arm[k]["CIDEr_a"],
+                "distinct_a": arm[k].get("distinct_a"),
                 "concentration_top3": div["corpora"][corpus_of[k]]["concentration_top3"],
                 "concentration_top5": div["corpora"][corpus_of[k]]["concentration_top5"],
                 "entropy": div["corpora"][corpus_of[k]]["entropy"],

@@ -25,23 +25,28 @@ def _fmt(value, pct: bool = False) -> str:
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, header, rows, note) for every table of the report."""
     setting = f"preset `{results['preset']}`, seeds {results['seeds']}, {results['steps']['vlm']} VLM steps, {results['hardware']}"
-    t2, t3, t5 = results["table2"], results["table3"], results["table5"]
+    t2, t3, t5, blind = results["table2"], results["table3"], results["table5"], results["blind"]
     out = [
         (
             "Table 2: synthetic images for real captions (zero-shot CIDEr)",
-            ["arm", "training data", "CIDEr eval A (paired style)", "CIDEr eval B (other style)"],
+            ["arm", "training data", "CIDEr eval A (paired style)", "CIDEr eval B (other style)", "distinct captions (A)"],
             [
-                ["Baseline", "paired", _fmt(t2["baseline"]["cider_a"]), _fmt(t2["baseline"]["cider_b"])],
-                ["Synth²", "paired + text-only captions with synthetic images", _fmt(t2["synth2"]["cider_a"]), _fmt(t2["synth2"]["cider_b"])],
-                ["Gold", "paired + the same captions with their true images", _fmt(t2["gold"]["cider_a"]), _fmt(t2["gold"]["cider_b"])],
-            ],
-            setting,
+                [name, data, _fmt(t2[key]["cider_a"]), _fmt(t2[key]["cider_b"]), _fmt(t2[key].get("distinct_a"), True)]
+                for name, key, data in (
+                    ("Baseline", "baseline", "paired"),
+                    ("Synth²", "synth2", "paired + text-only captions with synthetic images"),
+                    ("Gold", "gold", "paired + the same captions with their true images"),
+                )
+            ]
+            + [["Blind floor", f"none: \"{blind['caption']}\" for every image", _fmt(blind["cider_a"]), _fmt(blind["cider_b"]), "1 caption"]],
+            f"{setting}; blind floor = the paired data's most frequent caption, predicted for every image: "
+            "an arm near it has learnt the caption prior, not to look; distinct captions = share of unique predictions",
         ),
         (
             "Tables 3 and 8: fully synthetic pairs vs extra real pairs",
-            ["arm", "added captions", "CIDEr eval A", "concentration top-3", "concentration top-5", "entropy (bits)"],
+            ["arm", "added captions", "CIDEr eval A", "distinct captions (A)", "concentration top-3", "concentration top-5", "entropy (bits)"],
             [
-                [name, corpus, _fmt(t3[key]["cider_a"]), _fmt(t3[key]["concentration_top3"], True), _fmt(t3[key]["concentration_top5"], True), _fmt(t3[key]["entropy"])]
+                [name, corpus, _fmt(t3[key]["cider_a"]), _fmt(t3[key].get("distinct_a"), True), _fmt(t3[key]["concentration_top3"], True), _fmt(t3[key]["concentration_top5"], True), _fmt(t3[key]["entropy"])]
                 for name, key, corpus in (("Baseline", "baseline", "(paired captions)"), ("+ GenPair", "genpair", "LLM captions + synthetic images"), ("+ extra real", "real_extra", "real pairs"))
             ],
             f"{setting}; concentration/entropy with the {results['diversity']['embedder']} embedder over "
