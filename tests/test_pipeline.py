@@ -65,6 +65,17 @@ def test_blind_floor_predicts_the_most_frequent_paired_caption_everywhere(tiny_r
     assert "Blind floor" in (tiny_run / "report.md").read_text()
 
 
+def test_every_arm_trained_its_own_cross_attention_gates(tiny_run):
+    """Arms train one after another on one loaded LM; each must open its own gates."""
+    from safetensors.torch import load_file
+
+    models = sorted((tiny_run / "vlm").glob("*/model/model.safetensors"))
+    assert len(models) >= 9
+    for path in models:
+        gates = [v for k, v in load_file(path).items() if k.endswith("_gate")]
+        assert gates and all(g.abs().item() > 0 for g in gates), path.parent.parent.name
+
+
 def test_rerun_skips_every_finished_stage(tiny_run):
     before = json.loads((tiny_run / "manifest.json").read_text())
     results_before = json.loads((tiny_run / "results.json").read_text())

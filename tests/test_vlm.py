@@ -50,6 +50,26 @@ def test_with_closed_gates_the_vlm_is_the_frozen_lm(arch, request):
     assert not torch.allclose(caption_loss(vlm, ids, mask, labels, tokens), text_only, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_vlms_sharing_one_frozen_lm_each_run_and_train_their_own_blocks(arch, request):
+    """The pipeline trains every arm on one loaded LM: a second VLM must not run the first's blocks."""
+    torch.manual_seed(0)
+    lm = FrozenLM.from_pretrained(request.getfixturevalue(f"tiny_{arch}_dir"))
+    first, second = (VLM(CFG, lm, VQModel(VQ).eval(), (4, 4)) for _ in range(2))
+    for block in first.xattn:
+        block.attn_gate.data.fill_(1.0)
+    ids, mask, labels, tokens = batch(second)
+    lm_logits = lm.model(input_ids=ids, attention_mask=mask).logits
+    text_only = F.cross_entropy(lm_logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    # the second VLM's gates are closed: it is the frozen LM, whatever the first one's gates are
+    loss = caption_loss(second, ids, mask, labels, tokens)
+    assert torch.allclose(loss, text_only, atol=1e-6)
+    loss.backward()
+    assert all(block.attn_gate.grad is not None and block.attn_gate.grad.abs().item() > 0 for block in second.xattn)
+    assert all(block.attn_gate.grad is None for block in first.xattn)
+    assert not torch.allclose(caption_loss(first, ids, mask, labels, tokens), text_only, atol=1e-4)
+
+
 def test_lm_weights_are_untouched_and_not_trained(tiny_llama_dir):
     vlm = make_vlm(tiny_llama_dir, gates=0.5)
     before = {k: v.clone() for k, v in vlm.lm.model.state_dict().items()}
@@ -82,7 +102,7 @@ def test_cached_greedy_equals_recomputing_the_prefix(arch, request):
         ids = torch.tensor([[vlm.lm.bos_id]])
         slow = []
         for _ in range(8):
-            logits = vlm(ids, torch.ones_like(ids, dtype=torch.bool), condition=type(condition)(condition.latents_BMW[i : i + 1])).logits
+            logits = vlm(ids, torch.ones_like(ids, dtype=torch.bool), condition=type(condition)(condition.latents_BMW[i : i + 1], condition.blocks)).logits
             nxt = int(logits[0, -1].argmax())
             if nxt == vlm.lm.eos_id:
                 break

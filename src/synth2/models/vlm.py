@@ -7,14 +7,18 @@
 
 The LM's weights are untouched: the blocks run from forward pre-hooks registered on
 its decoder layers, and the visual conditioning reaches them as an explicit keyword
-argument of each forward call (`xattn=`), never as state stored on a layer. With
-every gate at 0 the VLM is exactly the frozen LM.
+argument of each forward call (`xattn=`), never as state stored on a layer. The
+condition carries the blocks of the VLM that made it, so several VLMs can share one
+frozen LM (the pipeline trains every arm on the same loaded LM): each layer has one
+hook, whichever VLM installed it, and it runs the calling VLM's blocks. With every gate
+at 0 the VLM is exactly the frozen LM.
 
 Shape legend: B batch, N media tokens, M latents, W perceiver width, T text length, D LM width.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -80,14 +84,16 @@ class PerceiverResampler(nn.Module):
 
 @dataclass
 class XAttnCondition:
-    """The visual input of one forward call, and the cross-attention keys/values computed from it
-    (once per image: decoding reuses them at every step)."""
+    """The visual input of one forward call, the gated blocks that read it (by LM layer index),
+    and the cross-attention keys/values computed from it (once per image: decoding reuses them
+    at every step)."""
 
     latents_BMW: torch.Tensor
+    blocks: dict[int, "GatedCrossAttentionBlock"]
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def repeat_interleave(self, repeats: int) -> "XAttnCondition":
-        return XAttnCondition(self.latents_BMW.repeat_interleave(repeats, dim=0))
+        return XAttnCondition(self.latents_BMW.repeat_interleave(repeats, dim=0), self.blocks)
 
 
 class GatedCrossAttentionBlock(nn.Module):
@@ -136,23 +142,12 @@ class VLM(nn.Module):
         self.xattn = nn.ModuleList(
             GatedCrossAttentionBlock(lm.hidden_size, cfg.width, cfg.xattn_heads, cfg.ff_mult) for _ in self.xattn_layers
         )
-        self._hooks = [layers[i].register_forward_pre_hook(self._make_hook(j), with_kwargs=True) for j, i in enumerate(self.xattn_layers)]
+        for i, layer in enumerate(layers):
+            _install_xattn_hook(layer, i)
 
-    def _make_hook(self, block_index: int):
-        def hook(module, args, kwargs):
-            condition: XAttnCondition | None = kwargs.pop("xattn", None)
-            if condition is None:
-                return args, kwargs
-            block = self.xattn[block_index]
-            if block_index not in condition.kv:
-                condition.kv[block_index] = block.keys_values(condition.latents_BMW)
-            if args:
-                args = (block(args[0], condition.kv[block_index]),) + tuple(args[1:])
-            else:
-                kwargs["hidden_states"] = block(kwargs["hidden_states"], condition.kv[block_index])
-            return args, kwargs
-
-        return hook
+    @property
+    def blocks_by_layer(self) -> dict[int, GatedCrossAttentionBlock]:
+        return dict(zip(self.xattn_layers, self.xattn))
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"media_proj": self.media_proj, "resampler": self.resampler, "xattn": self.xattn}
@@ -171,12 +166,38 @@ class VLM(nn.Module):
         with torch.no_grad():
             soft = self.vq.embed(tokens_Bhw)  # (B, h, w, E)
         media = self.media_proj(soft) + self.row_embed + self.col_embed
-        return XAttnCondition(self.resampler(media.flatten(1, 2)))
+        return XAttnCondition(self.resampler(media.flatten(1, 2)), self.blocks_by_layer)
 
     def forward(self, input_ids_BT, attention_mask_BT, tokens_Bhw=None, condition: XAttnCondition | None = None, **lm_kwargs):
         if condition is None and tokens_Bhw is not None:
             condition = self.condition(tokens_Bhw)
         return self.lm.model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, xattn=condition, **lm_kwargs)
+
+
+# LM decoder layers that already carry the cross-attention hook (weak: an LM can be freed)
+_HOOKED_LAYERS: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+def _install_xattn_hook(layer: nn.Module, layer_index: int) -> None:
+    """Once per LM layer: run the calling condition's gated block for this layer, if it has one."""
+    if layer in _HOOKED_LAYERS:
+        return
+
+    def hook(module, args, kwargs):
+        condition: XAttnCondition | None = kwargs.pop("xattn", None)
+        if condition is None or layer_index not in condition.blocks:
+            return args, kwargs
+        block = condition.blocks[layer_index]
+        if layer_index not in condition.kv:
+            condition.kv[layer_index] = block.keys_values(condition.latents_BMW)
+        if args:
+            args = (block(args[0], condition.kv[layer_index]),) + tuple(args[1:])
+        else:
+            kwargs["hidden_states"] = block(kwargs["hidden_states"], condition.kv[layer_index])
+        return args, kwargs
+
+    layer.register_forward_pre_hook(hook, with_kwargs=True)
+    _HOOKED_LAYERS.add(layer)
 
 
 def caption_loss(vlm: VLM, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw, normaliser: float | None = None) -> torch.Tensor:
