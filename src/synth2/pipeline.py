@@ -444,30 +444,28 @@ def caption_and_score(model, pairs, cfg, directory: Path, name: str, metrics=Non
 
 
 def blind(run: Run) -> StageResult:
-    """The image-blind floor: the paired data's most frequent caption, predicted for every eval image.
+    """The image-blind floor: the VLM before training, scored like every arm.
 
-    On skewed data this prior alone earns a fair CIDEr; a VLM near it has learnt the
-    caption distribution, not to look at images.
+    Its gates start closed, so it is exactly the frozen LM and says the LM's own most likely
+    caption for every image. An arm near this floor has learnt the caption prior, not to look.
     """
-    from collections import Counter
-
-    from synth2.eval.captioning import METRICS, evaluate_captions
+    from synth2.models.vlm import VLM
 
     cfg = run.config
     data, inputs = datasets(run)
-    e = encode(run)
+    l, v, e = lm(run), vq(run), encode(run)
 
     def build(directory: Path) -> dict:
-        paired = load_pairs(data["paired"], images=False).captions
-        caption, count = Counter(paired).most_common(1)[0]
-        out = {"caption": caption, "share_of_paired": count / len(paired)}
+        out: dict = {}
         for split in ("a", "b"):
-            pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, limit=cfg.eval.max_images)
-            scores = evaluate_captions(directory, f"eval_{split}", pairs.keys, [caption] * len(pairs), pairs.references(), METRICS)
-            out.update({f"{metric}_{split}": value for metric, value in scores.items()})
+            pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
+            torch.manual_seed(cfg.seed)
+            model = VLM(cfg.vlm.model, load_frozen_lm(run), artifacts.load_vq(v["path"]), tuple(pairs.tokens.shape[1:3]))
+            out.update({f"{metric}_{split}": value for metric, value in caption_and_score(model, pairs, cfg, directory, f"eval_{split}").items()})
+        out["caption"] = json.loads((directory / "eval_a.predictions.json").read_text())[0]["caption"]
         return out
 
-    return run.stage("eval/blind", {"max_images": cfg.eval.max_images}, inputs + [e], build)
+    return run.stage("eval/blind", {"vlm": cfg.vlm.model, "eval": cfg.eval, "prompt": cfg.vlm.eval_prompt}, inputs + [l, v, e], build)
 
 
 def load_vlm(run: Run, stage: StageResult):

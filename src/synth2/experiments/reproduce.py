@@ -111,7 +111,7 @@ def reproduce(run: Run) -> dict:
         "hardware": describe_hardware(),
         "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
         "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], "distinct_a": arm[k].get("distinct_a")} for k in ("baseline", "synth2", "gold")},
-        "blind": {"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"]},
+        "blind": {"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"], "distinct_a": floor["distinct_a"]},
         "table3": {
             k: {
                 "cider_a": arm[k]["CIDEr_a"],
