@@ -79,6 +79,9 @@ def test_every_arm_trained_its_own_cross_attention_gates(tiny_run):
     for path in models:
         gates = [v for k, v in load_file(path).items() if k.endswith("_gate")]
         assert gates and all(g.abs().item() > 0 for g in gates), path.parent.parent.name
+        attn = [v.tanh().abs().item() for k, v in load_file(path).items() if k.endswith("attn_gate")]
+        scores = json.loads((path.parent.parent / "scores.json").read_text())
+        assert scores["gate_openness"] == pytest.approx(sum(attn) / len(attn), rel=1e-6)
 
 
 def test_rerun_skips_every_finished_stage(tiny_run):

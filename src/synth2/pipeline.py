@@ -395,6 +395,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
             pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
             for metric, value in caption_and_score(model, pairs, cfg, directory, f"eval_{split}").items():
                 scores[f"{metric}_{split}"] = value
+        scores["gate_openness"] = model.gate_openness()
         scores["train_seconds"] = result.seconds
         scores["steps_per_s"] = cfg.vlm.train.steps / max(result.seconds, 1e-9)
         (directory / "scores.json").write_text(json.dumps(scores, indent=2))

@@ -110,12 +110,13 @@ def reproduce(run: Run) -> dict:
         "seeds": list(cfg.experiments.seeds),
         "hardware": describe_hardware(),
         "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
-        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], "distinct_a": arm[k].get("distinct_a")} for k in ("baseline", "synth2", "gold")},
+        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], "distinct_a": arm[k].get("distinct_a"), "gate_openness": arm[k].get("gate_openness")} for k in ("baseline", "synth2", "gold")},
         "blind": {"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"], "distinct_a": floor["distinct_a"]},
         "table3": {
             k: {
                 "cider_a": arm[k]["CIDEr_a"],
                 "distinct_a": arm[k].get("distinct_a"),
+                "gate_openness": arm[k].get("gate_openness"),
                 "concentration_top3": div["corpora"][corpus_of[k]]["concentration_top3"],
                 "concentration_top5": div["corpora"][corpus_of[k]]["concentration_top5"],
                 "entropy": div["corpora"][corpus_of[k]]["entropy"],

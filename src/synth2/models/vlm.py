@@ -149,6 +149,10 @@ class VLM(nn.Module):
     def blocks_by_layer(self) -> dict[int, GatedCrossAttentionBlock]:
         return dict(zip(self.xattn_layers, self.xattn))
 
+    def gate_openness(self) -> float:
+        """Mean |tanh(gate)| of the cross-attention gates: 0 = the frozen LM, blind to images."""
+        return float(torch.stack([torch.tanh(block.attn_gate).abs() for block in self.xattn]).mean())
+
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"media_proj": self.media_proj, "resampler": self.resampler, "xattn": self.xattn}
 

@@ -29,24 +29,25 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
     out = [
         (
             "Table 2: synthetic images for real captions (zero-shot CIDEr)",
-            ["arm", "training data", "CIDEr eval A (paired style)", "CIDEr eval B (other style)", "distinct captions (A)"],
+            ["arm", "training data", "CIDEr eval A (paired style)", "CIDEr eval B (other style)", "distinct captions (A)", "gate openness"],
             [
-                [name, data, _fmt(t2[key]["cider_a"]), _fmt(t2[key]["cider_b"]), _fmt(t2[key].get("distinct_a"), True)]
+                [name, data, _fmt(t2[key]["cider_a"]), _fmt(t2[key]["cider_b"]), _fmt(t2[key].get("distinct_a"), True), _fmt(t2[key].get("gate_openness"))]
                 for name, key, data in (
                     ("Baseline", "baseline", "paired"),
                     ("Synth²", "synth2", "paired + text-only captions with synthetic images"),
                     ("Gold", "gold", "paired + the same captions with their true images"),
                 )
             ]
-            + [["Blind floor", f"none (untrained VLM = frozen LM): \"{blind['caption']}\"", _fmt(blind["cider_a"]), _fmt(blind["cider_b"]), _fmt(blind["distinct_a"], True)]],
+            + [["Blind floor", f"none (untrained VLM = frozen LM): \"{blind['caption']}\"", _fmt(blind["cider_a"]), _fmt(blind["cider_b"]), _fmt(blind["distinct_a"], True), "0 (closed)"]],
             f"{setting}; blind floor = the VLM before training, whose closed gates make it the frozen LM, saying one caption "
-            "for every image: an arm near it has learnt the caption prior, not to look; distinct captions = share of unique predictions",
+            "for every image: an arm near it has learnt the caption prior, not to look; distinct captions = share of unique predictions; "
+            "gate openness = mean |tanh(gate)| of the cross-attention gates (0 = blind)",
         ),
         (
             "Tables 3 and 8: fully synthetic pairs vs extra real pairs",
-            ["arm", "added captions", "CIDEr eval A", "distinct captions (A)", "concentration top-3", "concentration top-5", "entropy (bits)"],
+            ["arm", "added captions", "CIDEr eval A", "distinct captions (A)", "gate openness", "concentration top-3", "concentration top-5", "entropy (bits)"],
             [
-                [name, corpus, _fmt(t3[key]["cider_a"]), _fmt(t3[key].get("distinct_a"), True), _fmt(t3[key]["concentration_top3"], True), _fmt(t3[key]["concentration_top5"], True), _fmt(t3[key]["entropy"])]
+                [name, corpus, _fmt(t3[key]["cider_a"]), _fmt(t3[key].get("distinct_a"), True), _fmt(t3[key].get("gate_openness")), _fmt(t3[key]["concentration_top3"], True), _fmt(t3[key]["concentration_top5"], True), _fmt(t3[key]["entropy"])]
                 for name, key, corpus in (("Baseline", "baseline", "(paired captions)"), ("+ GenPair", "genpair", "LLM captions + synthetic images"), ("+ extra real", "real_extra", "real pairs"))
             ],
             f"{setting}; concentration/entropy with the {results['diversity']['embedder']} embedder over "
