@@ -453,15 +453,15 @@ def blind(run: Run) -> StageResult:
     from synth2.models.vlm import VLM
 
     cfg = run.config
-    data, inputs = datasets(run)
+    _, inputs = datasets(run)
     l, v, e = lm(run), vq(run), encode(run)
 
     def build(directory: Path) -> dict:
+        splits = {split: load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images) for split in ("a", "b")}
+        torch.manual_seed(cfg.seed)
+        model = VLM(cfg.vlm.model, load_frozen_lm(run), artifacts.load_vq(v["path"]), tuple(splits["a"].tokens.shape[1:3]))
         out: dict = {}
-        for split in ("a", "b"):
-            pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
-            torch.manual_seed(cfg.seed)
-            model = VLM(cfg.vlm.model, load_frozen_lm(run), artifacts.load_vq(v["path"]), tuple(pairs.tokens.shape[1:3]))
+        for split, pairs in splits.items():
             out.update({f"{metric}_{split}": value for metric, value in caption_and_score(model, pairs, cfg, directory, f"eval_{split}").items()})
         out["caption"] = json.loads((directory / "eval_a.predictions.json").read_text())[0]["caption"]
         return out

@@ -27,6 +27,12 @@ VQ_ORACLE_KEYS = ("oracle_accuracy", "oracle_accuracy_by_shape") + tuple(f"oracl
 GENERATOR_ORACLE_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
 
 
+def looking(scores: dict) -> dict:
+    """How much an arm looks at its images: distinct captions on eval A and gate openness
+    (None for arms trained before synth2 recorded them)."""
+    return {"distinct_a": scores.get("distinct_a"), "gate_openness": scores.get("gate_openness")}
+
+
 def curve(run: Run, stage: str) -> tuple[list[int], list[float]]:
     points = [(m["step"], m["eval/cider_a"]) for m in read_metrics(run.stage_dir(stage) / "metrics.jsonl") if "eval/cider_a" in m]
     return [p[0] for p in points], [p[1] for p in points]
@@ -110,13 +116,12 @@ def reproduce(run: Run) -> dict:
         "seeds": list(cfg.experiments.seeds),
         "hardware": describe_hardware(),
         "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
-        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], "distinct_a": arm[k].get("distinct_a"), "gate_openness": arm[k].get("gate_openness")} for k in ("baseline", "synth2", "gold")},
+        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], **looking(arm[k])} for k in ("baseline", "synth2", "gold")},
         "blind": {"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"], "distinct_a": floor["distinct_a"]},
         "table3": {
             k: {
                 "cider_a": arm[k]["CIDEr_a"],
-                "distinct_a": arm[k].get("distinct_a"),
-                "gate_openness": arm[k].get("gate_openness"),
+                **looking(arm[k]),
                 "concentration_top3": div["corpora"][corpus_of[k]]["concentration_top3"],
                 "concentration_top5": div["corpora"][corpus_of[k]]["concentration_top5"],
                 "entropy": div["corpora"][corpus_of[k]]["entropy"],
