@@ -48,12 +48,12 @@ def test_reproduce_writes_results_and_report(tiny_run):
 def test_blind_floor_is_the_frozen_lms_own_caption_for_every_image(tiny_run):
     import torch
 
-    from synth2.artifacts import load_lm
     from synth2.config import tiny
+    from synth2.pipeline import load_frozen_lm
+    from synth2.run import Run
 
     results = json.loads((tiny_run / "results.json").read_text())
-    manifest = json.loads((tiny_run / "manifest.json").read_text())
-    lm = load_lm(manifest["stages"]["lm"]["artifacts"]["path"].replace("{run}", str(tiny_run)), tiny().lm.max_text_length)
+    lm = load_frozen_lm(Run(tiny_run, tiny()))
     # Hugging Face's own greedy generation from BOS gives the same caption as our decoder
     out = lm.model.generate(torch.tensor([[lm.bos_id]]), attention_mask=torch.ones(1, 1, dtype=torch.long), max_new_tokens=tiny().eval.max_new_tokens,
                             do_sample=False, eos_token_id=lm.eos_id, pad_token_id=lm.pad_id)

@@ -466,7 +466,9 @@ def blind(run: Run) -> StageResult:
         out["caption"] = json.loads((directory / "eval_a.predictions.json").read_text())[0]["caption"]
         return out
 
-    return run.stage("eval/blind", {"vlm": cfg.vlm.model, "eval": cfg.eval, "prompt": cfg.vlm.eval_prompt}, inputs + [l, v, e], build)
+    # with closed gates the VLM's own settings cannot change a caption: only the decoding can
+    decoding = {"max_images": cfg.eval.max_images, "beams": cfg.eval.beams, "max_new_tokens": cfg.eval.max_new_tokens, "prompt": cfg.vlm.eval_prompt}
+    return run.stage("eval/blind", decoding, inputs + [l, v, e], build)
 
 
 def load_vlm(run: Run, stage: StageResult):
