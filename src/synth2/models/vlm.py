@@ -149,6 +149,7 @@ class VLM(nn.Module):
     def blocks_by_layer(self) -> dict[int, GatedCrossAttentionBlock]:
         return dict(zip(self.xattn_layers, self.xattn))
 
+    @torch.no_grad()
     def gate_openness(self) -> float:
         """Mean |tanh(gate)| of the cross-attention gates: 0 = the frozen LM, blind to images."""
         return float(torch.stack([torch.tanh(block.attn_gate).abs() for block in self.xattn]).mean())
