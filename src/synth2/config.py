@@ -3,7 +3,7 @@
 Presets are small functions over `Config`:
 - `tiny`: the tests; every stage runs in seconds.
 - `quick`: the main job; `synth2 reproduce --preset quick` in <= 15 min on a 2-core CPU.
-- `small`: an hour-scale CPU run, 3 seeds, for the paper's claims on the embedded world.
+- `small`: a CPU run of about 3 hours on 2 cores, 3 seeds, for the paper's claims on the embedded world.
 - `paper`: the paper's hyperparameters (256 px, 16x16 tokens, codebook 8192, ...), for GPUs.
 
 A YAML file or `--set a.b=c` overrides any field; unknown keys are errors that name the key.
