@@ -29,7 +29,7 @@ def greedy(vlm: VLM, tokens_Bhw: torch.Tensor, prompt: str = "", max_new_tokens:
     ids = _prompt_ids(vlm, prompt, B, device)
     mask = torch.ones_like(ids, dtype=torch.bool)
     out = vlm(ids, mask, condition=condition, use_cache=True)
-    cache = out.past_key_values
+    cache = vlm.cache_of(out)
     next_ids = out.logits[:, -1].argmax(-1)
     generated = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -40,8 +40,8 @@ def greedy(vlm: VLM, tokens_Bhw: torch.Tensor, prompt: str = "", max_new_tokens:
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
-        out = vlm(next_ids[:, None], mask, condition=condition, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = vlm(next_ids[:, None], mask, condition=condition, cache=cache, use_cache=True)
+        cache = vlm.cache_of(out)
         next_ids = out.logits[:, -1].argmax(-1)
     return generated
 
@@ -58,7 +58,7 @@ def beam_search(
     ids = _prompt_ids(vlm, prompt, B * beams, device)
     mask = torch.ones_like(ids, dtype=torch.bool)
     out = vlm(ids, mask, condition=condition, use_cache=True)
-    cache = out.past_key_values
+    cache = vlm.cache_of(out)
     log_probs = F.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B*K, V)
     V = log_probs.shape[-1]
     # only the first beam of each example is live at the start
@@ -103,8 +103,8 @@ def beam_search(
         scores = new_scores
         cache.reorder_cache(origin)
         mask = torch.cat([mask, torch.ones(B * beams, 1, dtype=torch.bool, device=device)], dim=1)
-        out = vlm(new_token.view(-1, 1), mask, condition=condition, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = vlm(new_token.view(-1, 1), mask, condition=condition, cache=cache, use_cache=True)
+        cache = vlm.cache_of(out)
         log_probs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
 

@@ -14,6 +14,8 @@ Shape legend: B batch, L text length, D hidden width, V vocabulary.
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -121,6 +123,12 @@ class FrozenLM(nn.Module):
             if isinstance(module, nn.ModuleList) and len(module) == n:
                 return module
         raise ValueError(f"cannot find the decoder layer list of {type(self.model).__name__}")
+
+    @property
+    def cache_name(self) -> str:
+        """The KV cache's keyword in the LM's forward and its outputs: transformers 5 renamed
+        `past_key_values` to `cache` (the old name warns and is going away)."""
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     @property
     def bos_id(self) -> int:

@@ -173,10 +173,16 @@ class VLM(nn.Module):
         media = self.media_proj(soft) + self.row_embed + self.col_embed
         return XAttnCondition(self.resampler(media.flatten(1, 2)), self.blocks_by_layer)
 
-    def forward(self, input_ids_BT, attention_mask_BT, tokens_Bhw=None, condition: XAttnCondition | None = None, **lm_kwargs):
+    def forward(self, input_ids_BT, attention_mask_BT, tokens_Bhw=None, condition: XAttnCondition | None = None, cache=None, **lm_kwargs):
+        """The LM's output; `cache` is its KV cache (read it back with `self.cache_of(output)`)."""
         if condition is None and tokens_Bhw is not None:
             condition = self.condition(tokens_Bhw)
+        if cache is not None:
+            lm_kwargs[self.lm.cache_name] = cache
         return self.lm.model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, xattn=condition, **lm_kwargs)
+
+    def cache_of(self, output):
+        return getattr(output, self.lm.cache_name)
 
 
 # LM decoder layers that already carry the cross-attention hook (weak: an LM can be freed)
