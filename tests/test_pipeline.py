@@ -106,6 +106,31 @@ def test_changed_config_reruns_only_downstream_stages(tiny_run):
         assert after[stage]["finished"] == before[stage]["finished"]
 
 
+def test_sampler_sweep_evaluates_the_trained_generator_without_retraining_it(tiny_run):
+    from synth2.config import tiny
+
+    before = json.loads((tiny_run / "manifest.json").read_text())["stages"]
+    sampler = tiny().t2i.sampler
+    sweep = ["sampler-sweep", "--run", str(tiny_run), "--preset", "tiny", "--steps", str(sampler.steps)]
+    result = CliRunner().invoke(app, sweep + ["--split", "a", "--guidance", f"1,{sampler.guidance}"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((tiny_run / "manifest.json").read_text())["stages"]
+    for stage in ("t2i", "t2i_eval", "synthesize"):
+        assert after[stage]["finished"] == before[stage]["finished"]
+    rows = json.loads((tiny_run / "sampler_sweep_a.json").read_text())["rows"]
+    assert [(r["steps"], r["guidance"]) for r in rows] == [(sampler.steps, 1.0), (sampler.steps, sampler.guidance)]
+    # the config's own sampler on split A is the report's stage, not a new one
+    generator = json.loads((tiny_run / "results.json").read_text())["generator"]
+    assert all(rows[1][k] == generator[k] for k in ("oracle_seen", "oracle_heldout", "oracle_count_right"))
+    assert rows[0]["fd_vq"] != rows[1]["fd_vq"]  # guidance 1 draws other images
+    assert (tiny_run / "sampler_sweep_a.png").stat().st_size > 0
+    # a rerun finds every setting done
+    assert CliRunner().invoke(app, sweep + ["--split", "a", "--guidance", "1"]).exit_code == 0
+    assert json.loads((tiny_run / "manifest.json").read_text())["stages"] == after
+    bad = CliRunner().invoke(app, sweep + ["--split", "c"])
+    assert bad.exit_code == 2 and "'a' or 'b'" in bad.output
+
+
 def test_vq_pretrains_on_the_worlds_images_split_unless_given_shards(tiny_run):
     from synth2.config import tiny
     from synth2.pipeline import datasets

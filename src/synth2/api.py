@@ -47,7 +47,8 @@ def train(run: Run, model: str, arm: str = "baseline", seed: int | None = None):
     """Train one model of the pipeline (its inputs first, finished stages skipped)."""
     from synth2 import pipeline
 
-    stages = {"lm": pipeline.lm, "vq": pipeline.vq, "t2i": pipeline.t2i}
+    # training the generator also evaluates it: the metrics are what a user looks at next
+    stages = {"lm": pipeline.lm, "vq": pipeline.vq, "t2i": pipeline.t2i_eval}
     if model == "vlm":
         return pipeline.vlm(run, arm, seed)
     if model == "clip":
@@ -87,6 +88,13 @@ def generate(run: Run, captions_file: str | Path, out: str | Path, pixels: bool 
         for i, caption in enumerate(captions):
             writer.write(Pair(f"gen_{i:07d}", caption, image=None if images is None else images[i], tokens=tokens[i].astype(np.uint16), meta={"seed": seed}))
     return len(captions)
+
+
+def sampler_sweep(run: Run, split: str = "b", guidances=(1.0, 2.0, 3.0, 4.0), steps=(24,)) -> dict:
+    """The generator's oracle accuracies and FD against guidance and sampler steps, on one eval split."""
+    from synth2.experiments.sampler_sweep import sampler_sweep as run_sweep
+
+    return run_sweep(run, split, list(guidances), list(steps))
 
 
 def caption(run: Run, images: list, arm: str = "baseline", seed: int | None = None) -> list[str]:

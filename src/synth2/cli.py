@@ -204,6 +204,48 @@ def generate(
     out.print(f"generated {count} token grids -> {out_dir}")
 
 
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=option) from None
+
+
+@app.command("sampler-sweep")
+def sampler_sweep(
+    run: Path = RunOpt,
+    split: str = typer.Option("b", "--split", help="Eval split: a | b. Choose on b, report on a."),
+    guidance: str = typer.Option("1,2,3,4", "--guidance", help="Guidance scales, comma-separated."),
+    steps: str = typer.Option("24", "--steps", help="Sampler step counts, comma-separated."),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    overrides: Optional[List[str]] = SetOpt,
+):
+    """The generator's oracle accuracy and FD against guidance and sampler steps (trains nothing new when the generator exists)."""
+    if split not in ("a", "b"):
+        raise typer.BadParameter(f"eval split must be 'a' or 'b', got {split!r}", param_hint="--split")
+    result = api.sampler_sweep(
+        _open(run, preset, config, overrides), split, _numbers(guidance, float, "--guidance"), _numbers(steps, int, "--steps")
+    )
+    table = Table(title=f"sampler sweep on eval split {split.upper()}, {result['captions']} captions")
+    columns = [("steps", "steps"), ("guidance", "guidance"), ("oracle_seen", "oracle seen"), ("oracle_heldout", "held-out"),
+               ("oracle_count_right", "count"), ("oracle_colours_right", "colours"), ("oracle_shapes_right", "shapes"), ("fd_vq", "FD (VQ)")]
+    for _, title in columns:
+        table.add_column(title)
+    for row in result["rows"]:
+        table.add_row(*(_cell(key, row.get(key)) for key, _ in columns))
+    out.print(table)
+    out.print(f"{result['json']}\n{result['plot']}")
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key.startswith("oracle"):
+        return f"{value:.1%}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 @app.command()
 def caption(
     images: List[Path] = typer.Argument(..., help="Image files."),

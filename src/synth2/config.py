@@ -169,7 +169,6 @@ def tiny() -> Config:
     cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 64, 128, 2
     cfg.t2i.train = TrainConfig(steps=30, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=15, log_every=5)
     cfg.t2i.sampler.steps = 4
-    cfg.t2i.eval_captions = 16
     cfg.vlm.model.width, cfg.vlm.model.latents, cfg.vlm.model.perceiver_layers = 32, 4, 1
     cfg.vlm.train = TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=10, log_every=5)
     cfg.eval.max_images = 24

@@ -1,7 +1,8 @@
 """The stage graph: each function runs its inputs' stages, then its own (skipped when unchanged).
 
-    world ─┬─ captions ── lm ──┬── t2i ── synthesize ──┐
-           └─ vq ── encode ────┴───────────────────────┴── vlm/<arm> ── report
+    world ─┬─ captions ── lm ──┬── t2i ──┬── synthesize ──┐
+           └─ vq ── encode ────┴─────────┼────────────────┴── vlm/<arm> ── report
+                                         └── t2i_eval (per sampler and eval split) ──┘
 
 Stages are plain functions from a config section and earlier artifacts to new
 artifacts; `Run.stage` handles fingerprints, skipping and the manifest. Heavy
@@ -254,6 +255,7 @@ def encode_shards(model, shards, out: Path, report: QualityReport | None, resolu
 
 
 def t2i(run: Run) -> StageResult:
+    """Train the generator. The sampler is not part of this stage: changing it re-runs only `t2i_eval`."""
     from synth2.train.t2i import T2ITask
 
     cfg = run.config
@@ -268,21 +270,38 @@ def t2i(run: Run) -> StageResult:
         task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, codebook, dist, cfg.seed)
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         artifacts.save_module(directory / "model", task.model, cfg.t2i.model)
-        metrics = evaluate_generator(run, directory, e["splits"]["eval_a"])
-        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return {"path": str(directory / "model"), **metrics}
+        return {"path": str(directory / "model")}
 
-    return run.stage("t2i", {"t2i": cfg.t2i, "seed": cfg.seed}, inputs + [l, v, e], build)
+    training = {k: v for k, v in dataclasses.asdict(cfg.t2i).items() if k != "sampler"}
+    return run.stage("t2i", {"t2i": training, "seed": cfg.seed}, inputs + [l, v, e], build)
 
 
-def evaluate_generator(run: Run, directory: Path, eval_tokens: str) -> dict:
+def t2i_eval(run: Run, split: str = "a", sampler=None) -> StageResult:
+    """The generator's metrics (synth2.eval.generator) on eval split `split` ("a" or "b"), drawn
+    with `sampler` (default: the config's). The config's sampler on split A is the stage the
+    report reads, `t2i_eval`; other settings get a stage each, named after them, so a sweep
+    resumes where it stopped."""
     from synth2.eval.generator import generator_metrics
 
     cfg = run.config
-    pairs = load_pairs(eval_tokens, images=False, tokens=True, limit=cfg.eval.max_images)
-    data, _ = datasets(run)
-    real = load_pairs(data["eval"]["a"], limit=cfg.eval.max_images, resolution=cfg.world.resolution).images
-    return generator_metrics(token_generator(run), pairs, real, world_spec(run), cfg.eval, directory, cfg.seed)
+    if split not in ("a", "b"):
+        raise ValueError(f"eval split must be 'a' or 'b', got {split!r}")
+    sampler = sampler or cfg.t2i.sampler
+    data, inputs = datasets(run)
+    g, e = t2i(run), encode(run)
+    name = "t2i_eval"
+    if (split, sampler) != ("a", cfg.t2i.sampler):
+        name += f"_{split}_steps{sampler.steps}_g{sampler.guidance:g}_temp{sampler.temperature:g}_choice{sampler.choice_temperature:g}"
+
+    def build(directory: Path) -> dict:
+        pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
+        real = load_pairs(data["eval"][split], limit=cfg.eval.max_images, resolution=cfg.world.resolution).images
+        metrics = generator_metrics(token_generator(run, sampler), pairs, real, world_spec(run), cfg.eval, directory, cfg.seed)
+        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+    scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images, "inception": cfg.eval.inception_path}
+    return run.stage(name, {"eval": scope, "seed": cfg.seed}, inputs + [g, e], build)
 
 
 def synthesize(run: Run) -> StageResult:
@@ -325,7 +344,8 @@ def load_frozen_lm(run: Run):
     return _cached_lm(lm(run)["path"], run.config.lm.max_text_length)
 
 
-def token_generator(run: Run):
+def token_generator(run: Run, sampler=None):
+    """The trained generator with `sampler` (default: the config's)."""
     from synth2.synthesis import TokenGenerator
 
     frozen = load_frozen_lm(run)
@@ -333,7 +353,7 @@ def token_generator(run: Run):
     grid = tuple(load_pairs(encode(run)["splits"]["eval_a"], images=False, tokens=True, limit=1).tokens.shape[1:])
     directory = run.stage_dir("t2i") / "model"
     model = artifacts.load_t2i(directory, vq_model.codebook_size, grid, frozen.hidden_size)
-    return TokenGenerator(frozen, model, run.config.t2i.sampler, vq_model)
+    return TokenGenerator(frozen, model, sampler or run.config.t2i.sampler, vq_model)
 
 
 # --- the VLM and its evaluation -------------------------------------------------------
@@ -369,6 +389,8 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         extra.append(curate(run))
     name = f"vlm/{arm_name}" + (f"-s{seed}" if seed != cfg.seed else "")
     stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if synthetic else None}
+    if on_the_fly:  # the cached mode's sampler is in `synthesize`
+        stage_cfg["sampler"] = cfg.t2i.sampler
 
     def build(directory: Path) -> dict:
         frozen = load_frozen_lm(run)

@@ -164,7 +164,7 @@ def curate(run: Run) -> StageResult:
         (directory / "report.json").write_text(json.dumps(out, indent=2))
         return out
 
-    return run.stage("curate", {"curate": cfg.curate, "clip": cfg.clip.hf_path, "seed": cfg.seed}, inputs, build)
+    return run.stage("curate", {"curate": cfg.curate, "clip": cfg.clip.hf_path, "sampler": cfg.t2i.sampler, "seed": cfg.seed}, inputs, build)
 
 
 @torch.no_grad()

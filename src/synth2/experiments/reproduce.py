@@ -100,7 +100,7 @@ def reproduce(run: Run) -> dict:
     cfg = run.config
     started = time.time()
     v = pipeline.vq(run)
-    g = pipeline.t2i(run)
+    g = pipeline.t2i_eval(run)
     seed = cfg.seed
     names = ("baseline", "synth2", "gold", "genpair", "real_extra", "genpair_pixel", "curated_topk", "curated_random", "curated_all")
     arm = {name: pipeline.vlm(run, name, seed).artifacts for name in names}

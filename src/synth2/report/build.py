@@ -139,7 +139,7 @@ def write_report(run: Run, results: dict) -> tuple[Path, Path]:
     directory = run.root / "report"
     directory.mkdir(exist_ok=True)
     figures = {"Figure 6: CIDEr against training steps": plot_figure6(results["figure6"], directory / "figure6.png")}
-    samples = run.stage_dir("t2i") / "samples.png"
+    samples = run.stage_dir("t2i_eval") / "samples.png"
     if samples.exists():
         figures["Figure 3: eval images (top) and the generator's images for the same captions (bottom)"] = Path(shutil.copy(samples, directory / "figure3.png"))
     for embedder in ("concepts", "lm"):

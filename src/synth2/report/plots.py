@@ -35,3 +35,31 @@ def plot_figure6(fig6: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_sampler_sweep(rows: list[dict], path: str | Path, split: str) -> Path:
+    """Oracle accuracies (left) and FD in VQ space (right) against the guidance scale, one line
+    style per sampler step count."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    styles = ("-", "--", ":", "-.")
+    step_counts = sorted({r["steps"] for r in rows})
+    metrics = [("oracle_seen", "oracle, seen"), ("oracle_heldout", "oracle, held-out"), ("oracle_count_right", "count right"),
+               ("oracle_colours_right", "colours right"), ("oracle_shapes_right", "shapes right")]
+    for style, step_count in zip(styles * len(step_counts), step_counts):
+        chosen = sorted((r for r in rows if r["steps"] == step_count), key=lambda r: r["guidance"])
+        x = [r["guidance"] for r in chosen]
+        for (key, label), colour in zip(metrics, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")):
+            if all(key in r for r in chosen):
+                left.plot(x, [r[key] for r in chosen], style, color=colour, marker="o", markersize=3, label=f"{label} ({step_count} steps)")
+        right.plot(x, [r["fd_vq"] for r in chosen], style, color="black", marker="o", markersize=3, label=f"{step_count} steps")
+    left.set_xlabel("guidance scale")
+    left.set_ylabel(f"share of eval {split.upper()} captions")
+    left.legend(fontsize=7)
+    right.set_xlabel("guidance scale")
+    right.set_ylabel("Fréchet distance, VQ features (lower is better)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -29,7 +29,6 @@ class T2IStageConfig:
     )
     p_uncond: float = 0.1
     label_smoothing: float = 0.1
-    eval_captions: int = 200  # eval captions generated for the oracle metrics
     # Run the frozen LM over the paired captions once, not at every step (see CaptionStates).
     cache_text: bool = True
 

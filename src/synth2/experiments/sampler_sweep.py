@@ -1,0 +1,39 @@
+"""The generator's metrics against the sampler's guidance scale and step count.
+
+MUSE (and Synth², which samples with guidance 4) choose these by such a sweep. Sweep on
+eval split B and report on split A, so that the choice is not tuned on the numbers the
+report quotes. Each setting is its own `t2i_eval_*` stage: a rerun skips finished
+settings and an interrupted sweep resumes at the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from synth2 import pipeline
+from synth2.run import Run
+from synth2.world.oracle import AGREEMENT_PARTS
+
+SWEEP_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS) + ("fd_vq", "fid_inception")
+
+
+def sampler_sweep(run: Run, split: str, guidances: list[float], steps: list[int]) -> dict:
+    """One row per (steps, guidance) with the generator's metrics on eval split `split`;
+    writes `sampler_sweep_<split>.json` and `.png` in the run directory."""
+    from synth2.report.plots import plot_sampler_sweep
+
+    if not guidances or not steps:
+        raise ValueError("a sampler sweep needs at least one guidance scale and one step count")
+    rows = []
+    for step_count in steps:
+        for guidance in guidances:
+            sampler = dataclasses.replace(run.config.t2i.sampler, steps=step_count, guidance=guidance)
+            metrics = pipeline.t2i_eval(run, split, sampler).artifacts
+            rows.append({"steps": step_count, "guidance": guidance, **{k: metrics[k] for k in SWEEP_KEYS if k in metrics}})
+    result = {"split": split, "sampler": dataclasses.asdict(run.config.t2i.sampler), "captions": run.config.eval.generator_captions, "rows": rows}
+    stem = run.root / f"sampler_sweep_{split}"
+    result["plot"] = str(plot_sampler_sweep(rows, stem.with_suffix(".png"), split))
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    result["json"] = str(stem.with_suffix(".json"))
+    return result
