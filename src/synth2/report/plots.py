@@ -16,6 +16,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_figure6(fig6: dict, path: str | Path) -> Path:
     """CIDEr against training steps, mean ± std over seeds, with the parity point."""
     plt = _pyplot()
@@ -31,10 +38,7 @@ def plot_figure6(fig6: dict, path: str | Path) -> Path:
     ax.set_xlabel("training step")
     ax.set_ylabel("CIDEr (eval A)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_sampler_sweep(rows: list[dict], path: str | Path, split: str) -> Path:
@@ -59,7 +63,4 @@ def plot_sampler_sweep(rows: list[dict], path: str | Path, split: str) -> Path:
     right.set_xlabel("guidance scale")
     right.set_ylabel("Fréchet distance, VQ features (lower is better)")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
