@@ -76,6 +76,20 @@ def test_balanced_fit_keeps_a_large_corpus_from_taking_the_centroids():
     assert unbalanced < 1.5 < 2.5 < balanced  # unbalanced, the large corpus's cloud takes most of the 10 centroids
 
 
+def test_the_elbow_only_tries_fewer_clusters_than_distinct_embeddings():
+    # 5 distinct points, repeated: k must stay below 5, and 1 distinct point cannot be clustered
+    space = np.repeat(blobs(5, 1, seed=1), 20, axis=0)
+    corpora = {"a": [f"{i}" for i in range(50)], "b": [f"{i}" for i in range(50, 100)]}
+
+    def embed(captions):
+        return space[[int(c) for c in captions]]
+
+    result = diversity(corpora, embed, DiversityConfig(k_range=[2, 3, 4, 5, 6, 8], seed=0, center=False))
+    assert set(result["wcss"]) == {"2", "3", "4"}
+    with pytest.raises(ValueError, match="only 1 distinct embeddings"):
+        diversity(corpora, lambda c: np.zeros((len(c), 3)), DiversityConfig(k_range=[2, 4], seed=0, center=False))
+
+
 @pytest.mark.parametrize("balance", [True, False])
 def test_diversity_cli_over_jsonl_corpora_with_a_local_lm(tmp_path, tiny_llama_dir, balance):
     import json

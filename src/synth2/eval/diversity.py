@@ -124,8 +124,12 @@ def diversity(corpora: dict[str, list[str]], embed, cfg: DiversityConfig) -> dic
     fit_per_corpus = min(len(c) for c in chunks) if cfg.balance else None
     fit = np.concatenate([c[np.sort(rng.choice(len(c), fit_per_corpus, replace=False))] for c in chunks]) if cfg.balance else embeddings
     ks = cfg.k_range or list(range(2, 41, 2))
-    ks = [k for k in ks if k < len(fit)]
-    chosen, wcss = elbow(fit, ks, cfg.seed)
+    # more clusters than distinct points leaves empty clusters (sklearn warns) and WCSS is 0 from there
+    distinct = len(np.unique(fit, axis=0))
+    ks = [k for k in ks if k < distinct]
+    if not ks and not cfg.k:
+        raise ValueError(f"the corpora give only {distinct} distinct embeddings: too few to choose k by the elbow (set k)")
+    chosen, wcss = elbow(fit, ks, cfg.seed) if ks else (cfg.k, {})
     k = cfg.k or chosen
     labels = KMeans(k, n_init=4, random_state=cfg.seed).fit(fit).predict(embeddings)
     result = {"k": k, "elbow_k": chosen, "fit_per_corpus": fit_per_corpus, "wcss": {str(kk): v for kk, v in wcss.items()}, "corpora": {}}
