@@ -255,7 +255,8 @@ def encode_shards(model, shards, out: Path, report: QualityReport | None, resolu
 
 
 def t2i(run: Run) -> StageResult:
-    """Train the generator. The sampler is not part of this stage: changing it re-runs only `t2i_eval`."""
+    """Train the generator. The sampler is not part of this stage: changing it re-runs only the
+    stages that draw with it (t2i_eval, synthesize, curate, on-the-fly VLM arms)."""
     from synth2.train.t2i import T2ITask
 
     cfg = run.config

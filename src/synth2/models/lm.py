@@ -15,7 +15,6 @@ Shape legend: B batch, L text length, D hidden width, V vocabulary.
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
