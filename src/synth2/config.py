@@ -196,8 +196,8 @@ def small() -> Config:
     cfg.vq.disc_start = 12000
     cfg.t2i.train.steps = 6000
     # The paper's 24 sampler steps, but half its guidance: with s = 4 this small generator draws
-    # each object several times (README, Known limits). Chosen on eval split B; the generator's
-    # metrics are measured on split A.
+    # each object several times. Chosen on eval split B with `synth2 sampler-sweep` (README, Known
+    # limits); the generator's metrics are measured on split A.
     cfg.t2i.sampler.steps, cfg.t2i.sampler.guidance = 24, 2.0
     cfg.vlm.train = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=500)
     cfg.curate.best_of = 2
