@@ -222,7 +222,9 @@ def sampler_sweep(
     overrides: Optional[List[str]] = SetOpt,
 ):
     """The generator's oracle accuracy and FD against guidance and sampler steps (trains nothing new when the generator exists)."""
-    if split not in ("a", "b"):
+    from synth2.pipeline import EVAL_SPLIT_NAMES
+
+    if split not in EVAL_SPLIT_NAMES:
         raise typer.BadParameter(f"eval split must be 'a' or 'b', got {split!r}", param_hint="--split")
     result = api.sampler_sweep(
         _open(run, preset, config, overrides), split, _numbers(guidance, float, "--guidance"), _numbers(steps, int, "--steps")

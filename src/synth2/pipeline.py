@@ -277,6 +277,9 @@ def t2i(run: Run) -> StageResult:
     return run.stage("t2i", {"t2i": training, "seed": cfg.seed}, inputs + [l, v, e], build)
 
 
+EVAL_SPLIT_NAMES = ("a", "b")  # the keys of datasets(run)["eval"]
+
+
 def t2i_eval(run: Run, split: str = "a", sampler=None) -> StageResult:
     """The generator's metrics (synth2.eval.generator) on eval split `split` ("a" or "b"), drawn
     with `sampler` (default: the config's). The config's sampler on split A is the stage the
@@ -285,7 +288,7 @@ def t2i_eval(run: Run, split: str = "a", sampler=None) -> StageResult:
     from synth2.eval.generator import generator_metrics
 
     cfg = run.config
-    if split not in ("a", "b"):
+    if split not in EVAL_SPLIT_NAMES:
         raise ValueError(f"eval split must be 'a' or 'b', got {split!r}")
     sampler = sampler or cfg.t2i.sampler
     data, inputs = datasets(run)

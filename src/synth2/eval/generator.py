@@ -22,6 +22,10 @@ from scipy import linalg
 
 from synth2.models.t2i import masked_prediction_loss
 from synth2.models.vq import to_model_pixels
+from synth2.world.oracle import AGREEMENT_PARTS
+
+# what generator_metrics reports from the oracle (on the embedded world only)
+ORACLE_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -98,7 +102,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
     metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
     if spec is not None:
-        from synth2.world.oracle import AGREEMENT_PARTS, scene_agreement
+        from synth2.world.oracle import scene_agreement
 
         oracle = Oracle(spec)
         seen, heldout, parts = [], [], []

@@ -20,11 +20,11 @@ from synth2 import pipeline
 from synth2.hardware import describe as describe_hardware
 from synth2.progress import console, read_metrics
 from synth2.run import Run
-from synth2.world.oracle import AGREEMENT_PARTS, ERROR_CAUSES
+from synth2.eval.generator import ORACLE_KEYS
+from synth2.world.oracle import ERROR_CAUSES
 
 # the VQ oracle metrics results.json carries: accuracy, then the errors by cause
 VQ_ORACLE_KEYS = ("oracle_accuracy", "oracle_accuracy_by_shape") + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
-GENERATOR_ORACLE_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
 
 
 def looking(scores: dict) -> dict:
@@ -151,7 +151,7 @@ def reproduce(run: Run) -> dict:
             "random_cider_a": arm["curated_random"]["CIDEr_a"],
             "all_cider_a": arm["curated_all"]["CIDEr_a"],
         },
-        "generator": {k: g.artifacts[k] for k in GENERATOR_ORACLE_KEYS + ("masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
+        "generator": {k: g.artifacts[k] for k in ORACLE_KEYS + ("masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
         "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability") + VQ_ORACLE_KEYS if k in v.artifacts},
         "arms": arm,
     }

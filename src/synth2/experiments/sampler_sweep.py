@@ -12,10 +12,10 @@ import dataclasses
 import json
 
 from synth2 import pipeline
+from synth2.eval.generator import ORACLE_KEYS
 from synth2.run import Run
-from synth2.world.oracle import AGREEMENT_PARTS
 
-SWEEP_KEYS = ("oracle_seen", "oracle_heldout") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS) + ("fd_vq", "fid_inception")
+SWEEP_KEYS = ORACLE_KEYS + ("fd_vq", "fid_inception")
 
 
 def sampler_sweep(run: Run, split: str, guidances: list[float], steps: list[int]) -> dict:

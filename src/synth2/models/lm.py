@@ -89,6 +89,9 @@ class FrozenLM(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         self.model.requires_grad_(False)
         self.model.eval()
+        # the KV cache's keyword in the LM's forward and outputs: transformers 5 renamed
+        # `past_key_values` to `cache` (the old name warns and is going away)
+        self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int = 64, dtype: torch.dtype = torch.float32) -> "FrozenLM":
@@ -122,12 +125,6 @@ class FrozenLM(nn.Module):
             if isinstance(module, nn.ModuleList) and len(module) == n:
                 return module
         raise ValueError(f"cannot find the decoder layer list of {type(self.model).__name__}")
-
-    @property
-    def cache_name(self) -> str:
-        """The KV cache's keyword in the LM's forward and its outputs: transformers 5 renamed
-        `past_key_values` to `cache` (the old name warns and is going away)."""
-        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     @property
     def bos_id(self) -> int:
