@@ -162,7 +162,7 @@ def reproduce(out: str | Path, preset: str | None = "quick", config_file=None, o
     return run_reproduce(open_run(out, preset=preset, config_file=config_file, overrides=overrides))
 
 
-def diversity(corpora: list, run=None, lm=None, sentence_transformer=None, k: int = 0, json_out=None, plot=None, seed: int = 0, balance: bool = True) -> dict:
+def diversity(corpora: list, run=None, lm=None, sentence_transformer=None, k: int = 0, json_out=None, plot=None, seed: int = 0, balance: bool = True, center: bool = False) -> dict:
     """Semantic diversity of caption corpora (see `synth2.eval.diversity`)."""
     import json
 
@@ -184,7 +184,7 @@ def diversity(corpora: list, run=None, lm=None, sentence_transformer=None, k: in
         embed = lambda c: embed_with_lm(frozen, c)  # noqa: E731
     else:
         raise ValueError("choose an embedder: --run RUN, --lm PATH or --sentence-transformer PATH")
-    result = run_diversity(texts, embed, DiversityConfig(k=k, seed=seed, balance=balance))
+    result = run_diversity(texts, embed, DiversityConfig(k=k, seed=seed, balance=balance, center=center))
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2))
     if plot:

@@ -291,9 +291,10 @@ def diversity(
     plot: Optional[Path] = typer.Option(None, "--plot"),
     seed: int = typer.Option(0, "--seed"),
     balance: bool = typer.Option(True, "--balance/--no-balance", help="Fit the clusters on the same number of captions from every corpus."),
+    center: bool = typer.Option(False, "--center/--no-center", help="Subtract each corpus's mean embedding first (for embedders that separate corpora by style)."),
 ):
     """Co-cluster caption corpora: elbow, concentration (top-3/5) and entropy per corpus (Table 8, Figure 5)."""
-    result = api.diversity(corpora, run=run, lm=lm, sentence_transformer=sentence_transformer, k=k, json_out=json_out, plot=plot, seed=seed, balance=balance)
+    result = api.diversity(corpora, run=run, lm=lm, sentence_transformer=sentence_transformer, k=k, json_out=json_out, plot=plot, seed=seed, balance=balance, center=center)
     fitted = f", fitted on {result['fit_per_corpus']} per corpus" if result["fit_per_corpus"] else ""
     table = Table(title=f"semantic diversity, k={result['k']} (elbow {result['elbow_k']}){fitted}")
     for column in ("corpus", "captions", "top-3", "top-5", "entropy (bits)"):

@@ -25,10 +25,12 @@ class DiversityConfig:
     k_range: list[int] | None = None
     max_per_corpus: int = 5000
     seed: int = 0
-    # Subtract each corpus's mean embedding before co-clustering. Corpora written in different
-    # styles otherwise fall into disjoint clusters by style alone, and concentration would measure
-    # style, not the spread of content the paper is after.
-    center: bool = True
+    # Subtract each corpus's mean embedding before co-clustering (off: the paper co-clusters the
+    # embeddings as they are). Only for embedders whose corpora differ mainly in writing style: the
+    # mean also carries a corpus's skew over concepts, the very thing concentration measures, so on a
+    # content embedder centring hides it (quick world, concept embedder: paired captions' top-3
+    # share 56% uncentred, 27% centred).
+    center: bool = False
     # Fit the elbow and k-means on an equal-size random sample of every corpus (the smallest
     # corpus's size), then assign every caption to its nearest centroid. The paper co-clusters
     # corpora of equal size (GenPair, WebLI and LTIP at 1M each, Table 3); with unequal ones the
