@@ -112,7 +112,9 @@ class Run:
         directory = self.stage_dir(name)
         entry = self.manifest()["stages"].get(name)
         if entry and entry.get("fingerprint") == fp and entry.get("status") == "done":
-            logger.info("stage %s: unchanged, skipped", name)
+            # debug: every stage re-resolves its inputs, so one step of a run would log each finished
+            # upstream stage many times over into its log.txt
+            logger.debug("stage %s: unchanged, skipped", name)
             return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
             logger.info("stage %s: config or inputs changed, recomputing", name)
