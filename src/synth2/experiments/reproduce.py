@@ -135,6 +135,7 @@ def reproduce(run: Run) -> dict:
         "figure6": fig6,
         "diversity": {
             "embedder": div["embedder"],
+            "centred": cfg.diversity.center,
             **{
                 embedder: {"k": d["k"], "elbow_k": d["elbow_k"], **{n: {k: c[k] for k in ("concentration_top3", "concentration_top5", "entropy")} for n, c in d["corpora"].items()}}
                 for embedder, d in div["by_embedder"].items()

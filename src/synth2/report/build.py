@@ -96,7 +96,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 f"Table 8: caption diversity, {embedder} embedder (k = {d['k']}, elbow {d['elbow_k']})",
                 ["corpus", "concentration top-3", "concentration top-5", "entropy (bits)"],
                 [[name, _fmt(c["concentration_top3"], True), _fmt(c["concentration_top5"], True), _fmt(c["entropy"])] for name, c in d.items() if isinstance(c, dict)],
-                "concepts: the world shapes and colours each caption mentions; lm: the frozen LM's mean-pooled states, each corpus centred",
+                "concepts: the world shapes and colours each caption mentions; lm: the frozen LM's mean-pooled states; "
+                + ("each corpus centred before co-clustering" if div.get("centred") else "embeddings co-clustered as they are (not centred)"),
             )
         )
     cur = results["curation"]
