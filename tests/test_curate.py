@@ -128,3 +128,30 @@ def test_hf_clip_scorer_from_a_local_directory_agrees_with_clipmodel(tmp_path, t
         out = model(**processor(text=captions, images=list(images), return_tensors="pt", padding=True))
     assert cosine.shape == (3,)
     assert np.allclose(cosine, (out.image_embeds * out.text_embeds).sum(-1).numpy(), atol=1e-5)
+
+
+def test_oracle_of_selections_scores_each_selection_against_the_captions_scenes():
+    """Images rendered from their captions' scenes are right; images of another caption's scene
+    are wrong; a caption the world LLM did not write is left out of every share."""
+    from synth2.captions.prompts import PAPER_PROMPT
+    from synth2.curate.pipeline import oracle_of_selections
+    from synth2.world.llm import WorldLLM
+    from synth2.world.render import render
+    from synth2.world.scene import WorldConfig, WorldSpec
+
+    spec = WorldSpec(WorldConfig(), seed=0)
+    llm = WorldLLM(spec, noise=0.0)
+    records = []
+    for seed, shape in enumerate(spec.shapes[:8]):
+        text, scene = llm.answer(PAPER_PROMPT.replace("[object]", shape), seed)
+        records.append(({"caption": text, "class": shape, "seed": seed}, scene))
+    scenes = [scene for _, scene in records]
+    # the first four images show their own scenes, the last four the next caption's
+    shown = scenes[:4] + scenes[5:] + scenes[4:5]
+    images = np.stack([render(s, 32, spec.cfg.grid) for s in shown])
+    captions = [record for record, _ in records]
+    captions[3] = {**captions[3], "caption": "This is an image of something else entirely."}
+    selections = {"own": np.arange(4), "other": np.arange(4, 8), "all": np.arange(8)}
+    out = oracle_of_selections(spec, llm, captions, PAPER_PROMPT, images, selections)
+    assert out["oracle_checked"] == 7
+    assert out["oracle_right"] == {"own": 1.0, "other": 0.0, "all": pytest.approx(3 / 7)}

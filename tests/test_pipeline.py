@@ -195,3 +195,6 @@ def test_curate_command_exports_llava_json_and_scored_shards(tiny_run):
     pairs = list(read_pairs(tiny_run / "curate" / "export" / "shards"))
     weighted = [p.meta["weighted"] for p in pairs]
     assert len(pairs) == report["k"] and weighted == sorted(weighted, reverse=True)
+    # the world LLM wrote every caption, so the oracle checks every synthetic image
+    assert report["oracle_checked"] == report["after_filters"]
+    assert set(report["oracle_right"]) == {"topk", "random", "all"} and all(0 <= v <= 1 for v in report["oracle_right"].values())

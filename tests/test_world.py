@@ -171,3 +171,28 @@ def test_world_llm_noise_produces_rejectable_answers():
     bad_prefix = sum(not a.startswith("This is an image of") for a in answers)
     short = sum(len(a.split()) < 30 for a in answers)
     assert 20 < bad_prefix < 80 and short > 20
+
+
+def test_world_llm_records_give_back_the_scenes_they_describe(tmp_path):
+    """`described_scenes` regenerates each caption's scene from its class and seed, re-asked and
+    misbehaving answers included, and refuses a caption the LLM did not write."""
+    from synth2.captions.backends import WorldBackend
+    from synth2.captions.generate import CaptionsConfig, generate_captions
+    from synth2.data.corpus import read_captions
+    from synth2.eval.diversity import embed_with_world_concepts
+
+    spec = WorldSpec(WorldConfig(), seed=0)
+    llm = WorldLLM(spec, noise=0.3)
+    cfg = CaptionsConfig(n=60)
+    generate_captions(WorldBackend(llm), spec.shapes, cfg, tmp_path / "llm.jsonl", seed=0)
+    records = read_captions(tmp_path / "llm.jsonl")
+    scenes = llm.described_scenes(records, cfg.prompt)
+    assert len(records) > 40 and all(s is not None for s in scenes)
+    mentioned = embed_with_world_concepts([r["caption"] for r in records], spec.shapes, spec.colours) > 0
+    for record, scene, row in zip(records, scenes, mentioned):
+        assert record["class"] in {o.shape for o in scene.objects}
+        # the caption names every shape and colour of the scene (its explanations may name more: "a hollow circle")
+        assert {spec.shapes[i] for i in np.flatnonzero(row[: len(spec.shapes)])} >= {o.shape for o in scene.objects}, record
+        assert {spec.colours[i] for i in np.flatnonzero(row[len(spec.shapes) :])} >= {o.colour for o in scene.objects}, record
+    edited = [{**records[0], "caption": records[0]["caption"] + " It is raining."}]
+    assert llm.described_scenes(edited, cfg.prompt) == [None]

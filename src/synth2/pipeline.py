@@ -99,15 +99,21 @@ def captions(run: Run) -> StageResult:
     return run.stage("captions", {"captions": cfg.captions, "seed": cfg.seed}, inputs, build)
 
 
+def world_llm(cfg):
+    """The world LLM as the captions stage configures it."""
+    from synth2.world.llm import WorldLLM
+
+    return WorldLLM(WorldSpec(cfg.world, cfg.seed), noise=cfg.captions.world_noise)
+
+
 def make_caption_backend(cfg):
     """The caption backend a config asks for."""
     from synth2.captions.backends import GenerationParams, HFBackend, OpenAIBackend, WorldBackend
-    from synth2.world.llm import WorldLLM
 
     c = cfg.captions
     params = GenerationParams(c.temperature, c.top_p, c.max_tokens)
     if c.backend == "world":
-        return WorldBackend(WorldLLM(WorldSpec(cfg.world, cfg.seed), noise=c.world_noise), params)
+        return WorldBackend(world_llm(cfg), params)
     if c.backend == "openai":
         if not c.base_url or not c.model:
             raise ValueError("captions.backend=openai needs captions.base_url and captions.model")

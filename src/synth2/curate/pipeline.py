@@ -129,7 +129,8 @@ def curate(run: Run) -> StageResult:
     def build(directory: Path) -> dict:
         frozen = pipeline.load_frozen_lm(run)
         vq = artifacts.load_vq(pipeline.vq(run)["path"])
-        pool = [r["caption"] for r in read_captions(pipeline.captions(run)["path"])]
+        records = read_captions(pipeline.captions(run)["path"])
+        pool = [r["caption"] for r in records]
         kept, rejects = filter_captions(pool, cfg.curate.filters, frozen)
         captions = [pool[i] for i in kept]
         synthesizer = (
@@ -161,10 +162,31 @@ def curate(run: Run) -> StageResult:
         scores = {"clip_score": clip_score(best["cosine"]), "clip_cosine": best["cosine"], "ssim": best["ssim"], "weighted": best["score"]}
         export(directory / "export", order[:k], captions, best["images"], tokens, scores)
         out["mean_scores"] = {name: {"topk": float(np.mean(v[order[:k]])), "all": float(np.mean(v))} for name, v in scores.items()}
+        spec = pipeline.world_spec(run)
+        if spec is not None and cfg.captions.backend == "world":
+            out.update(oracle_of_selections(spec, pipeline.world_llm(cfg), [records[i] for i in kept], cfg.captions.prompt, best["images"], selections))
         (directory / "report.json").write_text(json.dumps(out, indent=2))
         return out
 
     return run.stage("curate", {"curate": cfg.curate, "clip": cfg.clip.hf_path, "sampler": cfg.t2i.sampler, "seed": cfg.seed}, inputs, build)
+
+
+def oracle_of_selections(spec, llm, records: list[dict], template: str, images: np.ndarray, selections: dict[str, np.ndarray]) -> dict:
+    """Ground truth for curation, on the embedded world only: the share of each selection's
+    synthetic images in which the oracle reads exactly their caption's objects (does CLIPScore +
+    SSIM keep the right images?). Captions the world LLM would not have written are left out."""
+    from synth2.eval.generator import oracle_agreements
+
+    scenes = llm.described_scenes(records, template)
+    known = [i for i, scene in enumerate(scenes) if scene is not None]
+    right = np.zeros(len(records), dtype=bool)
+    right[known] = [a["objects"] for a in oracle_agreements(spec, [scenes[i] for i in known], images[known])]
+    checked = np.zeros(len(records), dtype=bool)
+    checked[known] = True
+    return {
+        "oracle_checked": int(checked.sum()),
+        "oracle_right": {name: float(right[index][checked[index]].mean()) if checked[index].any() else None for name, index in selections.items()},
+    }
 
 
 @torch.no_grad()

@@ -91,10 +91,17 @@ def text_use(gen, tokens: np.ndarray, captions: list[str], seed: int) -> dict[st
     }
 
 
+def oracle_agreements(spec, scenes: list, images: np.ndarray) -> list[dict[str, bool]]:
+    """What the world's oracle reads right in each image of its scene (see `scene_agreement`)."""
+    from synth2.world.oracle import Oracle, scene_agreement
+
+    oracle = Oracle(spec)
+    return [scene_agreement(scene, oracle.parse(image)) for scene, image in zip(scenes, images)]
+
+
 def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:
     """`pairs`: eval split with tokens and metadata; `real_images`: the same split's pixels."""
     from synth2.data.inspect import write_grid
-    from synth2.world.oracle import Oracle
     from synth2.world.scene import Scene
 
     n = min(eval_cfg.generator_captions, len(pairs))
@@ -102,15 +109,11 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
     metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
     if spec is not None:
-        from synth2.world.oracle import scene_agreement
-
-        oracle = Oracle(spec)
-        seen, heldout, parts = [], [], []
-        for meta, image in zip(pairs.meta[:n], images):
-            scene = Scene.from_json(meta["scene"])
-            agreement = scene_agreement(scene, oracle.parse(image))
+        scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[:n]]
+        parts = oracle_agreements(spec, scenes, images)
+        seen, heldout = [], []
+        for scene, agreement in zip(scenes, parts):
             (heldout if any(c in spec.heldout for c in scene.combos()) else seen).append(agreement["objects"])
-            parts.append(agreement)
         metrics["oracle_seen"] = float(np.mean(seen)) if seen else float("nan")
         metrics["oracle_heldout"] = float(np.mean(heldout)) if heldout else float("nan")
         metrics["oracle_seen_count"], metrics["oracle_heldout_count"] = len(seen), len(heldout)

@@ -148,6 +148,8 @@ def reproduce(run: Run) -> dict:
             "after_filters": curation["after_filters"],
             "filter_rejects": curation["filter_rejects"],
             "mean_scores": curation["mean_scores"],
+            # on the embedded world: the share of each selection's images the oracle reads right
+            "oracle_right": curation.get("oracle_right"),
             "topk_cider_a": arm["curated_topk"]["CIDEr_a"],
             "random_cider_a": arm["curated_random"]["CIDEr_a"],
             "all_cider_a": arm["curated_all"]["CIDEr_a"],

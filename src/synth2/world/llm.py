@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from synth2.world.annotate import Annotator, llm_style
-from synth2.world.scene import WorldSpec, sample_scene
+from synth2.world.scene import Scene, WorldSpec, sample_scene
 from synth2.world.vocab import SHAPE_WORDS
 
 _WORD_RANGE = re.compile(r"(\d+)\s*-\s*(\d+)\s+words")
@@ -47,6 +47,10 @@ class WorldLLM:
         raise UnknownClass(f"the world LLM knows only the world's classes {self.spec.shapes}; prompt: {prompt[:120]!r}")
 
     def complete(self, prompt: str, seed: int) -> str:
+        return self.answer(prompt, seed)[0]
+
+    def answer(self, prompt: str, seed: int) -> tuple[str, Scene]:
+        """The answer and the scene it describes (the ground truth a synthetic image is checked against)."""
         shape = self.find_class(prompt)
         rng = np.random.default_rng([seed, 4242])
         low, high = 30, 40
@@ -58,11 +62,23 @@ class WorldLLM:
         caption = llm_style(person, scene, rng, min_words=low, max_words=high, focus=shape)
         roll = rng.random()
         if roll < self.noise * 0.4:
-            return "Sure! Here is a factual caption: " + caption
+            return "Sure! Here is a factual caption: " + caption, scene
         if roll < self.noise * 0.7:
-            return caption.split(". ")[0] + "."
+            return caption.split(". ")[0] + ".", scene  # the first sentence lists every object
         if roll < self.noise:
             # a stock answer for this class, repeated across seeds (near-duplicates)
             stock = sample_scene(np.random.default_rng([7, len(shape)]), self.spec, must_include=shape)
-            return llm_style(self._people[0], stock, np.random.default_rng(0), low, high, focus=shape)
-        return caption
+            return llm_style(self._people[0], stock, np.random.default_rng(0), low, high, focus=shape), stock
+        return caption, scene
+
+    def described_scenes(self, records: list[dict], template: str) -> list[Scene | None]:
+        """The scene behind each caption record ({"caption", "class", "seed"}, as `synth2 captions`
+        writes them), regenerated from its class and seed; None where this LLM would not have
+        written that caption (another backend, template or noise level)."""
+        from synth2.captions.prompts import fill
+
+        scenes: list[Scene | None] = []
+        for record in records:
+            text, scene = self.answer(fill(template, record["class"]), int(record["seed"]))
+            scenes.append(scene if text.strip() == record["caption"] else None)
+        return scenes
