@@ -9,7 +9,7 @@ from synth2.cli import app
 from synth2.hardware import describe as describe_hardware
 
 REQUIRED = {
-    "preset", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
+    "preset", "seed", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
 }
 
 

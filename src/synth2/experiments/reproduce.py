@@ -113,6 +113,7 @@ def reproduce(run: Run) -> dict:
     corpus_of = {"baseline": "paired", "genpair": "llm", "real_extra": cfg.experiments.real_extra_corpus}
     results = {
         "preset": cfg.preset,
+        "seed": seed,  # the tables' arms; Figure 6 runs every one of `seeds`
         "seeds": list(cfg.experiments.seeds),
         "hardware": describe_hardware(),
         "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},

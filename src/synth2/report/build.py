@@ -24,7 +24,8 @@ def _fmt(value, pct: bool = False) -> str:
 
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, header, rows, note) for every table of the report."""
-    setting = f"preset `{results['preset']}`, seeds {results['seeds']}, {results['steps']['vlm']} VLM steps, {results['hardware']}"
+    seeds = f"seed {results['seed']}" + (f" (Figure 6: seeds {results['seeds']})" if results["seeds"] != [results["seed"]] else "")
+    setting = f"preset `{results['preset']}`, {seeds}, {results['steps']['vlm']} VLM steps, {results['hardware']}"
     t2, t3, t5, blind = results["table2"], results["table3"], results["table5"], results["blind"]
     out = [
         (
@@ -123,7 +124,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
             [
                 ["GenPair improves CIDEr over Baseline", c["targets"]["genpair_gain_over_baseline"], _fmt(c["genpair_gain_over_baseline"], True)],
                 ["Synth² reaches Gold", c["targets"]["synth2_share_of_gold"], _fmt(c["synth2_share_of_gold"], True)],
-                ["Synth² reaches Baseline's final CIDEr early (share of steps)", c["targets"]["parity_fraction"], _fmt(c["parity_fraction"])],
+                ["Synth² reaches Baseline's final CIDEr early (share of steps)", c["targets"]["parity_fraction"], "never" if c["parity_fraction"] is None else _fmt(c["parity_fraction"])],
                 ["embedding space faster than pixel space", c["targets"]["embedding_over_pixel_speed"], f"{c['embedding_over_pixel_speed']:.2f}x"],
             ],
             setting,
