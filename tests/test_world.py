@@ -196,3 +196,13 @@ def test_world_llm_records_give_back_the_scenes_they_describe(tmp_path):
         assert {spec.colours[i] for i in np.flatnonzero(row[len(spec.shapes) :])} >= {o.colour for o in scene.objects}, record
     edited = [{**records[0], "caption": records[0]["caption"] + " It is raining."}]
     assert llm.described_scenes(edited, cfg.prompt) == [None]
+
+
+def test_world_llm_describes_a_given_scene_in_its_style():
+    spec = WorldSpec(WorldConfig(), seed=0)
+    llm = WorldLLM(spec, noise=0.0)
+    scene = sample_scene(np.random.default_rng(3), spec)
+    text = llm.describe(scene, seed=5)
+    assert text.startswith("This is an image of") and 30 <= len(text.split()) <= 40
+    assert all(any(word in text for word in SHAPE_WORDS[o.shape]) for o in scene.objects)
+    assert text == llm.describe(scene, seed=5) != llm.describe(scene, seed=6)

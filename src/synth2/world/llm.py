@@ -58,8 +58,7 @@ class WorldLLM:
         if match:
             low, high = int(match.group(1)), int(match.group(2))
         scene = sample_scene(rng, self.spec, must_include=shape)
-        person = self._people[int(rng.integers(len(self._people)))]
-        caption = llm_style(person, scene, rng, min_words=low, max_words=high, focus=shape)
+        caption = self._write(scene, rng, low, high, focus=shape)
         roll = rng.random()
         if roll < self.noise * 0.4:
             return "Sure! Here is a factual caption: " + caption, scene
@@ -70,6 +69,14 @@ class WorldLLM:
             stock = sample_scene(np.random.default_rng([7, len(shape)]), self.spec, must_include=shape)
             return llm_style(self._people[0], stock, np.random.default_rng(0), low, high, focus=shape), stock
         return caption, scene
+
+    def describe(self, scene: Scene, seed: int, low: int = 30, high: int = 40) -> str:
+        """A caption of a given scene in this LLM's style, as if prompted with its first object's class."""
+        return self._write(scene, np.random.default_rng([seed, 4243]), low, high, focus=scene.objects[0].shape)
+
+    def _write(self, scene: Scene, rng: np.random.Generator, low: int, high: int, focus: str) -> str:
+        person = self._people[int(rng.integers(len(self._people)))]
+        return llm_style(person, scene, rng, min_words=low, max_words=high, focus=focus)
 
     def described_scenes(self, records: list[dict], template: str) -> list[Scene | None]:
         """The scene behind each caption record ({"caption", "class", "seed"}, as `synth2 captions`
