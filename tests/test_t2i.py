@@ -181,3 +181,21 @@ def test_text_information_is_positive_only_when_tokens_depend_on_the_caption(tin
         assert scores["masked_token_nll"] < scores["masked_token_nll_shuffled_captions"]
     else:
         assert abs(scores["text_information_nats"]) < 0.3
+
+
+def test_the_generator_is_prompted_without_the_llm_prompts_opening(tiny_llama_dir):
+    """GenPair's captions all open with "This is an image of"; the generator sees the rest."""
+    from synth2.models.lm import FrozenLM
+    from synth2.synthesis import TokenGenerator
+
+    lm = FrozenLM.from_pretrained(tiny_llama_dir)
+    model = tiny_model(codebook=16, text_width=lm.hidden_size)
+    with_opening = ["This is an image of a red circle.", "this is an image of a blue square on a grey background."]
+    without = ["a red circle.", "a blue square on a grey background."]
+    dropping = TokenGenerator(lm, model, SamplerConfig(steps=3))
+    assert [dropping.prompt(c) for c in with_opening] == without
+    assert dropping.prompt("a red circle.") == "a red circle."
+    assert torch.equal(dropping.tokens(with_opening, seed=0), dropping.tokens(without, seed=0))
+    keeping = TokenGenerator(lm, model, SamplerConfig(steps=3, drop_prefix=""))
+    assert keeping.prompt(with_opening[0]) == with_opening[0]
+    assert not torch.equal(keeping.tokens(with_opening, seed=0), keeping.tokens(without, seed=0))

@@ -34,10 +34,17 @@ class TokenGenerator:
     def grid(self) -> tuple[int, int]:
         return self.model.grid
 
+    def prompt(self, caption: str) -> str:
+        """The text that conditions the generator: the caption without the sampler's `drop_prefix`."""
+        prefix = self.sampler.drop_prefix
+        if prefix and caption[: len(prefix)].lower() == prefix.lower():
+            return caption[len(prefix) :].lstrip(" :,")
+        return caption
+
     @torch.no_grad()
     def tokens(self, captions: list[str], seed: int) -> torch.Tensor:
         """(B, h, w) token ids for `captions`; the same seed gives the same tokens."""
-        states, mask = self.lm.encode_texts(captions)
+        states, mask = self.lm.encode_texts([self.prompt(c) for c in captions])
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         ids = sample(self.model, states.to(device), mask.to(device), *(e.to(device) for e in self.empty), self.sampler, generator)
