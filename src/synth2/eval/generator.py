@@ -14,6 +14,7 @@ FID with Inception when `eval.inception_path` names a local TorchScript Inceptio
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from synth2.models.vq import to_model_pixels
 from synth2.world.oracle import AGREEMENT_PARTS
 
 # what generator_metrics reports from the oracle (on the embedded world only)
-ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_llm_style") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
+ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_llm_style", "oracle_llm_style_whole") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,16 +100,23 @@ def oracle_agreements(spec, scenes: list, images: np.ndarray) -> list[dict[str, 
     return [scene_agreement(scene, oracle.parse(image)) for scene, image in zip(scenes, images)]
 
 
-def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> float:
+def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
     """Oracle accuracy (all objects right) for the same scenes described the way the world LLM
     writes GenPair's captions: whether the generator, trained on the paired captions' styles,
-    follows the captions it is given in GenPair."""
+    follows the captions it is given in GenPair. `oracle_llm_style` prompts as the sampler does
+    (its `drop_prefix` dropped), `oracle_llm_style_whole` with the captions whole."""
     from synth2.world.llm import WorldLLM
 
     llm = WorldLLM(spec, noise=0.0)
     captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
-    _, images = gen.generate(captions, seed=seed + 12345, pixels=True)
-    return float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
+
+    def accuracy(generator) -> float:
+        _, images = generator.generate(captions, seed=seed + 12345, pixels=True)
+        return float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
+
+    prompted = accuracy(gen)
+    whole = accuracy(replace(gen, sampler=replace(gen.sampler, drop_prefix=""))) if gen.sampler.drop_prefix else prompted
+    return {"oracle_llm_style": prompted, "oracle_llm_style_whole": whole}
 
 
 def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:
@@ -132,7 +140,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
         # which part of the scene wrong images miss (all eval captions)
         for part in AGREEMENT_PARTS:
             metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")
-        metrics["oracle_llm_style"] = oracle_in_llm_style(gen, spec, scenes, seed)
+        metrics.update(oracle_in_llm_style(gen, spec, scenes, seed))
     real = real_images[: len(images)]
     metrics["fd_vq"] = frechet_distance(vq_features(gen.vq, real), vq_features(gen.vq, images))
     if eval_cfg.inception_path:
