@@ -26,7 +26,9 @@ from synth2.models.vq import to_model_pixels
 from synth2.world.oracle import AGREEMENT_PARTS
 
 # what generator_metrics reports from the oracle (on the embedded world only)
-ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_llm_style", "oracle_llm_style_whole") + tuple(f"oracle_{part}_right" for part in AGREEMENT_PARTS)
+ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence") + tuple(
+    f"oracle_{part}_right" for part in AGREEMENT_PARTS
+)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,19 +106,22 @@ def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
     """Oracle accuracy (all objects right) for the same scenes described the way the world LLM
     writes GenPair's captions: whether the generator, trained on the paired captions' styles,
     follows the captions it is given in GenPair. `oracle_llm_style` prompts as the sampler does
-    (its `drop_prefix` dropped), `oracle_llm_style_whole` with the captions whole."""
+    (its `drop_prefix` dropped), `oracle_llm_style_whole` with the captions whole, and
+    `oracle_llm_style_first_sentence` with only their first sentence (which lists every object),
+    prompted as the sampler does."""
     from synth2.world.llm import WorldLLM
 
     llm = WorldLLM(spec, noise=0.0)
     captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
 
-    def accuracy(generator) -> float:
-        _, images = generator.generate(captions, seed=seed + 12345, pixels=True)
+    def accuracy(generator, texts: list[str]) -> float:
+        _, images = generator.generate(texts, seed=seed + 12345, pixels=True)
         return float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
 
-    prompted = accuracy(gen)
-    whole = accuracy(replace(gen, sampler=replace(gen.sampler, drop_prefix=""))) if gen.sampler.drop_prefix else prompted
-    return {"oracle_llm_style": prompted, "oracle_llm_style_whole": whole}
+    prompted = accuracy(gen, captions)
+    whole = accuracy(replace(gen, sampler=replace(gen.sampler, drop_prefix="")), captions) if gen.sampler.drop_prefix else prompted
+    first = accuracy(gen, [c.split(". ")[0].rstrip(".") + "." for c in captions])
+    return {"oracle_llm_style": prompted, "oracle_llm_style_whole": whole, "oracle_llm_style_first_sentence": first}
 
 
 def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:

@@ -31,9 +31,9 @@ class SamplerConfig:
     choice_temperature: float = 4.5
     # Dropped from the start of a caption before it conditions the generator (case-insensitive;
     # "" keeps captions whole). The paper's caption prompt makes every LLM caption open with it,
-    # and a generator trained on paired captions, which never do, may not follow such captions:
-    # small's generator draws 0.5% of eval scenes right in the LLM's style, 15.5% without the
-    # opening. The VLM still trains on the whole caption. Applied by `synthesis.TokenGenerator`.
+    # and a generator trained on paired captions, which never do, may not follow such captions
+    # (the generator metrics' oracle_llm_style* measure it). The VLM still trains on the whole
+    # caption. Applied by `synthesis.TokenGenerator`.
     drop_prefix: str = "This is an image of"
 
 

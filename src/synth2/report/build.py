@@ -78,7 +78,11 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["VQ", "oracle accuracy per shape (recall)", _fmt(vq.get("oracle_accuracy_by_shape"), True)],
                 ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
-                ["generator", "oracle accuracy, the same scenes captioned in the world LLM's style (GenPair's): as prompted / caption whole", f"{_fmt(gen.get('oracle_llm_style'), True)} / {_fmt(gen.get('oracle_llm_style_whole'), True)}"],
+                [
+                    "generator",
+                    "oracle accuracy, the same scenes captioned in the world LLM's style (GenPair's): as prompted / caption whole / first sentence only",
+                    " / ".join(_fmt(gen.get(f"oracle_llm_style{way}"), True) for way in ("", "_whole", "_first_sentence")),
+                ],
                 ["generator", "right on its own: object count / colours / shapes",
                  " / ".join(_fmt(gen.get(f"oracle_{part}_right"), True) for part in AGREEMENT_PARTS)],
                 ["generator", "masked-token accuracy, own / shuffled captions",
