@@ -178,11 +178,9 @@ def oracle_of_selections(spec, llm, records: list[dict], template: str, images: 
     from synth2.eval.generator import oracle_agreements
 
     scenes = llm.described_scenes(records, template)
-    known = [i for i, scene in enumerate(scenes) if scene is not None]
+    checked = np.array([scene is not None for scene in scenes], dtype=bool)
     right = np.zeros(len(records), dtype=bool)
-    right[known] = [a["objects"] for a in oracle_agreements(spec, [scenes[i] for i in known], images[known])]
-    checked = np.zeros(len(records), dtype=bool)
-    checked[known] = True
+    right[checked] = [a["objects"] for a in oracle_agreements(spec, [s for s in scenes if s is not None], images[checked])]
     return {
         "oracle_checked": int(checked.sum()),
         "oracle_right": {name: float(right[index][checked[index]].mean()) if checked[index].any() else None for name, index in selections.items()},
