@@ -30,7 +30,7 @@ def test_reproduce_writes_results_and_report(tiny_run):
         assert {"cider_a", "concentration_top3", "concentration_top5", "entropy"} <= set(results["table3"][arm])
     assert {"steps_per_s", "cider_a"} <= set(results["table5"]["embedding"]) and results["table5"]["pixel"]["steps_per_s"] > 0
     assert {"steps", "baseline_mean", "baseline_std", "synth2_mean", "synth2_std", "parity_fraction"} <= set(results["figure6"])
-    assert {"oracle_seen", "oracle_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
+    assert {"oracle_seen", "oracle_heldout", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
     assert {"psnr", "codebook_usage", "oracle_accuracy", "oracle_accuracy_by_shape"} <= set(results["vq"])
     assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
     assert 0.0 <= results["curation"]["auc"] <= 1.0

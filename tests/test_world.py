@@ -206,3 +206,19 @@ def test_world_llm_describes_a_given_scene_in_its_style():
     assert text.startswith("This is an image of") and 30 <= len(text.split()) <= 40
     assert all(any(word in text for word in SHAPE_WORDS[o.shape]) for o in scene.objects)
     assert text == llm.describe(scene, seed=5) != llm.describe(scene, seed=6)
+
+
+def test_generator_oracle_groups_images_by_whether_their_scene_has_a_heldout_combination():
+    from synth2.eval.generator import oracle_agreements, seen_and_heldout
+
+    spec = WorldSpec(WorldConfig(), seed=0)
+    shape, colour = sorted(spec.heldout)[0]
+    seen_colour = spec.allowed_colours[shape][0]
+    heldout_scene = Scene((Obj(shape, colour, "large", 0, 0),), "black")
+    seen_scene = Scene((Obj(shape, seen_colour, "large", 1, 1),), "grey")
+    other_seen = Scene((Obj(shape, seen_colour, "large", 2, 2),), "navy")
+    scenes = [heldout_scene, seen_scene, other_seen]
+    # the third image shows another scene's object, so only it is wrong
+    images = np.stack([render(s, 32, spec.cfg.grid) for s in (heldout_scene, seen_scene, heldout_scene)])
+    out = seen_and_heldout(spec, scenes, oracle_agreements(spec, scenes, images), "oracle")
+    assert out == {"oracle_seen": 0.5, "oracle_seen_count": 2, "oracle_heldout": 1.0, "oracle_heldout_count": 1}

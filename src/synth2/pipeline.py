@@ -310,8 +310,9 @@ def t2i_eval(run: Run, split: str = "a", sampler=None) -> StageResult:
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
-    # "llm_style": the metrics include the oracle on the eval scenes in the world LLM's style, three ways
-    scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images, "inception": cfg.eval.inception_path, "llm_style": ["prompted", "whole", "first_sentence"]}
+    # "llm_style": the metrics include the oracle on the eval scenes in the world LLM's style, three
+    # ways; "vq_ceiling": and on the eval images' own VQ reconstructions
+    scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images, "inception": cfg.eval.inception_path, "llm_style": ["prompted", "whole", "first_sentence"], "vq_ceiling": True}
     return run.stage(name, {"eval": scope, "seed": cfg.seed}, inputs + [g, e], build)
 
 

@@ -6,6 +6,10 @@ exactly the caption scene's (shape, colour) objects from it (sizes and positions
 free: captions often leave them out). Captions with any (shape, colour) combination
 the paired split never showed count as held-out.
 
+The same criterion on the VQ reconstructions of the eval images themselves
+(`oracle_vq_*`) is the generator's ceiling in practice: it learns to draw the real images'
+tokens, and a generator that drew exactly those would score this.
+
 Fréchet distance (Heusel et al.) needs image features. Inception weights cannot be
 downloaded here, so synth2 always reports FD on features of its own VQ encoder
 (pooled pre-quantisation latents: a network trained on the paired data only), and
@@ -26,7 +30,7 @@ from synth2.models.vq import to_model_pixels
 from synth2.world.oracle import AGREEMENT_PARTS
 
 # what generator_metrics reports from the oracle (on the embedded world only)
-ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence") + tuple(
+ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence") + tuple(
     f"oracle_{part}_right" for part in AGREEMENT_PARTS
 )
 
@@ -102,6 +106,19 @@ def oracle_agreements(spec, scenes: list, images: np.ndarray) -> list[dict[str, 
     return [scene_agreement(scene, oracle.parse(image)) for scene, image in zip(scenes, images)]
 
 
+def seen_and_heldout(spec, scenes: list, agreements: list[dict[str, bool]], prefix: str) -> dict:
+    """Share of images with every object right, for scenes whose combinations the paired split
+    showed (`{prefix}_seen`) and for those with a held-out one (`{prefix}_heldout`), and their counts."""
+    groups: dict[str, list[bool]] = {"seen": [], "heldout": []}
+    for scene, agreement in zip(scenes, agreements):
+        groups["heldout" if any(c in spec.heldout for c in scene.combos()) else "seen"].append(agreement["objects"])
+    out = {}
+    for group, right in groups.items():
+        out[f"{prefix}_{group}"] = float(np.mean(right)) if right else float("nan")
+        out[f"{prefix}_{group}_count"] = len(right)
+    return out
+
+
 def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
     """Oracle accuracy (all objects right) for the same scenes described the way the world LLM
     writes GenPair's captions: whether the generator, trained on the paired captions' styles,
@@ -136,12 +153,9 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     if spec is not None:
         scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[:n]]
         parts = oracle_agreements(spec, scenes, images)
-        seen, heldout = [], []
-        for scene, agreement in zip(scenes, parts):
-            (heldout if any(c in spec.heldout for c in scene.combos()) else seen).append(agreement["objects"])
-        metrics["oracle_seen"] = float(np.mean(seen)) if seen else float("nan")
-        metrics["oracle_heldout"] = float(np.mean(heldout)) if heldout else float("nan")
-        metrics["oracle_seen_count"], metrics["oracle_heldout_count"] = len(seen), len(heldout)
+        metrics.update(seen_and_heldout(spec, scenes, parts, "oracle"))
+        reconstructions = gen.pixels(torch.from_numpy(pairs.tokens[:n].astype(np.int64)))
+        metrics.update(seen_and_heldout(spec, scenes, oracle_agreements(spec, scenes, reconstructions), "oracle_vq"))
         # which part of the scene wrong images miss (all eval captions)
         for part in AGREEMENT_PARTS:
             metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")

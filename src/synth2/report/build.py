@@ -78,6 +78,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]], str]]:
                 ["VQ", "oracle accuracy per shape (recall)", _fmt(vq.get("oracle_accuracy_by_shape"), True)],
                 ["VQ", "encode-decode-encode token stability", _fmt(vq.get("token_stability"), True)],
                 ["generator", "oracle accuracy, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
+                ["generator", "its ceiling: the same on the eval images' own VQ reconstructions, seen / held-out",
+                 f"{_fmt(gen.get('oracle_vq_seen'), True)} / {_fmt(gen.get('oracle_vq_heldout'), True)}"],
                 [
                     "generator",
                     "oracle accuracy, the same scenes captioned in the world LLM's style (GenPair's): as prompted / caption whole / first sentence only",
