@@ -198,3 +198,16 @@ def test_curate_command_exports_llava_json_and_scored_shards(tiny_run):
     # the world LLM wrote every caption, so the oracle checks every synthetic image
     assert report["oracle_checked"] == report["after_filters"]
     assert set(report["oracle_right"]) == {"topk", "random", "all"} and all(0 <= v <= 1 for v in report["oracle_right"].values())
+
+
+def test_arms_lists_every_trained_arm_relative_to_the_same_seed(tiny_run, tmp_path):
+    results = json.loads((tiny_run / "results.json").read_text())
+    rows_file = tmp_path / "arms.json"
+    result = CliRunner().invoke(app, ["arms", "--run", str(tiny_run), "--relative-to", "gold", "--json", str(rows_file)])
+    assert result.exit_code == 0, result.output
+    rows = {r["arm"]: r for r in json.loads(rows_file.read_text())}
+    assert set(rows) == set(results["arms"]) and all(r["seed"] == results["seed"] for r in rows.values())
+    for arm, scores in results["arms"].items():
+        assert rows[arm]["CIDEr_a"] == scores["CIDEr_a"]
+    gold = results["arms"]["gold"]["CIDEr_a"]  # tiny VLMs often score 0, which gives no ratio
+    assert rows["synth2"]["CIDEr_a_relative"] == (pytest.approx(results["arms"]["synth2"]["CIDEr_a"] / gold) if gold > 0 else None)

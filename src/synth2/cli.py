@@ -305,6 +305,29 @@ def diversity(
 
 
 @app.command()
+def arms(
+    run: Path = typer.Option(..., "--run", help="Run directory."),
+    relative_to: str = typer.Option("baseline", "--relative-to", help="Reference arm for the relative CIDEr A column (same seed)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
+):
+    """Every trained VLM arm of a run, per seed and mean over seeds, with CIDEr A relative to an arm."""
+    from synth2.report.arm_table import arm_scores, seed_table
+
+    rows = seed_table(arm_scores(run), relative_to)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2))
+    table = Table(title=f"{run}: VLM arms (relative: CIDEr A over {relative_to}'s on the same seeds)")
+    for column in ("arm", "seed", "CIDEr A", "CIDEr B", "distinct A", "gate openness", "steps/s", "relative"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        cider_a = f"{r['CIDEr_a']:.3f}" + (f" ± {r['CIDEr_a_std']:.3f}" if "CIDEr_a_std" in r else "")
+        cells = [f"{r[c]:.3f}" if c in r else "-" for c in ("CIDEr_b", "distinct_a", "gate_openness")]
+        relative = "-" if r["CIDEr_a_relative"] is None else f"{r['CIDEr_a_relative']:.1%}"
+        table.add_row(r["arm"], str(r["seed"]), cider_a, *cells, f"{r['steps_per_s']:.2f}" if "steps_per_s" in r else "-", relative)
+    out.print(table)
+
+
+@app.command()
 def score(
     predictions: Path = typer.Option(..., "--predictions", help="COCO results format: [{image_id, caption}]"),
     references: Path = typer.Option(..., "--references", help="COCO captions format"),
