@@ -199,3 +199,18 @@ def test_the_generator_is_prompted_without_the_llm_prompts_opening(tiny_llama_di
     keeping = TokenGenerator(lm, model, SamplerConfig(steps=3, drop_prefix=""))
     assert keeping.prompt(with_opening[0]) == with_opening[0]
     assert not torch.equal(keeping.tokens(with_opening, seed=0), keeping.tokens(without, seed=0))
+
+
+def test_the_generator_can_be_prompted_with_the_first_sentence_only(tiny_llama_dir):
+    from synth2.models.lm import FrozenLM
+    from synth2.synthesis import TokenGenerator
+
+    lm = FrozenLM.from_pretrained(tiny_llama_dir)
+    model = tiny_model(codebook=16, text_width=lm.hidden_size)
+    caption = "This is an image of a red circle and a blue star. The circle is round!  The star has five points."
+    first = TokenGenerator(lm, model, SamplerConfig(steps=3, first_sentence=True))
+    assert first.prompt(caption) == "a red circle and a blue star."
+    assert first.prompt("a red circle") == "a red circle"
+    assert torch.equal(first.tokens([caption], seed=0), first.tokens(["a red circle and a blue star."], seed=0))
+    whole = TokenGenerator(lm, model, SamplerConfig(steps=3))
+    assert whole.prompt(caption) == caption[len("This is an image of ") :]

@@ -7,6 +7,7 @@ trains on synthetically stays in embedding space unless `pixels=True`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ from synth2.models.sampler import SamplerConfig, sample
 from synth2.models.t2i import T2IModel
 from synth2.models.vq import to_uint8
 from synth2.train.t2i import empty_caption
+
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -35,10 +38,13 @@ class TokenGenerator:
         return self.model.grid
 
     def prompt(self, caption: str) -> str:
-        """The text that conditions the generator: the caption without the sampler's `drop_prefix`."""
+        """The text that conditions the generator: the caption without the sampler's `drop_prefix`,
+        and only its first sentence when the sampler says so."""
         prefix = self.sampler.drop_prefix
         if prefix and caption[: len(prefix)].lower() == prefix.lower():
-            return caption[len(prefix) :].lstrip(" :,")
+            caption = caption[len(prefix) :].lstrip(" :,")
+        if self.sampler.first_sentence:
+            caption = SENTENCE_BREAK.split(caption, maxsplit=1)[0]
         return caption
 
     @torch.no_grad()

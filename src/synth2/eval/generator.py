@@ -126,7 +126,7 @@ def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
     (its `drop_prefix` dropped), `oracle_llm_style_whole` with the captions whole, and
     `oracle_llm_style_first_sentence` with only their first sentence (which lists every object),
     prompted as the sampler does."""
-    from synth2.world.llm import WorldLLM, first_sentence
+    from synth2.world.llm import WorldLLM
 
     llm = WorldLLM(spec, noise=0.0)
     captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
@@ -137,7 +137,7 @@ def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
 
     prompted = accuracy(gen, captions)
     whole = accuracy(replace(gen, sampler=replace(gen.sampler, drop_prefix="")), captions) if gen.sampler.drop_prefix else prompted
-    first = accuracy(gen, [first_sentence(c).rstrip(".") + "." for c in captions])
+    first = accuracy(replace(gen, sampler=replace(gen.sampler, first_sentence=True)), captions)
     return {"oracle_llm_style": prompted, "oracle_llm_style_whole": whole, "oracle_llm_style_first_sentence": first}
 
 

@@ -35,6 +35,11 @@ class SamplerConfig:
     # (the generator metrics' oracle_llm_style* measure it). The VLM still trains on the whole
     # caption. Applied by `synthesis.TokenGenerator`.
     drop_prefix: str = "This is an image of"
+    # Condition on the caption's first sentence only (after `drop_prefix`). Not the paper's method:
+    # its LLM captions run to several sentences, and a generator trained on one-sentence paired
+    # captions may follow their first sentence better than the whole (compare the generator
+    # metrics' oracle_llm_style_first_sentence with oracle_llm_style). Off by default.
+    first_sentence: bool = False
 
 
 def _gumbel(shape, generator, device) -> torch.Tensor:
