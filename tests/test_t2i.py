@@ -214,3 +214,14 @@ def test_the_generator_can_be_prompted_with_the_first_sentence_only(tiny_llama_d
     assert torch.equal(first.tokens([caption], seed=0), first.tokens(["a red circle and a blue star."], seed=0))
     whole = TokenGenerator(lm, model, SamplerConfig(steps=3))
     assert whole.prompt(caption) == caption[len("This is an image of ") :]
+
+
+@pytest.mark.parametrize("first_sentence", [False, True])
+def test_the_llm_style_oracles_prompt_as_the_sampler_whole_and_by_first_sentence(first_sentence):
+    from synth2.eval.generator import llm_style_samplers
+
+    sampler = SamplerConfig(steps=3, first_sentence=first_sentence)
+    ways = llm_style_samplers(sampler)
+    assert ways["oracle_llm_style"] == sampler
+    assert ways["oracle_llm_style_whole"] == SamplerConfig(steps=3, drop_prefix="", first_sentence=False)
+    assert ways["oracle_llm_style_first_sentence"] == SamplerConfig(steps=3, first_sentence=True)

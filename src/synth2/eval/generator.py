@@ -119,26 +119,36 @@ def seen_and_heldout(spec, scenes: list, agreements: list[dict[str, bool]], pref
     return out
 
 
+def llm_style_samplers(sampler) -> dict:
+    """How `oracle_in_llm_style` prompts the generator, by metric: as `sampler` does
+    (`drop_prefix` dropped; only the first sentence if `first_sentence`), with the captions whole,
+    and with only their first sentence (which lists every object), `drop_prefix` dropped."""
+    return {
+        "oracle_llm_style": sampler,
+        "oracle_llm_style_whole": replace(sampler, drop_prefix="", first_sentence=False),
+        "oracle_llm_style_first_sentence": replace(sampler, first_sentence=True),
+    }
+
+
 def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
     """Oracle accuracy (all objects right) for the same scenes described the way the world LLM
     writes GenPair's captions: whether the generator, trained on the paired captions' styles,
-    follows the captions it is given in GenPair. `oracle_llm_style` prompts as the sampler does
-    (its `drop_prefix` dropped), `oracle_llm_style_whole` with the captions whole, and
-    `oracle_llm_style_first_sentence` with only their first sentence (which lists every object),
-    prompted as the sampler does."""
+    follows the captions it is given in GenPair, prompted the three ways of `llm_style_samplers`."""
     from synth2.world.llm import WorldLLM
 
     llm = WorldLLM(spec, noise=0.0)
     captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
-
-    def accuracy(generator, texts: list[str]) -> float:
-        _, images = generator.generate(texts, seed=seed + 12345, pixels=True)
-        return float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
-
-    prompted = accuracy(gen, captions)
-    whole = accuracy(replace(gen, sampler=replace(gen.sampler, drop_prefix="")), captions) if gen.sampler.drop_prefix else prompted
-    first = accuracy(replace(gen, sampler=replace(gen.sampler, first_sentence=True)), captions)
-    return {"oracle_llm_style": prompted, "oracle_llm_style_whole": whole, "oracle_llm_style_first_sentence": first}
+    measured: list[tuple] = []  # (sampler, accuracy): two metrics may prompt the same way
+    out = {}
+    for metric, sampler in llm_style_samplers(gen.sampler).items():
+        same = [accuracy for done, accuracy in measured if done == sampler]
+        if same:
+            out[metric] = same[0]
+            continue
+        _, images = replace(gen, sampler=sampler).generate(captions, seed=seed + 12345, pixels=True)
+        out[metric] = float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
+        measured.append((sampler, out[metric]))
+    return out
 
 
 def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:
