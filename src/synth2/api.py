@@ -155,6 +155,14 @@ def score(predictions: str | Path, references: str | Path) -> dict:
     return score_files(predictions, references)
 
 
+def arms(run_dir: str | Path, relative_to: str = "baseline") -> list[dict]:
+    """Every VLM arm a run trained, per seed plus a mean row per arm with several seeds, each with
+    `CIDEr_a_relative` (over `relative_to`'s CIDEr A on the same seeds)."""
+    from synth2.report.arm_table import arm_scores, seed_table
+
+    return seed_table(arm_scores(run_dir), relative_to)
+
+
 def reproduce(out: str | Path, preset: str | None = "quick", config_file=None, overrides=()) -> dict:
     """The whole pipeline and the paper's experiments, then report.md/report.html/results.json in `out`."""
     from synth2.experiments.reproduce import reproduce as run_reproduce

@@ -311,9 +311,7 @@ def arms(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON."),
 ):
     """Every trained VLM arm of a run, per seed and mean over seeds, with CIDEr A relative to an arm."""
-    from synth2.report.arm_table import arm_scores, seed_table
-
-    rows = seed_table(arm_scores(run), relative_to)
+    rows = api.arms(run, relative_to)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))
     table = Table(title=f"{run}: VLM arms (relative: CIDEr A over {relative_to}'s on the same seeds)")
