@@ -291,7 +291,7 @@ def t2i_eval(run: Run, split: str = "a", sampler=None) -> StageResult:
     with `sampler` (default: the config's). The config's sampler on split A is the stage the
     report reads, `t2i_eval`; other settings get a stage each, named after them, so a sweep
     resumes where it stopped."""
-    from synth2.eval.generator import generator_metrics
+    from synth2.eval.generator import METRICS_VERSION, generator_metrics
 
     cfg = run.config
     if split not in EVAL_SPLIT_NAMES:
@@ -310,9 +310,7 @@ def t2i_eval(run: Run, split: str = "a", sampler=None) -> StageResult:
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
-    # "llm_style": the metrics include the oracle on the eval scenes in the world LLM's style, three
-    # ways; "vq_ceiling": and on the eval images' own VQ reconstructions
-    scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images, "inception": cfg.eval.inception_path, "llm_style": ["prompted", "whole", "first_sentence"], "vq_ceiling": True}
+    scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images, "inception": cfg.eval.inception_path, "metrics": METRICS_VERSION}
     return run.stage(name, {"eval": scope, "seed": cfg.seed}, inputs + [g, e], build)
 
 
@@ -381,6 +379,18 @@ def arms(run: Run) -> dict:
     return define_arms(sorted(data["text_only"]), size, cfg.experiments.real_extra_corpus, cfg.experiments.source_prompts)
 
 
+def vlm_stage_name(arm_name: str, seed: int, run_seed: int) -> str:
+    """`vlm/ARM` on the run's seed, `vlm/ARM-sN` on any other seed N."""
+    return f"vlm/{arm_name}" + (f"-s{seed}" if seed != run_seed else "")
+
+
+def arm_and_seed(stage_name: str, run_seed: int) -> tuple[str, int]:
+    """The inverse of `vlm_stage_name`."""
+    arm = stage_name.removeprefix("vlm/")
+    head, sep, tail = arm.rpartition("-s")
+    return (head, int(tail)) if sep and tail.isdigit() else (arm, run_seed)
+
+
 def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageResult:
     """Train one experiment arm's VLM, with a CIDEr curve, then caption and score both eval splits."""
     from synth2.models.vlm import VLM
@@ -399,7 +409,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         from synth2.curate.pipeline import curate
 
         extra.append(curate(run))
-    name = f"vlm/{arm_name}" + (f"-s{seed}" if seed != cfg.seed else "")
+    name = vlm_stage_name(arm_name, seed, cfg.seed)
     stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if synthetic else None}
     if on_the_fly:  # the cached mode's sampler is in `synthesize`
         stage_cfg["sampler"] = cfg.t2i.sampler

@@ -7,19 +7,17 @@ trains on synthetically stays in embedding space unless `pixels=True`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from synth2.data.text import first_sentence
 from synth2.models.lm import FrozenLM
 from synth2.models.sampler import SamplerConfig, sample
 from synth2.models.t2i import T2IModel
 from synth2.models.vq import to_uint8
 from synth2.train.t2i import empty_caption
-
-SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -44,7 +42,7 @@ class TokenGenerator:
         if prefix and caption[: len(prefix)].lower() == prefix.lower():
             caption = caption[len(prefix) :].lstrip(" :,")
         if self.sampler.first_sentence:
-            caption = SENTENCE_BREAK.split(caption, maxsplit=1)[0]
+            caption = first_sentence(caption)
         return caption
 
     @torch.no_grad()

@@ -7,6 +7,12 @@ import re
 DEFAULT_MAX_CAPTION_WORDS = 200
 
 _SPACE = re.compile(r"\s+")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to and including its first sentence's end mark (all of it if it has one sentence)."""
+    return _SENTENCE_BREAK.split(text, maxsplit=1)[0]
 
 
 class BadCaption(ValueError):

@@ -29,6 +29,10 @@ from synth2.models.t2i import masked_prediction_loss
 from synth2.models.vq import to_model_pixels
 from synth2.world.oracle import AGREEMENT_PARTS
 
+# Part of the t2i_eval stage's fingerprint: bump it when generator_metrics reports something new,
+# so finished evaluations run again. 3: the LLM-style oracle three ways and the VQ ceiling.
+METRICS_VERSION = 3
+
 # what generator_metrics reports from the oracle (on the embedded world only)
 ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence") + tuple(
     f"oracle_{part}_right" for part in AGREEMENT_PARTS
@@ -138,16 +142,14 @@ def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
 
     llm = WorldLLM(spec, noise=0.0)
     captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
-    measured: list[tuple] = []  # (sampler, accuracy): two metrics may prompt the same way
+    by_prompting: dict[str, float] = {}  # two metrics may prompt the same way: draw once
     out = {}
     for metric, sampler in llm_style_samplers(gen.sampler).items():
-        same = [accuracy for done, accuracy in measured if done == sampler]
-        if same:
-            out[metric] = same[0]
-            continue
-        _, images = replace(gen, sampler=sampler).generate(captions, seed=seed + 12345, pixels=True)
-        out[metric] = float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
-        measured.append((sampler, out[metric]))
+        key = repr(sampler)
+        if key not in by_prompting:
+            _, images = replace(gen, sampler=sampler).generate(captions, seed=seed + 12345, pixels=True)
+            by_prompting[key] = float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
+        out[metric] = by_prompting[key]
     return out
 
 

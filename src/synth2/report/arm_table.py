@@ -9,13 +9,13 @@ GenPair over Baseline).
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from pathlib import Path
 
 import yaml
 
-SEED_SUFFIX = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
+from synth2.pipeline import arm_and_seed
+
 COLUMNS = ("CIDEr_a", "CIDEr_b", "distinct_a", "gate_openness", "steps_per_s")
 
 
@@ -28,8 +28,7 @@ def arm_scores(run_dir: str | Path) -> list[dict]:
     run_seed = int(yaml.safe_load(config.read_text()).get("seed", 0))
     rows = []
     for path in (run_dir / "vlm").glob("*/scores.json"):
-        match = SEED_SUFFIX.match(path.parent.name)
-        arm, seed = (match["arm"], int(match["seed"])) if match else (path.parent.name, run_seed)
+        arm, seed = arm_and_seed(f"vlm/{path.parent.name}", run_seed)
         rows.append({"arm": arm, "seed": seed, **json.loads(path.read_text())})
     return sorted(rows, key=lambda r: (r["arm"], r["seed"]))
 
@@ -39,7 +38,6 @@ def seed_table(rows: list[dict], relative_to: str = "baseline") -> list[dict]:
     column, and `CIDEr_a_std`). Each row gets `CIDEr_a_relative`: its CIDEr A over the
     reference arm's on the same seed (for a mean row, over the reference's mean on the same
     seeds); None where the reference has no such seed or scored 0 on it."""
-    # a reference that scored 0 gives no ratio
     reference = {r["seed"]: r["CIDEr_a"] for r in rows if r["arm"] == relative_to and r["CIDEr_a"] > 0}
     table = []
     for arm in sorted({r["arm"] for r in rows}):

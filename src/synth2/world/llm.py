@@ -15,16 +15,12 @@ import re
 
 import numpy as np
 
+from synth2.data.text import first_sentence
 from synth2.world.annotate import Annotator, llm_style
 from synth2.world.scene import Scene, WorldSpec, sample_scene
 from synth2.world.vocab import SHAPE_WORDS
 
 _WORD_RANGE = re.compile(r"(\d+)\s*-\s*(\d+)\s+words")
-
-
-def first_sentence(text: str) -> str:
-    """The LLM style's first sentence, which lists every object of the scene (without its full stop)."""
-    return text.split(". ")[0]
 
 
 class UnknownClass(ValueError):
@@ -68,7 +64,7 @@ class WorldLLM:
         if roll < self.noise * 0.4:
             return "Sure! Here is a factual caption: " + caption, scene
         if roll < self.noise * 0.7:
-            return first_sentence(caption) + ".", scene  # the first sentence lists every object
+            return first_sentence(caption), scene  # the first sentence lists every object
         if roll < self.noise:
             # a stock answer for this class, repeated across seeds (near-duplicates)
             stock = sample_scene(np.random.default_rng([7, len(shape)]), self.spec, must_include=shape)
