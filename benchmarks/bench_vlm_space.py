@@ -46,7 +46,7 @@ def build(cfg):
     vq = VQModel(cfg.vq.model).eval()
     grid = (cfg.world.resolution // cfg.vq.model.downsample,) * 2
     t2i = T2IModel(cfg.t2i.model, cfg.vq.model.codebook_size, grid, lm.hidden_size).eval()
-    generator = TokenGenerator(lm, t2i, SamplerConfig(steps=cfg.t2i.sampler.steps, guidance=cfg.t2i.sampler.guidance), vq)
+    generator = TokenGenerator(lm, t2i, SamplerConfig(steps=cfg.sampler.steps, guidance=cfg.sampler.guidance), vq)
     return lm, vq, grid, generator, captions
 
 
@@ -69,7 +69,7 @@ def steps_per_s(cfg, lm, vq, grid, generator, captions, space: str, on_the_fly: 
 def main(repeats: int = 3) -> None:
     cfg = quick()
     parts = build(cfg)
-    results = {"batch": cfg.vlm.train.batch_size, "sampler_steps": cfg.t2i.sampler.steps, "tokens": parts[2]}
+    results = {"batch": cfg.vlm.train.batch_size, "sampler_steps": cfg.sampler.steps, "tokens": parts[2]}
     for mode, on_the_fly, steps in (("on_the_fly", True, 3), ("cache", False, 10)):
         runs = {"embedding": [], "pixel": []}
         for _ in range(repeats):

@@ -17,6 +17,9 @@ def _worker(rank, world, port, fn, args):
         fn(dist, *args)
     finally:
         torch.distributed.destroy_process_group()
+    # Done and written: leave without interpreter finalization, where Gloo's worker threads can
+    # still abort the process ("terminate called without an active exception", pytorch#179291).
+    os._exit(0)
 
 
 def run_ddp(fn, *args, world: int = 2) -> None:

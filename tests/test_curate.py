@@ -134,7 +134,7 @@ def test_oracle_of_selections_scores_each_selection_against_the_captions_scenes(
     """Images rendered from their captions' scenes are right; images of another caption's scene
     are wrong; a caption the world LLM did not write is left out of every share."""
     from synth2.captions.prompts import PAPER_PROMPT
-    from synth2.curate.pipeline import oracle_of_selections
+    from synth2.curate.curation import oracle_of_selections
     from synth2.world.llm import WorldLLM
     from synth2.world.render import render
     from synth2.world.scene import WorldConfig, WorldSpec

@@ -104,7 +104,7 @@ def test_cached_greedy_equals_recomputing_the_prefix(arch, request):
         ids = torch.tensor([[vlm.lm.bos_id]])
         slow = []
         for _ in range(8):
-            logits = vlm(ids, torch.ones_like(ids, dtype=torch.bool), condition=type(condition)(condition.latents_BMW[i : i + 1], condition.blocks)).logits
+            logits = vlm(ids, torch.ones_like(ids, dtype=torch.bool), condition=type(condition)(condition.latents_BMW[i : i + 1], condition.owner)).logits
             nxt = int(logits[0, -1].argmax())
             if nxt == vlm.lm.eos_id:
                 break
@@ -136,8 +136,8 @@ def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding"):
     rng = np.random.default_rng(0)
     real = SourceData("paired", SourceConfig(kind="real", data="paired"), CAPTIONS, rng.integers(0, 16, (len(CAPTIONS), 4, 4)))
     synth = SourceData("llm", SourceConfig(kind="synthetic", data="llm", prompt="<llm>"), CAPTIONS[:10], rng.integers(0, 16, (10, 2, 4, 4)))
-    cfg = VLMStageConfig(model=CFG, space=space, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1))
-    return VLMTask(cfg, vlm, [real, synth], dist, seed), cfg
+    cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1))
+    return VLMTask(cfg, vlm, [real, synth], dist, seed, space=space), cfg
 
 
 def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):
@@ -172,3 +172,15 @@ def test_two_ddp_processes_match_one_with_the_same_global_batch(tiny_llama_dir, 
     # reduction-order noise shows up at ~1e-5 after 6 steps of lr 1e-2 (each step moves ~1e-2)
     for name, value in single.modules["vlm"].state_dict().items():
         assert torch.allclose(value, ddp_state[name], atol=1e-4), (name, (value - ddp_state[name]).abs().max())
+
+
+def test_a_detached_vlm_leaves_the_lm_as_it_was_and_refuses_to_run(tiny_llama_dir):
+    vlm = make_vlm(tiny_llama_dir, gates=1.0)
+    ids, mask, labels, tokens = batch(vlm)
+    lm_logits = vlm.lm.model(input_ids=ids, attention_mask=mask).logits
+    hooked = sum(len(layer._forward_pre_hooks) for layer in vlm.lm.decoder_layers)
+    vlm.detach()
+    assert sum(len(layer._forward_pre_hooks) for layer in vlm.lm.decoder_layers) == hooked - len(vlm.lm.decoder_layers)
+    assert torch.equal(vlm.lm.model(input_ids=ids, attention_mask=mask).logits, lm_logits)
+    with pytest.raises(RuntimeError, match="detached"):
+        vlm.condition(tokens)

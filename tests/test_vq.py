@@ -151,7 +151,7 @@ def test_lpips_refuses_wrong_weights(tmp_path):
 def test_pretrained_diffusers_vq_behind_the_same_interface(tmp_path):
     from diffusers import VQModel as DiffusersVQModel
 
-    from synth2.artifacts import load_vq
+    from synth2.stages.artifacts import load_vq
 
     torch.manual_seed(0)
     tiny = DiffusersVQModel(

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from synth2 import api
+from synth2.stages.data import EVAL_SPLIT_NAMES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Synthetic captions and image embeddings for VLMs.")
 train_app = typer.Typer(no_args_is_help=True, help="Train one model of the pipeline in a run directory.")
@@ -104,9 +105,12 @@ def data_inspect(
 # --- models -------------------------------------------------------------------------
 
 
-def _train(model: str, run: Path, preset, config, overrides, arm: str = "baseline", seed: Optional[int] = None):
-    result = api.train(_open(run, preset, config, overrides), model, arm=arm, seed=seed)
+def _print_stage(result) -> None:
     out.print_json(json.dumps({"stage": result.name, "skipped": result.skipped, **{k: v for k, v in result.artifacts.items() if not isinstance(v, (dict, list))}}))
+
+
+def _train(model: str, run: Path, preset, config, overrides, arm: str = "baseline", seed: Optional[int] = None):
+    _print_stage(api.train(_open(run, preset, config, overrides), model, arm=arm, seed=seed))
 
 
 @train_app.command("lm")
@@ -123,8 +127,10 @@ def train_vq(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Opti
 
 @train_app.command("t2i")
 def train_t2i(run: Path = RunOpt, preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = SetOpt):
-    """Train the MUSE-style text-to-image-token generator on the paired data."""
-    _train("t2i", run, preset, config, overrides)
+    """Train the MUSE-style text-to-image-token generator on the paired data, then evaluate it on eval split A."""
+    opened = _open(run, preset, config, overrides)
+    _print_stage(api.train(opened, "t2i"))
+    _print_stage(api.evaluate_generator(opened))
 
 
 @train_app.command("vlm")
@@ -222,8 +228,6 @@ def sampler_sweep(
     overrides: Optional[List[str]] = SetOpt,
 ):
     """The generator's oracle accuracy and FD against guidance and sampler steps (trains nothing new when the generator exists)."""
-    from synth2.pipeline import EVAL_SPLIT_NAMES
-
     if split not in EVAL_SPLIT_NAMES:
         raise typer.BadParameter(f"eval split must be 'a' or 'b', got {split!r}", param_hint="--split")
     result = api.sampler_sweep(
@@ -332,6 +336,22 @@ def score(
 ):
     """CIDEr (CIDEr-D), BLEU-4, METEOR, ROUGE-L with pycocoevalcap, over the whole set."""
     print(json.dumps(api.score(predictions, references)))
+
+
+@app.command()
+def report(
+    run: Path = typer.Option(..., "--run", help="Run directory with a results.json."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the README's results table instead."),
+    readme: Optional[Path] = typer.Option(None, "--readme", help="Write the results table into this README's <!-- results:PRESET --> block."),
+):
+    """Render report.md and report.html again from results.json; or the README's results table from it."""
+    if markdown or readme:
+        table = api.results_table(run)
+        if readme:
+            api.update_readme(readme, run, table)
+        print(table)
+        return
+    out.print_json(json.dumps(api.report(run)))
 
 
 @app.command()

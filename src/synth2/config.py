@@ -20,10 +20,12 @@ import yaml
 
 from synth2.captions.generate import CaptionsConfig
 from synth2.configtools import apply_overrides, from_dict, merge
-from synth2.curate.pipeline import ClipStageConfig, CurateConfig
+from synth2.curate.curation import CurateConfig
 from synth2.eval.diversity import DiversityConfig
 from synth2.models.lm import EmbeddedLMConfig
+from synth2.models.sampler import SamplerConfig
 from synth2.models.vq import VQConfig
+from synth2.train.clip import ClipStageConfig
 from synth2.train.lm import LMStageConfig
 from synth2.train.loop import TrainConfig
 from synth2.train.t2i import T2IStageConfig
@@ -87,7 +89,8 @@ class ExperimentsConfig:
 
 @dataclass
 class Config:
-    preset: str = "quick"
+    # the preset this config started from ("" = the defaults below, no preset)
+    preset: str = ""
     seed: int = 0
     device: str = "auto"
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -96,6 +99,8 @@ class Config:
     lm: LMStageConfig = field(default_factory=LMStageConfig)
     vq: VQStageConfig = field(default_factory=VQStageConfig)
     t2i: T2IStageConfig = field(default_factory=T2IStageConfig)
+    # how the trained generator is prompted and decoded (every stage that draws with it)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     vlm: VLMStageConfig = field(default_factory=VLMStageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -140,7 +145,7 @@ def quick() -> Config:
     cfg.vq.channels_last = False
     cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 128, 512, 3
     cfg.t2i.train = TrainConfig(steps=260, batch_size=64, lr=2e-3, warmup=26, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=130)
-    cfg.t2i.sampler.steps = 6
+    cfg.sampler.steps = 6
     # nine VLM arms share the 15-minute budget: short runs, a 4-point CIDEr curve
     cfg.vlm.train = TrainConfig(steps=180, batch_size=40, lr=1.5e-3, warmup=18, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=90)
     cfg.eval.curve_every = 45
@@ -168,7 +173,7 @@ def tiny() -> Config:
     cfg.vq.train = TrainConfig(steps=30, batch_size=16, lr=2e-3, warmup=5, checkpoint_every=15, log_every=5)
     cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 64, 128, 2
     cfg.t2i.train = TrainConfig(steps=30, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=15, log_every=5)
-    cfg.t2i.sampler.steps = 4
+    cfg.sampler.steps = 4
     cfg.vlm.model.width, cfg.vlm.model.latents, cfg.vlm.model.perceiver_layers = 32, 4, 1
     cfg.vlm.train = TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=10, log_every=5)
     cfg.eval.max_images = 24
@@ -198,7 +203,7 @@ def small() -> Config:
     # The paper's 24 sampler steps, but half its guidance: with s = 4 this small generator draws
     # each object several times. Chosen on eval split B with `synth2 sampler-sweep` (README, Known
     # limits); the generator's metrics are measured on split A.
-    cfg.t2i.sampler.steps, cfg.t2i.sampler.guidance = 24, 2.0
+    cfg.sampler.steps, cfg.sampler.guidance = 24, 2.0
     cfg.vlm.train = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=500)
     cfg.curate.best_of = 2
     cfg.eval.max_images = 500
@@ -226,7 +231,7 @@ def paper() -> Config:
     cfg.vq.perceptual_weight, cfg.vq.adversarial_weight, cfg.vq.disc_start = 0.05, 0.01, 20_000
     # generator (A.1.3): 12 layers, 12 heads, width 768, MLP 3072, dropout 0.1, text length 64
     cfg.t2i.model.width, cfg.t2i.model.layers, cfg.t2i.model.heads, cfg.t2i.model.mlp = 768, 12, 12, 3072
-    cfg.t2i.sampler.steps, cfg.t2i.sampler.guidance, cfg.t2i.sampler.choice_temperature = 24, 4.0, 32.5
+    cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.choice_temperature = 24, 4.0, 32.5
     cfg.t2i.train = TrainConfig(steps=500_000, batch_size=512, lr=1e-4, warmup=5000, weight_decay=1e-4, grad_clip=1.0, precision="bf16", checkpoint_every=5000, log_every=100)
     cfg.lm.max_text_length = 64
     # perceiver (Table 7): 6 layers, 16 heads, width 1024, 64 latents; AdamW 1e-4, 5k warmup

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import openai
 import torch
 
 
@@ -97,8 +98,6 @@ class OpenAIBackend:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
     ):
-        import openai
-
         self._openai = openai
         self.name, self.model = "openai", model
         self.params = params or GenerationParams()
@@ -211,3 +210,21 @@ class HFBackend:
                 answers.append(text.strip())
                 _report(on_answer, len(answers) - 1, answers[-1])
         return answers
+
+
+def make_backend(cfg, world_llm=None):
+    """The backend a `CaptionsConfig` asks for; the world backend answers with `world_llm`."""
+    params = GenerationParams(cfg.temperature, cfg.top_p, cfg.max_tokens)
+    if cfg.backend == "world":
+        if world_llm is None:
+            raise ValueError("captions.backend=world needs the embedded world's LLM")
+        return WorldBackend(world_llm, params)
+    if cfg.backend == "openai":
+        if not cfg.base_url or not cfg.model:
+            raise ValueError("captions.backend=openai needs captions.base_url and captions.model")
+        return OpenAIBackend(cfg.base_url, cfg.model, params, cfg.api_key_env, cfg.concurrency, cfg.timeout, cfg.max_retries)
+    if cfg.backend == "hf":
+        if not cfg.model:
+            raise ValueError("captions.backend=hf needs captions.model (a local model directory)")
+        return HFBackend(cfg.model, params, batch_size=cfg.batch_size)
+    raise ValueError(f"unknown captions.backend {cfg.backend!r}: world | openai | hf")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from synth2.captions.prompts import PAPER_PROMPT, fill
+from synth2.captions.prompts import CAPTION_OPENING, PAPER_PROMPT, fill
 from synth2.progress import MetricsWriter, progress_bar
 
 
 @dataclass
 class ValidationConfig:
-    prefix: str = "This is an image of"
+    prefix: str = CAPTION_OPENING
     min_words: int = 30
     max_words: int = 40
     # Re-ask a rejected item up to this many times, each with a new seed.

@@ -11,6 +11,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
+
 
 @dataclass
 class FilterConfig:
@@ -72,9 +75,6 @@ def rule_failures(text: str, cfg: FilterConfig) -> list[str]:
 
 
 def caption_perplexities(lm, captions: list[str], batch_size: int = 128) -> list[float]:
-    import torch
-    import torch.nn.functional as F
-
     out = []
     with torch.no_grad():
         for start in range(0, len(captions), batch_size):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from synth2.data.images import resize_center_crop
 from synth2.eval.vq import ssim
 from synth2.models.vq import to_model_pixels, to_uint8
 
@@ -70,8 +71,6 @@ def clip_score(cosine: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def reconstruction_ssim(vq, images_uint8: np.ndarray, resolution: int, batch_size: int = 256) -> np.ndarray:
     """SSIM between each image and its reconstruction by the shared VQ (at the VQ's resolution)."""
-    from synth2.data.images import resize_center_crop
-
     images = np.stack([resize_center_crop(i, resolution) for i in images_uint8]) if images_uint8.shape[1] != resolution else images_uint8
     out = []
     for start in range(0, len(images), batch_size):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synth2.data.images import resize_center_crop
 from synth2.data.quality import QualityReport
 from synth2.data.shards import read_pairs
 
@@ -50,8 +51,6 @@ def load_pairs(
     resolution: int | None = None,
 ) -> PairArrays:
     """Read shards into arrays. With `resolution`, images of other sizes are resized and centre-cropped."""
-    from synth2.data.images import resize_center_crop
-
     keys, captions, image_list, token_list, meta = [], [], [], [], []
     for pair in read_pairs(shards, decode_images=images, report=report, split=False):
         if images:

@@ -11,12 +11,15 @@ are fitted on the same number of captions from every corpus (`DiversityConfig.ba
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
+
+from synth2.world.vocab import COLOUR_WORDS, SHAPE_WORDS
 
 
 @dataclass
@@ -58,10 +61,6 @@ def embed_with_world_concepts(captions: list[str], shapes: list[str], colours: l
     A content-only embedding, possible because the embedded world's vocabulary is known:
     it ignores wording and style, which dominate a small LM's pooled states (corpora in
     different styles then co-cluster by style, not by what they describe)."""
-    import re
-
-    from synth2.world.vocab import COLOUR_WORDS, SHAPE_WORDS
-
     concepts = [(f"shape:{s}", SHAPE_WORDS[s]) for s in shapes] + [(f"colour:{c}", COLOUR_WORDS[c]) for c in colours]
     # longest phrases first, so "hollow square" counts as a frame, not a square
     phrases = sorted(((w, i) for i, (_, words) in enumerate(concepts) for w in words), key=lambda x: -len(x[0]))

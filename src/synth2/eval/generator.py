@@ -18,25 +18,54 @@ FID with Inception when `eval.inception_path` names a local TorchScript Inceptio
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import linalg
 
+from synth2.data.inspect import write_grid
+from synth2.eval.schema import detail, metric
 from synth2.models.t2i import masked_prediction_loss
 from synth2.models.vq import to_model_pixels
-from synth2.world.oracle import AGREEMENT_PARTS
+from synth2.world.llm import WorldLLM
+from synth2.world.oracle import AGREEMENT_PARTS, Oracle, scene_agreement
+from synth2.world.scene import Scene
 
-# Part of the t2i_eval stage's fingerprint: bump it when generator_metrics reports something new,
-# so finished evaluations run again. 3: the LLM-style oracle three ways and the VQ ceiling.
-METRICS_VERSION = 3
+_ORACLE = "oracle accuracy, seen / held-out combinations"
+_CEILING = "its ceiling: the same on the eval images' own VQ reconstructions, seen / held-out"
+_LLM_STYLE = "oracle accuracy, the same scenes captioned in the world LLM's style (GenPair's): as prompted / caption whole / first sentence only"
+_PARTS = "right on its own: object count / colours / shapes"
+_MASKED = "masked-token accuracy, own / shuffled captions"
 
-# what generator_metrics reports from the oracle (on the embedded world only)
-ORACLE_KEYS = ("oracle_seen", "oracle_heldout", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence") + tuple(
-    f"oracle_{part}_right" for part in AGREEMENT_PARTS
-)
+
+@dataclass
+class GeneratorMetrics:
+    """What `generator_metrics` measures; oracle fields are None off the embedded world."""
+
+    oracle_seen: float | None = metric(_ORACLE, pct=True)
+    oracle_heldout: float | None = metric(_ORACLE, pct=True)
+    oracle_vq_seen: float | None = metric(_CEILING, pct=True)
+    oracle_vq_heldout: float | None = metric(_CEILING, pct=True)
+    oracle_llm_style: float | None = metric(_LLM_STYLE, pct=True)
+    oracle_llm_style_whole: float | None = metric(_LLM_STYLE, pct=True)
+    oracle_llm_style_first_sentence: float | None = metric(_LLM_STYLE, pct=True)
+    oracle_count_right: float | None = metric(_PARTS, pct=True)
+    oracle_colours_right: float | None = metric(_PARTS, pct=True)
+    oracle_shapes_right: float | None = metric(_PARTS, pct=True)
+    masked_token_accuracy: float | None = metric(_MASKED, pct=True)
+    masked_token_accuracy_shuffled_captions: float | None = metric(_MASKED, pct=True)
+    text_information_nats: float | None = metric("caption information: masked-token NLL shuffled - own (nats)")
+    fd_vq: float | None = metric("Fréchet distance in VQ-embedding space")
+    fid_inception: float | None = detail()
+    oracle_seen_count: int | None = detail()
+    oracle_heldout_count: int | None = detail()
+    oracle_vq_seen_count: int | None = detail()
+    oracle_vq_heldout_count: int | None = detail()
+    masked_token_nll: float | None = detail()
+    masked_token_nll_shuffled_captions: float | None = detail()
+    sample_grid: str | None = detail()
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,8 +133,6 @@ def text_use(gen, tokens: np.ndarray, captions: list[str], seed: int) -> dict[st
 
 def oracle_agreements(spec, scenes: list, images: np.ndarray) -> list[dict[str, bool]]:
     """What the world's oracle reads right in each image of its scene (see `scene_agreement`)."""
-    from synth2.world.oracle import Oracle, scene_agreement
-
     oracle = Oracle(spec)
     return [scene_agreement(scene, oracle.parse(image)) for scene, image in zip(scenes, images)]
 
@@ -138,8 +165,6 @@ def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
     """Oracle accuracy (all objects right) for the same scenes described the way the world LLM
     writes GenPair's captions: whether the generator, trained on the paired captions' styles,
     follows the captions it is given in GenPair, prompted the three ways of `llm_style_samplers`."""
-    from synth2.world.llm import WorldLLM
-
     llm = WorldLLM(spec, noise=0.0)
     captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
     by_prompting: dict[str, float] = {}  # two metrics may prompt the same way: draw once
@@ -154,10 +179,8 @@ def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
 
 
 def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:
-    """`pairs`: eval split with tokens and metadata; `real_images`: the same split's pixels."""
-    from synth2.data.inspect import write_grid
-    from synth2.world.scene import Scene
-
+    """`pairs`: eval split with tokens and metadata; `real_images`: the same split's pixels.
+    Returns the fields of `GeneratorMetrics` as a dict."""
     n = min(eval_cfg.generator_captions, len(pairs))
     prompts = [m.get("complete_caption", c) for m, c in zip(pairs.meta[:n], pairs.captions[:n])]
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
@@ -180,4 +203,4 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, direc
     count = min(8, len(images))
     samples = [(real[i], "real: " + prompts[i]) for i in range(count)] + [(images[i], "generated") for i in range(count)]
     metrics["sample_grid"] = str(write_grid(samples, directory / "samples.png", columns=count))
-    return metrics
+    return asdict(GeneratorMetrics(**metrics))

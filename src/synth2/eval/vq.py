@@ -3,11 +3,36 @@ and on the embedded world the oracle accuracy of reconstructions."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 from pytorch_msssim import ssim as ms_ssim
 
+from synth2.eval.schema import metric
 from synth2.models.vq import to_model_pixels, to_uint8
+from synth2.world.oracle import ERROR_CAUSES, hits_by_shape, object_accuracy, object_errors
+
+_ERRORS = "oracle errors per occupied cell: " + " / ".join(ERROR_CAUSES)
+
+
+@dataclass
+class VQMetrics:
+    """What `evaluate_vq` measures; oracle fields are None off the embedded world."""
+
+    psnr: float | None = metric("PSNR (dB) / SSIM")
+    ssim: float | None = metric("PSNR (dB) / SSIM")
+    codebook_usage: float | None = metric("codebook usage / perplexity", pct=True)
+    perplexity: float | None = metric("codebook usage / perplexity")
+    oracle_accuracy: float | None = metric("oracle accuracy of reconstructions", pct=True)
+    oracle_shape_errors: float | None = metric(_ERRORS, pct=True)
+    oracle_colour_errors: float | None = metric(_ERRORS, pct=True)
+    oracle_size_errors: float | None = metric(_ERRORS, pct=True)
+    oracle_missed_errors: float | None = metric(_ERRORS, pct=True)
+    oracle_spurious_errors: float | None = metric(_ERRORS, pct=True)
+    # per class: a tokenizer trained on skewed images keeps the frequent classes and loses the rare
+    oracle_accuracy_by_shape: dict[str, float] | None = metric("oracle accuracy per shape (recall)", pct=True)
+    token_stability: float | None = metric("encode-decode-encode token stability", pct=True)
 
 
 def psnr(a_uint8: np.ndarray, b_uint8: np.ndarray) -> np.ndarray:
@@ -44,6 +69,7 @@ def codebook_stats(ids: np.ndarray, codebook_size: int) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch_size: int = 256) -> dict:
+    """The fields of `VQMetrics` as a dict."""
     was_training = model.training
     model.eval()
     ids, recon = reconstruct(model, images_uint8, batch_size)
@@ -55,8 +81,6 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
         "token_stability": float((ids == ids_again).mean()),
     }
     if oracle is not None and scenes is not None:
-        from synth2.world.oracle import ERROR_CAUSES, hits_by_shape, object_accuracy, object_errors
-
         right = total = 0
         errors: dict[str, int] = {}
         hits: dict[str, list[bool]] = {}
@@ -69,10 +93,9 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
             for shape, hit in hits_by_shape(scene, parsed):
                 hits.setdefault(shape, []).append(hit)
         metrics["oracle_accuracy"] = right / max(total, 1)
-        # per class: a tokenizer trained on skewed images keeps the frequent classes and loses the rare
         metrics["oracle_accuracy_by_shape"] = {shape: float(np.mean(h)) for shape, h in sorted(hits.items())}
         # what the reconstructions lose, as shares of the occupied cells (shape, colour, size, missed, spurious)
         cells = max(errors.pop("cells"), 1)
         metrics.update({f"oracle_{cause}_errors": errors[cause] / cells for cause in ERROR_CAUSES})
     model.train(was_training)
-    return metrics
+    return asdict(VQMetrics(**metrics))

@@ -1,12 +1,12 @@
 """`synth2 reproduce`: the whole pipeline and the paper's experiments, then the report.
 
-Tables and figures (paper numbering):
+Tables and figures (paper numbering; declared in `synth2.report.results`):
 - Table 2: Baseline vs Synth² (text-only captions + synthetic images) vs Gold (true images);
 - Tables 3 and 8: + GenPair vs + as many extra real pairs, with caption concentration and entropy;
 - Table 5: training steps/s and CIDEr in embedding space vs pixel space;
 - Figure 6: CIDEr against training steps for Baseline and Synth² (+GenPair), mean ± std over seeds;
 - Figure 3: eval images beside the generator's images for the same captions;
-and the tokenizer's and generator's own metrics.
+and the tokenizer's and generator's own metrics, and SynthVLM curation.
 """
 
 from __future__ import annotations
@@ -16,21 +16,23 @@ import time
 
 import numpy as np
 
-from synth2 import pipeline
+from synth2.data.arrays import load_pairs
+from synth2.eval.diversity import diversity, embed_with_lm, embed_with_world_concepts, plot_diversity
+from synth2.eval.generator import GeneratorMetrics
+from synth2.eval.schema import reported
+from synth2.eval.vq import VQMetrics
 from synth2.hardware import describe as describe_hardware
 from synth2.progress import console, read_metrics
+from synth2.report.build import write_report
+from synth2.report.results import ARM_TABLES, CURATED_ARMS, CURVE_ARMS, Results, arm_row, claims, table_arms
 from synth2.run import Run
-from synth2.eval.generator import ORACLE_KEYS
-from synth2.world.oracle import ERROR_CAUSES
-
-# the VQ oracle metrics results.json carries: accuracy, then the errors by cause
-VQ_ORACLE_KEYS = ("oracle_accuracy", "oracle_accuracy_by_shape") + tuple(f"oracle_{cause}_errors" for cause in ERROR_CAUSES)
-
-
-def looking(scores: dict) -> dict:
-    """How much an arm looks at its images: distinct captions on eval A and gate openness
-    (None for arms trained before synth2 recorded them)."""
-    return {"distinct_a": scores.get("distinct_a"), "gate_openness": scores.get("gate_openness")}
+from synth2.stages.arms import run_arms
+from synth2.stages.captions import caption_sources
+from synth2.stages.curation import clip, curate
+from synth2.stages.data import datasets, world_spec
+from synth2.stages.generator import t2i_eval
+from synth2.stages.models import frozen_lm, vq
+from synth2.stages.vlm import blind, vlm
 
 
 def curve(run: Run, stage: str) -> tuple[list[int], list[float]]:
@@ -48,20 +50,20 @@ def parity_fraction(steps: list[int], baseline: np.ndarray, synth: np.ndarray) -
 
 
 def figure6(run: Run) -> dict:
-    cfg = run.config
-    curves = {"baseline": [], "synth2": []}
+    """CIDEr curves of Baseline and Synth² (+GenPair), mean ± std over `experiments.seeds`."""
+    curves: dict[str, list] = {arm: [] for arm in CURVE_ARMS}
     steps: list[int] = []
-    for seed in cfg.experiments.seeds:
-        for arm, key in (("baseline", "baseline"), ("genpair", "synth2")):
-            stage = pipeline.vlm(run, arm, seed)
-            steps, values = curve(run, stage.name)
-            curves[key].append(values)
+    for seed in run.config.experiments.seeds:
+        for arm in CURVE_ARMS:
+            steps, values = curve(run, vlm(run, arm, seed).name)
+            curves[arm].append(values)
     out: dict = {"steps": steps}
-    for key, runs in curves.items():
+    for arm, runs in curves.items():
         array = np.array(runs)
-        out[f"{key}_mean"] = array.mean(0).tolist()
-        out[f"{key}_std"] = array.std(0).tolist()
-    out["parity_fraction"] = parity_fraction(steps, np.array(out["baseline_mean"]), np.array(out["synth2_mean"]))
+        out[f"{arm}_mean"] = array.mean(0).tolist()
+        out[f"{arm}_std"] = array.std(0).tolist()
+    baseline, genpair = CURVE_ARMS
+    out["parity_fraction"] = parity_fraction(steps, np.array(out[f"{baseline}_mean"]), np.array(out[f"{genpair}_mean"]))
     return out
 
 
@@ -73,17 +75,14 @@ def diversity_table(run: Run) -> dict:
     (content only). Tables 3 and 8 show the content measure when the world is used,
     because the small LM's states separate corpora by writing style first.
     """
-    from synth2.eval.diversity import diversity, embed_with_lm, embed_with_world_concepts, plot_diversity
-
-    data, _ = pipeline.datasets(run)
-    caps = pipeline.captions(run)
-    corpora = {"paired": pipeline.load_pairs(data["paired"], images=False).captions}
-    corpora.update(pipeline.caption_sources(run, data, caps))
-    frozen = pipeline.load_frozen_lm(run)
+    data, _ = datasets(run)
+    corpora = {"paired": load_pairs(data["paired"], images=False).captions}
+    corpora.update(caption_sources(run))
+    frozen = frozen_lm(run)
     directory = run.root / "report"
     directory.mkdir(exist_ok=True)
     results = {"lm": diversity(corpora, lambda c: embed_with_lm(frozen, c), run.config.diversity)}
-    spec = pipeline.world_spec(run)
+    spec = world_spec(run)
     if spec is not None:
         results["concepts"] = diversity(corpora, lambda c: embed_with_world_concepts(c, spec.shapes, spec.colours), run.config.diversity)
     for name, result in results.items():
@@ -93,48 +92,38 @@ def diversity_table(run: Run) -> dict:
     return {**results[main], "embedder": main, "by_embedder": results}
 
 
-def reproduce(run: Run) -> dict:
-    """Run everything (finished stages are skipped) and write results.json, report.md, report.html."""
-    from synth2.report.build import write_report
+def added_corpus(run: Run) -> dict[str, str]:
+    """The caption corpus each arm adds to the paired data (Baseline: the paired captions)."""
+    return {"baseline": "paired", "genpair": "llm", "real_extra": run.config.experiments.real_extra_corpus}
 
+
+def reproduce(run: Run) -> Results:
+    """Run everything (finished stages are skipped) and write results.json, report.md, report.html."""
     cfg = run.config
     started = time.time()
-    v = pipeline.vq(run)
-    g = pipeline.t2i_eval(run)
-    seed = cfg.seed
-    names = ("baseline", "synth2", "gold", "genpair", "real_extra", "genpair_pixel", "curated_topk", "curated_random", "curated_all")
-    arm = {name: pipeline.vlm(run, name, seed).artifacts for name in names}
-    from synth2.curate.pipeline import clip, curate
-
+    v = vq(run)
+    g = t2i_eval(run)
+    scores = {name: vlm(run, name, cfg.seed).artifacts for name in table_arms()}
     curation = curate(run).artifacts
-    floor = pipeline.blind(run).artifacts
+    floor = blind(run).artifacts
     fig6 = figure6(run)
     div = diversity_table(run)
-    corpus_of = {"baseline": "paired", "genpair": "llm", "real_extra": cfg.experiments.real_extra_corpus}
-    results = {
-        "preset": cfg.preset,
-        "seed": seed,  # the tables' arms; Figure 6 runs every one of `seeds`
-        "seeds": list(cfg.experiments.seeds),
-        "hardware": describe_hardware(),
-        "steps": {"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
-        "table2": {k: {"cider_a": arm[k]["CIDEr_a"], "cider_b": arm[k]["CIDEr_b"], **looking(arm[k])} for k in ("baseline", "synth2", "gold")},
-        "blind": {"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"], "distinct_a": floor["distinct_a"]},
-        "table3": {
-            k: {
-                "cider_a": arm[k]["CIDEr_a"],
-                **looking(arm[k]),
-                "concentration_top3": div["corpora"][corpus_of[k]]["concentration_top3"],
-                "concentration_top5": div["corpora"][corpus_of[k]]["concentration_top5"],
-                "entropy": div["corpora"][corpus_of[k]]["entropy"],
-            }
-            for k in ("baseline", "genpair", "real_extra")
-        },
-        "table5": {
-            "embedding": {"steps_per_s": arm["genpair"]["steps_per_s"], "cider_a": arm["genpair"]["CIDEr_a"]},
-            "pixel": {"steps_per_s": arm["genpair_pixel"]["steps_per_s"], "cider_a": arm["genpair_pixel"]["CIDEr_a"]},
-        },
-        "figure6": fig6,
-        "diversity": {
+    corpus_of = added_corpus(run)
+    tables = {
+        table.key: {arm: arm_row(table, scores[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms}
+        for table in ARM_TABLES
+    }
+    results = Results(
+        preset=cfg.preset,
+        seed=cfg.seed,
+        seeds=list(cfg.experiments.seeds),
+        hardware=describe_hardware(),
+        steps={"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
+        tables=tables,
+        arm_data={name: arm.data for name, arm in run_arms(run).items()},
+        blind={"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"], "distinct_a": floor["distinct_a"]},
+        figure6=fig6,
+        diversity={
             "embedder": div["embedder"],
             "centred": cfg.diversity.center,
             **{
@@ -142,7 +131,7 @@ def reproduce(run: Run) -> dict:
                 for embedder, d in div["by_embedder"].items()
             },
         },
-        "curation": {
+        curation={
             "auc": clip(run)["auc"] if not cfg.clip.hf_path else None,
             "k": curation["k"],
             "pool": curation["pool"],
@@ -151,39 +140,19 @@ def reproduce(run: Run) -> dict:
             "mean_scores": curation["mean_scores"],
             # on the embedded world: the share of each selection's images the oracle reads right
             "oracle_right": curation.get("oracle_right"),
-            "topk_cider_a": arm["curated_topk"]["CIDEr_a"],
-            "random_cider_a": arm["curated_random"]["CIDEr_a"],
-            "all_cider_a": arm["curated_all"]["CIDEr_a"],
+            **{f"{which}_cider_a": scores[arm]["CIDEr_a"] for which, arm in CURATED_ARMS.items()},
         },
-        "generator": {k: g.artifacts[k] for k in ORACLE_KEYS + ("masked_token_accuracy", "masked_token_accuracy_shuffled_captions", "text_information_nats", "fd_vq") if k in g.artifacts},
-        "vq": {k: v.artifacts[k] for k in ("psnr", "ssim", "codebook_usage", "perplexity", "token_stability") + VQ_ORACLE_KEYS if k in v.artifacts},
-        "arms": arm,
-    }
-    results["claims"] = claims(results)
-    results["wall_seconds"] = round(time.time() - started, 1)
-    results["stage_seconds"] = {name: entry.get("seconds") for name, entry in run.manifest()["stages"].items()}
+        generator=reported(GeneratorMetrics(**g.artifacts)),
+        vq=reported(VQMetrics(**{k: v.artifacts.get(k) for k in VQMetrics.__dataclass_fields__})),
+        arms=scores,
+        claims=claims(tables, fig6),
+    )
+    results.wall_seconds = round(time.time() - started, 1)
+    results.stage_seconds = {name: entry.get("seconds") for name, entry in run.manifest()["stages"].items()}
     # wall_seconds is this invocation only (seconds when a rerun skips finished stages); the
     # stages keep the time they took when they ran, so their sum is the run's compute time
-    results["compute_seconds"] = round(sum(v for v in results["stage_seconds"].values() if v), 1)
-    (run.root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_report(run, results)
+    results.compute_seconds = round(sum(s for s in results.stage_seconds.values() if s), 1)
+    results.write(run.root / "results.json")
+    write_report(run.root, results)
     console.log(f"report: {run.root / 'report.md'}  {run.root / 'report.html'}")
     return results
-
-
-def claims(results: dict) -> dict:
-    """The paper's claims as checks on this run's numbers (no thresholds tuned to pass)."""
-    t2, t3, t5, f6 = results["table2"], results["table3"], results["table5"], results["figure6"]
-    base = t3["baseline"]["cider_a"]
-    return {
-        "genpair_gain_over_baseline": (t3["genpair"]["cider_a"] - base) / base if base else None,
-        "synth2_share_of_gold": t2["synth2"]["cider_a"] / t2["gold"]["cider_a"] if t2["gold"]["cider_a"] else None,
-        "parity_fraction": f6["parity_fraction"],
-        "embedding_over_pixel_speed": t5["embedding"]["steps_per_s"] / t5["pixel"]["steps_per_s"],
-        "targets": {
-            "genpair_gain_over_baseline": ">= 0.17",
-            "synth2_share_of_gold": ">= 0.90",
-            "parity_fraction": "<= 0.33",
-            "embedding_over_pixel_speed": ">= 1.25",
-        },
-    }

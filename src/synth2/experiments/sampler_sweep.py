@@ -11,27 +11,27 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from synth2 import pipeline
-from synth2.eval.generator import ORACLE_KEYS
+from synth2.eval.generator import GeneratorMetrics
+from synth2.report.plots import plot_sampler_sweep
 from synth2.run import Run
+from synth2.stages.generator import t2i_eval
 
-SWEEP_KEYS = ORACLE_KEYS + ("fd_vq", "fid_inception")
+# what a sweep tabulates: the generator's oracle metrics and its Fréchet distances
+SWEEP_KEYS = tuple(k for k in GeneratorMetrics.__dataclass_fields__ if k.startswith("oracle") and not k.endswith("_count")) + ("fd_vq", "fid_inception")
 
 
 def sampler_sweep(run: Run, split: str, guidances: list[float], steps: list[int]) -> dict:
     """One row per (steps, guidance) with the generator's metrics on eval split `split`;
     writes `sampler_sweep_<split>.json` and `.png` in the run directory."""
-    from synth2.report.plots import plot_sampler_sweep
-
     if not guidances or not steps:
         raise ValueError("a sampler sweep needs at least one guidance scale and one step count")
     rows = []
     for step_count in steps:
         for guidance in guidances:
-            sampler = dataclasses.replace(run.config.t2i.sampler, steps=step_count, guidance=guidance)
-            metrics = pipeline.t2i_eval(run, split, sampler).artifacts
+            sampler = dataclasses.replace(run.config.sampler, steps=step_count, guidance=guidance)
+            metrics = t2i_eval(run, split, sampler).artifacts
             rows.append({"steps": step_count, "guidance": guidance, **{k: metrics[k] for k in SWEEP_KEYS if k in metrics}})
-    result = {"split": split, "sampler": dataclasses.asdict(run.config.t2i.sampler), "captions": run.config.eval.generator_captions, "rows": rows}
+    result = {"split": split, "sampler": dataclasses.asdict(run.config.sampler), "captions": run.config.eval.generator_captions, "rows": rows}
     stem = run.root / f"sampler_sweep_{split}"
     result["plot"] = str(plot_sampler_sweep(rows, stem.with_suffix(".png"), split))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))

@@ -17,12 +17,16 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from synth2 import artifacts, pipeline
 from synth2.data.arrays import load_pairs
 from synth2.data.quality import QualityReport
+from synth2.encoding import encode_shards
 from synth2.run import Run, StageResult
+from synth2.stages.arms import seed_suffix
+from synth2.stages.models import vq
+from synth2.stages.vlm import caption_and_score, save_vlm, trained_vlm, vlm
 from synth2.train import distributed
 from synth2.train.loop import train
+from synth2.train.vlm import SourceConfig, SourceData, VLMTask
 
 
 def _tag(*paths) -> str:
@@ -35,7 +39,7 @@ def _encoded(run: Run, vq_model, shards: str, directory: Path) -> str:
     """Encode a user split's images with the run's VQ (bad records skipped and counted)."""
     cfg = run.config
     report = QualityReport(source=str(shards), max_bad_fraction=cfg.data.max_bad_fraction)
-    pipeline.encode_shards(vq_model, shards, directory, report, cfg.world.resolution)
+    encode_shards(vq_model, shards, directory, report, cfg.world.resolution)
     report.write(directory / "encode_report.json")
     return str(directory)
 
@@ -44,46 +48,46 @@ def _score(run: Run, model, tokens_dir: str, directory: Path, limit: int | None)
     pairs = load_pairs(tokens_dir, images=False, tokens=True, limit=limit)
     if not len(pairs):
         raise ValueError(f"{tokens_dir}: no readable records to evaluate")
-    scores = pipeline.caption_and_score(model, pairs, run.config, directory, "eval")
+    scores = caption_and_score(model, pairs, run.config, directory, "eval")
     return {**scores, "images": len(pairs)}
 
 
 def zero_shot(run: Run, shards: str, arm: str = "baseline", seed: int | None = None, limit: int | None = None) -> StageResult:
     """Caption a benchmark split with an arm's VLM, untouched, and score it (files first, then pycocoevalcap)."""
-    vlm_stage = pipeline.vlm(run, arm, seed)
-    name = f"zeroshot/{arm}" + (f"-s{seed}" if seed is not None and seed != run.config.seed else "") + f"/{_tag(shards)}"
+    vlm_stage = vlm(run, arm, seed)
+    name = f"zeroshot/{arm}{seed_suffix(seed, run.config.seed)}/{_tag(shards)}"
 
     def build(directory: Path) -> dict:
-        model = pipeline.load_vlm(run, vlm_stage)
-        return _score(run, model, _encoded(run, model.vq, shards, directory / "tokens"), directory, limit)
+        with trained_vlm(run, arm, seed) as model:
+            return _score(run, model, _encoded(run, model.vq, shards, directory / "tokens"), directory, limit)
 
-    return run.stage(name, {"shards": str(shards), "limit": limit, "eval": run.config.eval}, [vlm_stage, pipeline.vq(run)], build)
+    return run.stage(name, {"shards": str(shards), "limit": limit, "eval": run.config.eval}, [vlm_stage, vq(run)], build)
 
 
 def finetune(
     run: Run, train_shards: str, eval_shards: str, arm: str = "baseline", steps: int = 1000, seed: int | None = None, limit: int | None = None
 ) -> StageResult:
     """Continue an arm's VLM on a benchmark's training pairs (every reference is a training caption), then score."""
-    from synth2.train.vlm import SourceConfig, SourceData, VLMTask
-
     cfg = run.config
     seed = cfg.seed if seed is None else seed
-    vlm_stage = pipeline.vlm(run, arm, seed)
+    vlm_stage = vlm(run, arm, seed)
     train_cfg = dataclasses.replace(cfg.vlm.train, steps=steps, eval_every=0)
     name = f"finetune/{arm}-s{seed}/{_tag(train_shards, eval_shards)}"
     stage_cfg = {"train": str(train_shards), "eval": str(eval_shards), "steps": steps, "seed": seed, "limit": limit, "train_cfg": train_cfg, "eval_cfg": cfg.eval}
 
     def build(directory: Path) -> dict:
-        model = pipeline.load_vlm(run, vlm_stage).train()
-        pairs = load_pairs(_encoded(run, model.vq, train_shards, directory / "train_tokens"), images=False, tokens=True)
-        image_index = [i for i, refs in enumerate(pairs.references()) for _ in refs]
-        texts = [r for refs in pairs.references() for r in refs]
-        source = SourceData("finetune", SourceConfig(kind="real", data="finetune"), texts, pairs.tokens[image_index])
-        dist = distributed.init(cfg.device)
-        task = VLMTask(cfg.vlm, model, [source], dist, seed)
-        result = train(task, train_cfg, directory, dist, name, config_to_save=stage_cfg)
-        artifacts.save_module(directory / "model", task.modules["vlm"], cfg.vlm.model)
-        scores = _score(run, model, _encoded(run, model.vq, eval_shards, directory / "eval_tokens"), directory, limit)
+        with trained_vlm(run, arm, seed) as model:
+            model.train()
+            pairs = load_pairs(_encoded(run, model.vq, train_shards, directory / "train_tokens"), images=False, tokens=True)
+            image_index = [i for i, refs in enumerate(pairs.references()) for _ in refs]
+            texts = [r for refs in pairs.references() for r in refs]
+            source = SourceData("finetune", SourceConfig(kind="real", data="finetune"), texts, pairs.tokens[image_index])
+            dist = distributed.init(cfg.device)
+            task = VLMTask(cfg.vlm, model, [source], dist, seed)
+            result = train(task, train_cfg, directory, dist, name, config_to_save=stage_cfg)
+            save_vlm(directory / "model", task.modules["vlm"], model, cfg)
+            scores = _score(run, model, _encoded(run, model.vq, eval_shards, directory / "eval_tokens"), directory, limit)
         return {**scores, "train_pairs": len(texts), "train_seconds": result.seconds}
 
-    return run.stage(name, stage_cfg, [vlm_stage, pipeline.vq(run)], build)
+    return run.stage(name, stage_cfg, [vlm_stage, vq(run)], build)
+

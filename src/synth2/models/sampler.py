@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from synth2.captions.prompts import CAPTION_OPENING
 from synth2.models.t2i import T2IModel
 
 
@@ -34,7 +35,7 @@ class SamplerConfig:
     # and a generator trained on paired captions, which never do, may not follow such captions
     # (the generator metrics' oracle_llm_style* measure it). The VLM still trains on the whole
     # caption. Applied by `synthesis.TokenGenerator`.
-    drop_prefix: str = "This is an image of"
+    drop_prefix: str = CAPTION_OPENING
     # Condition on the caption's first sentence only (after `drop_prefix`). Not the paper's method:
     # its LLM captions run to several sentences, and a generator trained on one-sentence paired
     # captions may follow their first sentence better than the whole (compare the generator

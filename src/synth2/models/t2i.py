@@ -25,9 +25,6 @@ class T2IConfig:
     heads: int = 4
     mlp: int = 1024
     dropout: float = 0.1
-    # Also add the mean-pooled caption to every token (as Imagen/SD add pooled text embeddings):
-    # a direct path for global content (colours, background) besides cross-attention.
-    pooled_text: bool = False
 
 
 class Attention(nn.Module):
@@ -80,7 +77,6 @@ class T2IModel(nn.Module):
         self.row_embed = nn.Parameter(torch.randn(h, 1, cfg.width) * 0.02)
         self.col_embed = nn.Parameter(torch.randn(1, w, cfg.width) * 0.02)
         self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, cfg.width))
-        self.pooled_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, cfg.width)) if cfg.pooled_text else None
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, codebook_size)
@@ -94,10 +90,6 @@ class T2IModel(nn.Module):
         pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
         x = self.token_embed(ids_BN) + pos_ND
         text = self.text_proj(text_BLC)
-        if self.pooled_proj is not None:
-            weights = text_mask_BL.to(text_BLC.dtype).unsqueeze(-1)
-            pooled = (text_BLC * weights).sum(1) / weights.sum(1).clamp(min=1)
-            x = x + self.pooled_proj(pooled).unsqueeze(1)
         for block in self.blocks:
             x = block(x, text, text_mask_BL)
         return self.head(self.norm(x))

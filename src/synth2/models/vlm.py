@@ -5,13 +5,12 @@
     frozen HF causal LM, with a gated cross-attention block (attention, then feed-forward,
     each behind tanh(gate), gates initialised at 0) before every `xattn_every`-th decoder layer.
 
-The LM's weights are untouched: the blocks run from forward pre-hooks registered on
-its decoder layers, and the visual conditioning reaches them as an explicit keyword
-argument of each forward call (`xattn=`), never as state stored on a layer. The
-condition carries the blocks of the VLM that made it, so several VLMs can share one
-frozen LM (the pipeline trains every arm on the same loaded LM): each layer has one
-hook, whichever VLM installed it, and it runs the calling VLM's blocks. With every gate
-at 0 the VLM is exactly the frozen LM.
+The LM's weights are untouched: the blocks run from forward pre-hooks that the VLM registers
+on its decoder layers, and the visual conditioning reaches them as an explicit keyword
+argument of each forward call (`xattn=`), never as state stored on a layer. A condition names
+the VLM that made it and only that VLM's hooks act on it, so several VLMs may share one
+frozen LM; `detach()` takes a VLM's hooks off the LM when it is done. With every gate at 0
+the VLM is exactly the frozen LM.
 
 Shape legend: B batch, N media tokens, M latents, W perceiver width, T text length, D LM width.
 """
@@ -84,16 +83,16 @@ class PerceiverResampler(nn.Module):
 
 @dataclass
 class XAttnCondition:
-    """The visual input of one forward call, the gated blocks that read it (by LM layer index),
-    and the cross-attention keys/values computed from it (once per image: decoding reuses them
-    at every step)."""
+    """The visual input of one forward call, the VLM whose gated blocks read it, and the
+    cross-attention keys/values computed from it (once per image: decoding reuses them at
+    every step)."""
 
     latents_BMW: torch.Tensor
-    blocks: dict[int, "GatedCrossAttentionBlock"]
+    owner: "VLM"
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def repeat_interleave(self, repeats: int) -> "XAttnCondition":
-        return XAttnCondition(self.latents_BMW.repeat_interleave(repeats, dim=0), self.blocks)
+        return XAttnCondition(self.latents_BMW.repeat_interleave(repeats, dim=0), self.owner)
 
 
 class GatedCrossAttentionBlock(nn.Module):
@@ -142,12 +141,17 @@ class VLM(nn.Module):
         self.xattn = nn.ModuleList(
             GatedCrossAttentionBlock(lm.hidden_size, cfg.width, cfg.xattn_heads, cfg.ff_mult) for _ in self.xattn_layers
         )
-        for i, layer in enumerate(layers):
-            _install_xattn_hook(layer, i)
+        self._hooks = [layer.register_forward_pre_hook(_xattn_hook(weakref.ref(self), i), with_kwargs=True) for i, layer in enumerate(layers)]
 
     @property
     def blocks_by_layer(self) -> dict[int, GatedCrossAttentionBlock]:
         return dict(zip(self.xattn_layers, self.xattn))
+
+    def detach(self) -> None:
+        """Take this VLM's hooks off the frozen LM (which other VLMs may go on using)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
 
     @torch.no_grad()
     def gate_openness(self) -> float:
@@ -157,9 +161,6 @@ class VLM(nn.Module):
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"media_proj": self.media_proj, "resampler": self.resampler, "xattn": self.xattn}
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(("lm.", "vq."))}
-
     def train(self, mode: bool = True) -> "VLM":
         super().train(mode)
         self.lm.train(False)
@@ -168,10 +169,12 @@ class VLM(nn.Module):
 
     def condition(self, tokens_Bhw: torch.Tensor) -> XAttnCondition:
         """Visual latents from token ids; the VQ codebook lookup is frozen."""
+        if not self._hooks:
+            raise RuntimeError("this VLM was detached from its LM; build it again to use it")
         with torch.no_grad():
             soft = self.vq.embed(tokens_Bhw)  # (B, h, w, E)
         media = self.media_proj(soft) + self.row_embed + self.col_embed
-        return XAttnCondition(self.resampler(media.flatten(1, 2)), self.blocks_by_layer)
+        return XAttnCondition(self.resampler(media.flatten(1, 2)), self)
 
     def forward(self, input_ids_BT, attention_mask_BT, tokens_Bhw=None, condition: XAttnCondition | None = None, cache=None, **lm_kwargs):
         """The LM's output; `cache` is its KV cache (read it back with `self.cache_of(output)`)."""
@@ -179,26 +182,27 @@ class VLM(nn.Module):
             condition = self.condition(tokens_Bhw)
         if cache is not None:
             lm_kwargs[self.lm.cache_name] = cache
-        return self.lm.model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, xattn=condition, **lm_kwargs)
+        if condition is not None:
+            lm_kwargs["xattn"] = condition
+        return self.lm.model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, **lm_kwargs)
 
     def cache_of(self, output):
         return getattr(output, self.lm.cache_name)
 
 
-# LM decoder layers that already carry the cross-attention hook (weak: an LM can be freed)
-_HOOKED_LAYERS: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
-
-
-def _install_xattn_hook(layer: nn.Module, layer_index: int) -> None:
-    """Once per LM layer: run the calling condition's gated block for this layer, if it has one."""
-    if layer in _HOOKED_LAYERS:
-        return
+def _xattn_hook(owner: "weakref.ref[VLM]", layer_index: int):
+    """A decoder layer's pre-hook: run the owner's gated block for this layer on the owner's
+    conditions; leave other VLMs' conditions to their own hooks."""
 
     def hook(module, args, kwargs):
-        condition: XAttnCondition | None = kwargs.pop("xattn", None)
-        if condition is None or layer_index not in condition.blocks:
+        condition: XAttnCondition | None = kwargs.get("xattn")
+        vlm = owner()
+        if condition is None or condition.owner is not vlm:
+            return None
+        kwargs = {k: v for k, v in kwargs.items() if k != "xattn"}
+        if layer_index not in vlm.blocks_by_layer:
             return args, kwargs
-        block = condition.blocks[layer_index]
+        block = vlm.blocks_by_layer[layer_index]
         if layer_index not in condition.kv:
             condition.kv[layer_index] = block.keys_values(condition.latents_BMW)
         if args:
@@ -207,8 +211,21 @@ def _install_xattn_hook(layer: nn.Module, layer_index: int) -> None:
             kwargs["hidden_states"] = block(kwargs["hidden_states"], condition.kv[layer_index])
         return args, kwargs
 
-    layer.register_forward_pre_hook(hook, with_kwargs=True)
-    _HOOKED_LAYERS.add(layer)
+    return hook
+
+
+class TrainableParts(nn.Module):
+    """A VLM's trainable parts as one module: what is checkpointed, saved and DDP-wrapped.
+    Calling it computes the caption loss through the whole VLM."""
+
+    def __init__(self, vlm: VLM):
+        super().__init__()
+        self.parts = nn.ModuleDict(vlm.trainable_modules())
+        self.row_embed, self.col_embed = vlm.row_embed, vlm.col_embed
+        object.__setattr__(self, "vlm", vlm)  # not a submodule: the frozen LM and VQ stay out of checkpoints
+
+    def forward(self, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw, normaliser=None):
+        return caption_loss(self.vlm, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw, normaliser)
 
 
 def caption_loss(vlm: VLM, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw, normaliser: float | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from synth2.pipeline import arm_and_seed
+from synth2.stages.arms import arm_and_seed
 
 COLUMNS = ("CIDEr_a", "CIDEr_b", "distinct_a", "gate_openness", "steps_per_s")
 

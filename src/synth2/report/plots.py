@@ -28,7 +28,7 @@ def plot_figure6(fig6: dict, path: str | Path) -> Path:
     plt = _pyplot()
     steps = np.array(fig6["steps"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label, colour in (("baseline", "Baseline (paired only)", "tab:blue"), ("synth2", "Synth² (+ GenPair)", "tab:purple")):
+    for key, label, colour in (("baseline", "Baseline (paired only)", "tab:blue"), ("genpair", "Synth² (+ GenPair)", "tab:purple")):
         mean, std = np.array(fig6[f"{key}_mean"]), np.array(fig6[f"{key}_std"])
         ax.plot(steps, mean, label=label, color=colour, marker="o", markersize=3)
         ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2)

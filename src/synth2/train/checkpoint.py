@@ -53,7 +53,7 @@ def save(
     tmp.mkdir(parents=True)
     for name, module in modules.items():
         tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(_untie(tensors), tmp / f"{name}.safetensors")
+        save_file(untie(tensors), tmp / f"{name}.safetensors")
     torch.save(optim_state, tmp / "optim.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=float))
@@ -67,7 +67,7 @@ def save(
     return final
 
 
-def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors sharing storage (tied embeddings); store copies."""
     seen: set[int] = set()
     out = {}

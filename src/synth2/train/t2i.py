@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from synth2.models.lm import CaptionStates, FrozenLM
-from synth2.models.sampler import SamplerConfig
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.distributed import DistInfo, token_normaliser, wrap
 from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
@@ -23,7 +22,6 @@ from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, ra
 @dataclass
 class T2IStageConfig:
     model: T2IConfig = field(default_factory=T2IConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=0.01, betas=[0.9, 0.96])
     )

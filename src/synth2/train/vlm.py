@@ -19,8 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from synth2.models.vlm import VLM, VLMConfig, caption_loss
-from synth2.models.vq import to_model_pixels
+from synth2.models.vlm import VLM, TrainableParts, VLMConfig
 from synth2.synthesis import TokenGenerator
 from synth2.train.distributed import DistInfo, token_normaliser, wrap
 from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
@@ -43,13 +42,9 @@ class VLMStageConfig:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=500)
     )
-    space: Literal["embedding", "pixel"] = "embedding"
-    synthetic: Literal["cache", "on_the_fly"] = "cache"
     max_caption_tokens: int = 64
     # the prompt captions are decoded after at evaluation
     eval_prompt: str = ""
-    eval_images: int = 300
-    beams: int = 1
 
 
 @dataclass
@@ -83,17 +78,18 @@ class VLMTask:
         dist: DistInfo,
         seed: int,
         generator: TokenGenerator | None = None,
+        space: Literal["embedding", "pixel"] = "embedding",
     ):
         torch.manual_seed(seed)
         self.cfg, self.vlm, self.sources, self.dist, self.seed = cfg, vlm, sources, dist, seed
-        self.generator = generator
+        self.generator, self.space = generator, space
         self.shares = batch_shares([s.cfg for s in sources], cfg.train.batch_size)
         if dist.enabled and any(share % dist.world_size for share in self.shares):
             raise ValueError(f"per-source batch shares {self.shares} must divide over {dist.world_size} ranks")
         for source in sources:
             if source.cfg.kind == "synthetic" and source.tokens is None and generator is None:
                 raise ValueError(f"synthetic source {source.name!r} has no cached tokens and no generator")
-        self.modules = {"vlm": _Trainable(vlm)}
+        self.modules = {"vlm": TrainableParts(vlm)}
         self.optimizers = {"vlm": adamw([p for p in vlm.parameters() if p.requires_grad], cfg.train)}
         self.ddp = wrap(self.modules["vlm"], dist)
 
@@ -108,7 +104,7 @@ class VLMTask:
         else:
             captions = [source.captions[i] for i in indices.tolist()]
             tokens = self.generator.tokens(captions, seed=self.seed * 1_000_003 + step * 97 + which)
-        if self.cfg.space == "pixel":
+        if self.space == "pixel":
             # render to pixels and encode again, as a pixel-space pipeline would
             with torch.no_grad():
                 pixels = self.vlm.vq.decode(tokens.long().to(self.dist.device)).clamp(-1, 1)
@@ -138,20 +134,6 @@ class VLMTask:
         return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["vlm"])}
 
 
-class _Trainable(torch.nn.Module):
-    """The VLM's trainable parts as one module (what is checkpointed and DDP-wrapped);
-    calling it computes the caption loss through the whole VLM."""
-
-    def __init__(self, vlm: VLM):
-        super().__init__()
-        self.parts = torch.nn.ModuleDict(vlm.trainable_modules())
-        self.row_embed, self.col_embed = vlm.row_embed, vlm.col_embed
-        object.__setattr__(self, "vlm", vlm)  # not a submodule: the frozen LM/VQ stay out of checkpoints
-
-    def forward(self, input_ids, mask, labels, tokens, normaliser=None):
-        return caption_loss(self.vlm, input_ids, mask, labels, tokens, normaliser)
-
-
 def encode_captions(lm, prompts: list[str], captions: list[str], max_tokens: int):
     """[BOS] prompt caption [EOS], right-padded; labels cover the caption and EOS only."""
     rows, label_rows = [], []
@@ -171,8 +153,4 @@ def encode_captions(lm, prompts: list[str], captions: list[str], max_tokens: int
     return ids, mask, labels
 
 
-def pixels_to_tokens(vq, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    out = []
-    for start in range(0, len(images_uint8), batch_size):
-        out.append(vq.encode(to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size]))).cpu().numpy())
-    return np.concatenate(out)
+

@@ -38,7 +38,6 @@ class VQStageConfig:
     # A diffusers VQModel directory: use it instead of training one.
     pretrained: str = ""
     channels_last: bool = True
-    eval_images: int = 300
 
 
 class VQTask:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synth2.captions.prompts import CAPTION_OPENING
 from synth2.world.scene import Obj, Scene
 from synth2.world.vocab import BACKGROUND_WORDS, COLOUR_WORDS, SHAPE_DESCRIPTIONS, SHAPE_WORDS, SIZE_WORDS
 
@@ -200,7 +201,7 @@ def llm_style(a: Annotator, scene: Scene, rng: np.random.Generator, min_words: i
         objs = [objs[i] for i in rng.permutation(len(objs))]
     bg = a.background(scene.background)
     nps = [with_article(a.noun(o, rng, size=True)) for o in objs]
-    sentences = [f"This is an image of {join_list(nps)} on {with_article(bg)} background."]
+    sentences = [f"{CAPTION_OPENING} {join_list(nps)} on {with_article(bg)} background."]
     if focus is not None:
         options = SHAPE_DESCRIPTIONS[focus]
         sentences.append(f"The {a.shape(focus)} {options[int(rng.integers(len(options)))]}.")

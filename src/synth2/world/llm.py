@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from synth2.captions.prompts import fill
 from synth2.data.text import first_sentence
 from synth2.world.annotate import Annotator, llm_style
 from synth2.world.scene import Scene, WorldSpec, sample_scene
@@ -83,8 +84,6 @@ class WorldLLM:
         """The scene behind each caption record ({"caption", "class", "seed"}, as `synth2 captions`
         writes them), regenerated from its class and seed; None where this LLM would not have
         written that caption (another backend, template or noise level)."""
-        from synth2.captions.prompts import fill
-
         scenes: list[Scene | None] = []
         for record in records:
             text, scene = self.answer(fill(template, record["class"]), int(record["seed"]))

@@ -1,0 +1,40 @@
+"""Images -> VQ token shards, beside the image shards and with the same keys (the open-muse convention)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synth2.data.images import resize_center_crop
+from synth2.data.quality import QualityReport
+from synth2.data.shards import Pair, ShardWriter, read_pairs
+from synth2.models.vq import to_model_pixels, to_uint8
+
+
+@torch.no_grad()
+def encode_shards(model, shards, out: Path, report: QualityReport | None, resolution: int, batch_size: int = 256, png: bool = False) -> int:
+    """Encode every image of `shards` to tokens; write token shards (and decoded PNGs with `png`)."""
+    count = 0
+    with ShardWriter(out, prefix="tokens", shard_size=10_000) as writer:
+        batch: list[Pair] = []
+
+        def flush():
+            nonlocal count
+            if not batch:
+                return
+            pixels = np.stack([p.image if p.image.shape[:2] == (resolution, resolution) else resize_center_crop(p.image, resolution) for p in batch])
+            ids = model.encode(to_model_pixels(torch.from_numpy(pixels)))
+            decoded = to_uint8(model.decode(ids)).numpy() if png else None
+            for i, p in enumerate(batch):
+                writer.write(Pair(p.key, p.caption, image=None if decoded is None else decoded[i], tokens=ids[i].numpy().astype(np.uint16), meta=p.meta))
+            count += len(batch)
+            batch.clear()
+
+        for pair in read_pairs(shards, report=report, split=False):
+            batch.append(pair)
+            if len(batch) == batch_size:
+                flush()
+        flush()
+    return count

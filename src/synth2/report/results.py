@@ -1,0 +1,174 @@
+"""What `synth2 reproduce` measured: the one declaration that results.json, report.md/html and the
+README's results table are built from.
+
+- `ARM_TABLES`: the paper's tables whose rows are VLM arms, with the columns each shows;
+  adding a row or a column is one edit here (columns are declared in `ARM_COLUMNS`).
+- `GeneratorMetrics` and `VQMetrics` (synth2.eval) declare the tokenizer's and the generator's
+  reported metrics; `CLAIMS` the paper's claims and their targets.
+- `Results`: the whole results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    pct: bool = False
+    # where an arm's value comes from: its scores.json key, or the diversity of the corpus it adds
+    score: str = ""
+    diversity: str = ""
+
+
+ARM_COLUMNS = {
+    "cider_a": Column("CIDEr eval A", score="CIDEr_a"),
+    "cider_b": Column("CIDEr eval B", score="CIDEr_b"),
+    "distinct_a": Column("distinct captions (A)", pct=True, score="distinct_a"),
+    "gate_openness": Column("gate openness", score="gate_openness"),
+    "steps_per_s": Column("training steps/s", score="steps_per_s"),
+    "concentration_top3": Column("concentration top-3", pct=True, diversity="concentration_top3"),
+    "concentration_top5": Column("concentration top-5", pct=True, diversity="concentration_top5"),
+    "entropy": Column("entropy (bits)", diversity="entropy"),
+}
+
+
+@dataclass(frozen=True)
+class ArmTable:
+    key: str  # results.json key
+    title: str
+    rows: tuple[tuple[str, str], ...]  # (label, arm name)
+    columns: tuple[str, ...]  # keys of ARM_COLUMNS
+    note: str = ""
+
+    @property
+    def arms(self) -> list[str]:
+        return [arm for _, arm in self.rows]
+
+
+ARM_TABLES = (
+    ArmTable(
+        "table2", "Table 2: synthetic images for real captions (zero-shot CIDEr)",
+        (("Baseline", "baseline"), ("Synth²", "synth2"), ("Gold", "gold")),
+        ("cider_a", "cider_b", "distinct_a", "gate_openness"),
+        "blind floor = the VLM before training, whose closed gates make it the frozen LM, saying one caption for every image: "
+        "an arm near it has learnt the caption prior, not to look; distinct captions = share of unique predictions; "
+        "gate openness = mean |tanh(gate)| of the cross-attention gates (0 = blind)",
+    ),
+    ArmTable(
+        "table3", "Tables 3 and 8: fully synthetic pairs vs extra real pairs",
+        (("Baseline", "baseline"), ("+ GenPair", "genpair"), ("+ extra real", "real_extra")),
+        ("cider_a", "distinct_a", "gate_openness", "concentration_top3", "concentration_top5", "entropy"),
+        "concentration and entropy of the captions each arm adds (Baseline: the paired captions), co-clustered with every corpus",
+    ),
+    ArmTable(
+        "table5", "Table 5: embedding space vs pixel space",
+        (("image embeddings (tokens)", "genpair"), ("pixels (decode + re-encode)", "genpair_pixel")),
+        ("steps_per_s", "cider_a"),
+    ),
+)
+
+# the curated arms: SynthVLM's top K against K random and all (curation table)
+CURATED_ARMS = {"topk": "curated_topk", "random": "curated_random", "all": "curated_all"}
+# Figure 6's curves: Baseline and Synth² (+GenPair) on every seed
+CURVE_ARMS = ("baseline", "genpair")
+
+
+def table_arms() -> list[str]:
+    """Every arm a table shows, in table order (the order reproduce trains them)."""
+    names: list[str] = []
+    for table in ARM_TABLES:
+        names += [a for a in table.arms if a not in names]
+    return names + [a for a in CURATED_ARMS.values() if a not in names]
+
+
+def arm_row(table: ArmTable, scores: dict, corpus_diversity: dict | None) -> dict:
+    """One arm's values for `table`'s columns."""
+    row = {}
+    for key in table.columns:
+        column = ARM_COLUMNS[key]
+        row[key] = scores[column.score] if column.score else corpus_diversity[column.diversity]
+    return row
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str
+    target: str
+
+
+CLAIMS = (
+    Claim("genpair_gain_over_baseline", "GenPair improves CIDEr over Baseline", ">= 0.17"),
+    Claim("synth2_share_of_gold", "Synth² reaches Gold", ">= 0.90"),
+    Claim("parity_fraction", "Synth² reaches Baseline's final CIDEr early (share of steps)", "<= 0.33"),
+    Claim("embedding_over_pixel_speed", "embedding space faster than pixel space", ">= 1.25"),
+)
+
+
+def claims(tables: dict, figure6: dict) -> dict:
+    """The paper's claims as numbers measured on this run (no thresholds tuned to pass)."""
+    t2, t3, t5 = tables["table2"], tables["table3"], tables["table5"]
+    base = t3["baseline"]["cider_a"]
+    values = {
+        "genpair_gain_over_baseline": (t3["genpair"]["cider_a"] - base) / base if base else None,
+        "synth2_share_of_gold": t2["synth2"]["cider_a"] / t2["gold"]["cider_a"] if t2["gold"]["cider_a"] else None,
+        "parity_fraction": figure6["parity_fraction"],
+        "embedding_over_pixel_speed": t5["genpair"]["steps_per_s"] / t5["genpair_pixel"]["steps_per_s"],
+    }
+    return {**{c.key: values[c.key] for c in CLAIMS}, "targets": {c.key: c.target for c in CLAIMS}}
+
+
+@dataclass
+class Results:
+    """results.json. Timings (`wall_seconds`, `stage_seconds`, `compute_seconds`) are the only
+    values that differ between two runs of the same code, config and CPU kernels."""
+
+    preset: str
+    seed: int  # the tables' arms; Figure 6 runs every one of `seeds`
+    seeds: list[int]
+    hardware: str
+    steps: dict[str, int]
+    tables: dict[str, dict[str, dict]]  # ARM_TABLES key -> arm -> column -> value
+    arm_data: dict[str, str]  # arm -> what it trains on, in words
+    blind: dict[str, Any]
+    figure6: dict[str, Any]
+    diversity: dict[str, Any]
+    curation: dict[str, Any]
+    generator: dict[str, Any]  # reported(GeneratorMetrics)
+    vq: dict[str, Any]  # reported(VQMetrics)
+    arms: dict[str, dict]  # every arm's scores.json
+    claims: dict[str, Any]
+    wall_seconds: float = 0.0
+    stage_seconds: dict[str, float | None] = field(default_factory=dict)
+    compute_seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        tables = data.pop("tables")
+        # the tables sit at the top level of results.json, under their own keys
+        return {**{k: v for k, v in data.items() if k in ("preset", "seed", "seeds", "hardware", "steps")}, **tables,
+                **{k: v for k, v in data.items() if k not in ("preset", "seed", "seeds", "hardware", "steps")}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Results":
+        tables = {t.key: data[t.key] for t in ARM_TABLES}
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(tables=tables, **{k: v for k, v in data.items() if k in names and k != "tables"})
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "Results":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no results.json (run `synth2 reproduce` first)")
+        return cls.from_json(json.loads(path.read_text()))
+

@@ -1,0 +1,100 @@
+"""The controlled generator: its training, its evaluation, and the synthetic tokens it draws.
+
+Training does not depend on the sampler (`config.sampler`); every stage that draws with it
+(`t2i_eval*`, `synthesize`, `curate`, on-the-fly VLM arms) has it in its own config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from synth2.data.arrays import load_pairs
+from synth2.eval.generator import GeneratorMetrics, generator_metrics
+from synth2.eval.schema import field_names
+from synth2.models.sampler import SamplerConfig
+from synth2.run import Run, StageResult
+from synth2.stages import artifacts
+from synth2.stages.captions import caption_sources, captions
+from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
+from synth2.stages.models import encode, frozen_lm, lm, vq
+from synth2.synthesis import TokenGenerator
+from synth2.train import distributed
+from synth2.train.loop import train
+from synth2.train.t2i import T2ITask
+
+
+def t2i(run: Run) -> StageResult:
+    """Train the generator on the paired data's captions and token grids."""
+    cfg = run.config
+    data, inputs = datasets(run)
+    l, v, e = lm(run), vq(run), encode(run)
+
+    def build(directory: Path) -> dict:
+        frozen = frozen_lm(run)
+        paired = load_pairs(e["splits"]["paired"], images=False, tokens=True)
+        codebook = artifacts.load_vq(v["path"]).codebook_size
+        dist = distributed.init(cfg.device)
+        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, codebook, dist, cfg.seed)
+        train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
+        model = task.model
+        artifacts.save_module(directory / "model", model, cfg.t2i.model, codebook_size=model.codebook_size, grid=list(model.grid), text_width=frozen.hidden_size)
+        return {"path": str(directory / "model")}
+
+    return run.stage("t2i", {"t2i": cfg.t2i, "seed": cfg.seed}, inputs + [l, v, e], build)
+
+
+def token_generator(run: Run, sampler: SamplerConfig | None = None) -> TokenGenerator:
+    """The trained generator with `sampler` (default: the config's)."""
+    return artifacts.token_generator(frozen_lm(run), t2i(run)["path"], vq(run)["path"], sampler or run.config.sampler)
+
+
+def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -> StageResult:
+    """The generator's metrics (`GeneratorMetrics`) on eval split `split`, drawn with `sampler`
+    (default: the config's). The config's sampler on split A is the stage the report reads,
+    `t2i_eval`; other settings get a stage each, named after them, so a sweep resumes where it
+    stopped."""
+    cfg = run.config
+    if split not in EVAL_SPLIT_NAMES:
+        raise ValueError(f"eval split must be one of {EVAL_SPLIT_NAMES}, got {split!r}")
+    sampler = sampler or cfg.sampler
+    data, inputs = datasets(run)
+    g, e = t2i(run), encode(run)
+    name = "t2i_eval"
+    if (split, sampler) != ("a", cfg.sampler):
+        name += f"_{split}_steps{sampler.steps}_g{sampler.guidance:g}_temp{sampler.temperature:g}_choice{sampler.choice_temperature:g}"
+
+    def build(directory: Path) -> dict:
+        pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
+        real = load_pairs(data["eval"][split], limit=cfg.eval.max_images, resolution=cfg.world.resolution).images
+        metrics = generator_metrics(token_generator(run, sampler), pairs, real, world_spec(run), cfg.eval, directory, cfg.seed)
+        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+    scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images,
+             "inception": cfg.eval.inception_path, "metrics": field_names(GeneratorMetrics)}
+    return run.stage(name, {"eval": scope, "seed": cfg.seed}, inputs + [g, e], build)
+
+
+def synthesize(run: Run) -> StageResult:
+    """Cached synthetic tokens for every caption-only source: text-only corpora and LLM captions."""
+    cfg = run.config
+    _, inputs = datasets(run)
+    g, caps = t2i(run), captions(run)
+
+    def build(directory: Path) -> dict:
+        gen = token_generator(run)
+        out = {}
+        for name, captions_list in caption_sources(run).items():
+            variants = []
+            for v in range(cfg.synth.variants):
+                tokens, _ = gen.generate(captions_list, seed=cfg.seed * 1000 + 17 * v + len(name), batch_size=cfg.synth.batch_size)
+                variants.append(tokens)
+            np.save(directory / f"{name}.tokens.npy", np.stack(variants, axis=1))
+            (directory / f"{name}.captions.json").write_text(json.dumps(captions_list))
+            out[name] = {"tokens": str(directory / f"{name}.tokens.npy"), "captions": str(directory / f"{name}.captions.json"), "count": len(captions_list)}
+        return out
+
+    return run.stage("synthesize", {"synth": cfg.synth, "sampler": cfg.sampler, "seed": cfg.seed}, inputs + [g, caps], build)

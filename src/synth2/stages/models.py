@@ -1,0 +1,111 @@
+"""The frozen models every arm shares: the LM, the VQ tokenizer, and the data's token shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from synth2.data.arrays import load_pairs
+from synth2.data.quality import QualityReport
+from synth2.encoding import encode_shards
+from synth2.eval.vq import evaluate_vq
+from synth2.models.lm import FrozenLM, build_embedded_lm, train_tokenizer
+from synth2.run import Run, StageResult
+from synth2.stages import artifacts
+from synth2.stages.captions import captions, training_texts
+from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, eval_images_and_oracle
+from synth2.train import distributed
+from synth2.train.lm import LMTask, perplexity
+from synth2.train.loop import train
+from synth2.train.vq import VQTask
+
+
+def lm(run: Run) -> StageResult:
+    """The frozen LM: a local HF model, or the embedded one pre-trained on the world's text."""
+    cfg = run.config
+    if cfg.lm.path:
+        return run.stage("lm", {"path": cfg.lm.path}, [], lambda d: {"path": cfg.lm.path})
+    data, inputs = datasets(run)
+    caps = captions(run)
+
+    def build(directory: Path) -> dict:
+        texts = training_texts(run)
+        tokenizer = train_tokenizer(texts, cfg.lm.model.vocab_size)
+        torch.manual_seed(cfg.seed)
+        model = build_embedded_lm(cfg.lm.model, tokenizer)
+        frozen = FrozenLM(model, tokenizer, cfg.lm.max_text_length)
+        dist = distributed.init(cfg.device)
+        task = LMTask(cfg.lm, frozen, texts, dist, cfg.seed)
+        train(task, cfg.lm.train, directory, dist, "lm", config_to_save=cfg.lm)
+        model.requires_grad_(False)
+        frozen.save(directory / "model")
+        eval_refs = [r for refs in load_pairs(data["eval"]["a"], images=False).references() for r in refs]
+        ppl = perplexity(frozen, eval_refs[:2000])
+        (directory / "metrics.json").write_text(json.dumps({"eval_perplexity": ppl, "train_texts": len(texts)}, indent=2))
+        return {"path": str(directory / "model"), "eval_perplexity": ppl}
+
+    return run.stage("lm", {"lm": cfg.lm, "seed": cfg.seed}, inputs + [caps], build)
+
+
+def frozen_lm(run: Run) -> FrozenLM:
+    """The run's frozen LM (loaded once per process and shared)."""
+    return artifacts.load_lm(lm(run)["path"], run.config.lm.max_text_length)
+
+
+def vq(run: Run) -> StageResult:
+    cfg = run.config
+    data, inputs = datasets(run)
+
+    def build(directory: Path) -> dict:
+        if cfg.vq.pretrained:
+            model_dir = Path(cfg.vq.pretrained)
+            model = artifacts.load_vq(model_dir)
+            source = {}
+        else:
+            source = {"trained_on": data["vq_images"]}
+            report = QualityReport(source=data["vq_images"], max_bad_fraction=cfg.data.max_bad_fraction)
+            images = load_pairs(data["vq_images"], report=report, resolution=cfg.world.resolution).images
+            dist = distributed.init(cfg.device)
+            task = VQTask(cfg.vq, images, dist, cfg.seed)
+            train(task, cfg.vq.train, directory, dist, "vq", config_to_save=cfg.vq)
+            model_dir = artifacts.save_module(directory / "model", task.model, cfg.vq.model)
+            model = task.model.eval()
+        metrics = evaluate_vq(model, *eval_images_and_oracle(run, data["eval"]["a"]))
+        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return {"path": str(model_dir), **source, **metrics}
+
+    # the user's image source, not data["vq_images"]: that holds the run's own path, and the
+    # world's images reach this stage through the world stage's fingerprint
+    fingerprint = {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution, "images": cfg.data.vq_images or cfg.data.paired}
+    return run.stage("vq", fingerprint, inputs, build)
+
+
+def load_vq(run: Run) -> torch.nn.Module:
+    return artifacts.load_vq(vq(run)["path"])
+
+
+def encode(run: Run) -> StageResult:
+    """Token shards beside every image split, with the same keys (the open-muse convention)."""
+    cfg = run.config
+    data, inputs = datasets(run)
+    v = vq(run)
+
+    def build(directory: Path) -> dict:
+        model = load_vq(run)
+        splits = {"paired": data["paired"], **data["text_only"], **{f"eval_{s}": data["eval"][s] for s in EVAL_SPLIT_NAMES}}
+        out = {}
+        for name, shards in splits.items():
+            report = QualityReport(source=str(shards), max_bad_fraction=cfg.data.max_bad_fraction)
+            encode_shards(model, shards, directory / name, report, cfg.world.resolution)
+            report.write(directory / name / "encode_report.json")
+            out[name] = str(directory / name)
+        return {"splits": out}
+
+    return run.stage("encode", {"resolution": cfg.world.resolution}, inputs + [v], build)
+
+
+def token_grid(run: Run) -> tuple[int, int]:
+    """(h, w) of the run's token grids."""
+    return tuple(load_pairs(encode(run)["splits"]["eval_a"], images=False, tokens=True, limit=1).tokens.shape[1:])

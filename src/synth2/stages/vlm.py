@@ -1,0 +1,161 @@
+"""The VLM arms: train one arm's VLM on its sources, then caption and score both eval splits;
+and the image-blind floor every arm is compared with.
+
+Every arm of a process runs on the same loaded frozen LM (`frozen_lm`), so each VLM built
+here is detached from it when its stage is done (`artifacts.attached`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from synth2.data.arrays import load_pairs
+from synth2.eval.captioning import METRICS, evaluate_captions
+from synth2.models.decode import beam_search, decode_texts
+from synth2.models.vlm import VLM
+from synth2.run import Run, StageResult
+from synth2.stages import artifacts
+from synth2.stages.arms import Arm, run_arms, vlm_stage_name
+from synth2.stages.captions import caption_sources
+from synth2.stages.curation import curate
+from synth2.stages.data import EVAL_SPLIT_NAMES, datasets
+from synth2.stages.generator import synthesize, t2i, token_generator
+from synth2.stages.models import encode, frozen_lm, lm, load_vq, token_grid, vq
+from synth2.train import distributed
+from synth2.train.loop import train
+from synth2.train.vlm import SourceData, VLMTask
+
+
+def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageResult:
+    """Train one experiment arm's VLM, with a CIDEr curve, then caption and score both eval splits."""
+    cfg = run.config
+    seed = cfg.seed if seed is None else seed
+    arms = run_arms(run)
+    if arm_name not in arms:
+        raise ValueError(f"unknown arm {arm_name!r}; the arms are {sorted(arms)}")
+    arm = arms[arm_name]
+    _, inputs = datasets(run)
+    l, v, e = lm(run), vq(run), encode(run)
+    on_the_fly = arm.synthetic and cfg.synth.mode == "on_the_fly" and not arm.curated
+    if arm.curated:
+        extra = [curate(run)]
+    elif on_the_fly:
+        extra = [t2i(run)]
+    else:
+        extra = [synthesize(run)] if arm.synthetic else []
+    name = vlm_stage_name(arm_name, seed, cfg.seed)
+    stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if arm.synthetic else None}
+    if on_the_fly:  # the cached mode's sampler is in `synthesize`, the curated one's in `curate`
+        stage_cfg["sampler"] = cfg.sampler
+
+    def build(directory: Path) -> dict:
+        sources = [source_data(run, source, on_the_fly) for source in arm.sources]
+        generator = token_generator(run) if on_the_fly else None
+        frozen, vq_model, grid = frozen_lm(run), load_vq(run), token_grid(run)
+        torch.manual_seed(seed)
+        with artifacts.attached(VLM(cfg.vlm.model, frozen, vq_model, grid)) as model:
+            dist = distributed.init(cfg.device)
+            task = VLMTask(cfg.vlm, model, sources, dist, seed, generator, space=arm.space)
+            eval_a = load_pairs(e["splits"]["eval_a"], images=False, tokens=True, limit=cfg.eval.curve_images)
+
+            def curve(step: int) -> dict:
+                return {"cider_a": caption_and_score(model, eval_a, cfg, directory / "curve", f"step{step}", ("CIDEr",))["CIDEr"]}
+
+            evaluate = curve if cfg.eval.curve_every and arm_name in cfg.eval.curve_arms else None
+            train_cfg = dataclasses.replace(cfg.vlm.train, eval_every=cfg.eval.curve_every)
+            result = train(task, train_cfg, directory, dist, name, evaluate=evaluate, config_to_save=stage_cfg)
+            save_vlm(directory / "model", task.modules["vlm"], model, cfg)
+            scores = score_splits(model, run, directory)
+            scores["gate_openness"] = model.gate_openness()
+        scores["train_seconds"] = result.seconds
+        scores["steps_per_s"] = cfg.vlm.train.steps / max(result.seconds, 1e-9)
+        (directory / "scores.json").write_text(json.dumps(scores, indent=2))
+        return scores
+
+    return run.stage(name, stage_cfg, inputs + [l, v, e, *extra], build)
+
+
+def save_vlm(directory: Path, trainable: torch.nn.Module, model: VLM, cfg) -> Path:
+    return artifacts.save_module(directory, trainable, cfg.vlm.model, grid=list(model.grid), lm_width=model.lm.hidden_size, media_width=model.vq.embed_dim)
+
+
+def score_splits(model: VLM, run: Run, directory: Path) -> dict:
+    """Caption and score every eval split: {"CIDEr_a": ..., "CIDEr_b": ..., ...}."""
+    cfg, e = run.config, encode(run)
+    scores = {}
+    for split in EVAL_SPLIT_NAMES:
+        pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
+        for metric, value in caption_and_score(model, pairs, cfg, directory, f"eval_{split}").items():
+            scores[f"{metric}_{split}"] = value
+    return scores
+
+
+def source_data(run: Run, source, on_the_fly: bool) -> SourceData:
+    """Captions and token grids of one VLM source: real (encoded once), cached synthetic, curated, or on the fly."""
+    if source.kind == "real":
+        pairs = load_pairs(encode(run)["splits"][source.data], images=False, tokens=True)
+        return SourceData(source.data, source, pairs.captions, pairs.tokens)
+    curated = Arm(source.data, "", [source]).curated
+    if curated:
+        cached = curate(run)["sets"][curated]
+    elif on_the_fly:
+        return SourceData(source.data, source, caption_sources(run)[source.data], None)
+    else:
+        cached = synthesize(run)[source.data]
+    return SourceData(source.data, source, json.loads(Path(cached["captions"]).read_text()), np.load(cached["tokens"]))
+
+
+def caption_and_score(model, pairs, cfg, directory: Path, name: str, metrics=None) -> dict:
+    """Caption `pairs`' token grids, write predictions + references, score the files."""
+    was_training = model.training
+    model.eval()
+    predictions = []
+    for start in range(0, len(pairs), 64):
+        tokens = torch.from_numpy(pairs.tokens[start : start + 64]).long()
+        ids = beam_search(model, tokens, cfg.vlm.eval_prompt, cfg.eval.beams, cfg.eval.max_new_tokens)
+        predictions += decode_texts(model, ids)
+    model.train(was_training)
+    # an empty prediction is a legitimate (bad) answer, but PTB tokenisation needs a token
+    predictions = [p if p.strip() else "." for p in predictions]
+    scores = evaluate_captions(directory, name, pairs.keys, predictions, pairs.references(), metrics or METRICS)
+    # a VLM that ignores its images says the same few captions for every image
+    scores["distinct"] = len(set(predictions)) / max(len(predictions), 1)
+    return scores
+
+
+def blind(run: Run) -> StageResult:
+    """The image-blind floor: the VLM before training, scored like every arm.
+
+    Its gates start closed, so it is exactly the frozen LM and says the LM's own most likely
+    caption for every image. An arm near this floor has learnt the caption prior, not to look.
+    """
+    cfg = run.config
+    _, inputs = datasets(run)
+    l, v, e = lm(run), vq(run), encode(run)
+
+    def build(directory: Path) -> dict:
+        frozen, vq_model, grid = frozen_lm(run), load_vq(run), token_grid(run)
+        torch.manual_seed(cfg.seed)
+        with artifacts.attached(VLM(cfg.vlm.model, frozen, vq_model, grid)) as model:
+            out = score_splits(model, run, directory)
+        out["caption"] = json.loads((directory / "eval_a.predictions.json").read_text())[0]["caption"]
+        return out
+
+    # with closed gates the VLM's own settings cannot change a caption: only the decoding can
+    decoding = {"max_images": cfg.eval.max_images, "beams": cfg.eval.beams, "max_new_tokens": cfg.eval.max_new_tokens, "prompt": cfg.vlm.eval_prompt}
+    return run.stage("eval/blind", decoding, inputs + [l, v, e], build)
+
+
+@contextmanager
+def trained_vlm(run: Run, arm: str = "baseline", seed: int | None = None) -> Iterator[VLM]:
+    """A trained arm's VLM (trained first if needed), detached from the shared LM afterwards."""
+    stage = vlm(run, arm, seed)
+    with artifacts.attached(artifacts.load_vlm(stage.directory / "model", frozen_lm(run), load_vq(run))) as model:
+        yield model

@@ -1,0 +1,46 @@
+"""Training the controlled dual encoder (CLIPScore for curation) contrastively on the paired data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from synth2.models.clip import ClipConfig, DualEncoder
+from synth2.models.lm import CaptionStates
+from synth2.models.vq import to_model_pixels
+from synth2.train.distributed import wrap
+from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
+
+
+@dataclass
+class ClipStageConfig:
+    model: ClipConfig = field(default_factory=ClipConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=128, lr=2e-3, warmup=20, weight_decay=0.01, checkpoint_every=200))
+    # A local Hugging Face CLIP directory to score with instead of the controlled encoder.
+    hf_path: str = ""
+    # Run the frozen LM over the paired captions once, not at every step (see CaptionStates).
+    cache_text: bool = True
+
+
+class ClipTask:
+    def __init__(self, cfg: ClipStageConfig, lm, images: np.ndarray, captions: list[str], dist, seed: int):
+        torch.manual_seed(seed)
+        self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
+        self.images, self.captions = torch.from_numpy(images), captions
+        self.model = DualEncoder(cfg.model, lm.hidden_size)
+        self.modules = {"clip": self.model}
+        self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}
+        self.ddp = wrap(self.model, dist)
+        self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
+
+    def batch(self, step: int):
+        indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
+        states, mask = self.text[indices.tolist()]
+        return to_model_pixels(self.images[indices]), states, mask
+
+    def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
+        with ctx.autocast():
+            loss = self.model.contrastive_loss(*batch)
+        return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["clip"])}
