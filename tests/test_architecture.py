@@ -12,7 +12,7 @@ ROOT = Path(synth2.__file__).parent
 
 # bottom to top; a component may import its own layer and the layers below, never above
 LAYERS = [
-    {"configtools", "progress", "hardware"},
+    {"configtools", "progress", "hardware", "errors", "files"},
     {"data"},
     {"captions"},
     {"world"},

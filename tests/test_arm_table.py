@@ -23,3 +23,13 @@ def test_seed_table_compares_each_seed_with_the_reference_on_the_same_seed_and_m
 def test_a_reference_that_scored_zero_gives_no_ratio():
     table = {(r["arm"], r["seed"]): r for r in seed_table([_row("gold", 0, 0.0), _row("synth2", 0, 1.0)], relative_to="gold")}
     assert table[("synth2", 0)]["CIDEr_a_relative"] is None
+
+
+def test_seed_mean_gives_each_number_its_mean_and_std_over_seeds():
+    from synth2.report.results import seed_mean
+
+    rows = [{"cider_a": 0.2, "distinct_a": 0.5}, {"cider_a": 0.4, "distinct_a": 0.5}]
+    row = seed_mean(rows)
+    assert row["cider_a"] == pytest.approx(0.3) and row["cider_a_std"] == pytest.approx(0.1)
+    assert row["distinct_a"] == 0.5 and row["distinct_a_std"] == 0.0
+    assert seed_mean(rows[:1]) == rows[0]  # one seed: no std

@@ -9,7 +9,7 @@ from synth2.cli import app
 from synth2.hardware import describe as describe_hardware
 
 REQUIRED = {
-    "preset", "seed", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "figure6", "generator", "vq", "curation",
+    "preset", "seed", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "controls", "figure6", "generator", "vq", "curation",
 }
 
 
@@ -30,7 +30,12 @@ def test_reproduce_writes_results_and_report(tiny_run):
         assert {"cider_a", "concentration_top3", "concentration_top5", "entropy"} <= set(results["table3"][arm])
     assert {"steps_per_s", "cider_a"} <= set(results["table5"]["genpair"]) and results["table5"]["genpair_pixel"]["steps_per_s"] > 0
     assert {"steps", "baseline_mean", "baseline_std", "genpair_mean", "genpair_std", "parity_fraction"} <= set(results["figure6"])
-    assert {"oracle_seen", "oracle_heldout", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm_style", "oracle_llm_style_whole", "oracle_llm_style_first_sentence", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
+    assert {"oracle_seen", "oracle_heldout", "oracle_composition", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm", "oracle_llm_seen", "oracle_llm_heldout",
+            "oracle_llm_composition", "oracle_genpair", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
+    # the control arms train and score: GenPair's captions with true and with uninformative images
+    for arm in ("baseline", "genpair_blind", "genpair", "genpair_true"):
+        assert {"cider_a", "cider_b", "gate_openness"} <= set(results["controls"][arm])
+    assert "genpair_image_share" in results["claims"]
     assert {"psnr", "codebook_usage", "oracle_accuracy", "oracle_accuracy_by_shape"} <= set(results["vq"])
     assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
     assert 0.0 <= results["curation"]["auc"] <= 1.0
@@ -111,21 +116,21 @@ def test_sampler_sweep_evaluates_the_trained_generator_without_retraining_it(tin
 
     before = json.loads((tiny_run / "manifest.json").read_text())["stages"]
     sampler = tiny().sampler
-    sweep = ["sampler-sweep", "--run", str(tiny_run), "--preset", "tiny", "--steps", str(sampler.steps)]
-    result = CliRunner().invoke(app, sweep + ["--split", "a", "--guidance", f"1,{sampler.guidance}"])
+    sweep = ["sampler-sweep", "--run", str(tiny_run), "--preset", "tiny", "--guidance", str(sampler.guidance)]
+    result = CliRunner().invoke(app, sweep + ["--split", "a", "--steps", f"1,{sampler.steps}"])
     assert result.exit_code == 0, result.output
     after = json.loads((tiny_run / "manifest.json").read_text())["stages"]
-    for stage in ("t2i", "t2i_eval", "synthesize"):
+    for stage in ("t2i", "t2i_eval"):
         assert after[stage]["finished"] == before[stage]["finished"]
     rows = json.loads((tiny_run / "sampler_sweep_a.json").read_text())["rows"]
-    assert [(r["steps"], r["guidance"]) for r in rows] == [(sampler.steps, 1.0), (sampler.steps, sampler.guidance)]
+    assert [(r["steps"], r["guidance"]) for r in rows] == [(1, sampler.guidance), (sampler.steps, sampler.guidance)]
     # the config's own sampler on split A is the report's stage, not a new one
     generator = json.loads((tiny_run / "results.json").read_text())["generator"]
     assert all(rows[1][k] == generator[k] for k in ("oracle_seen", "oracle_heldout", "oracle_count_right"))
-    assert rows[0]["fd_vq"] != rows[1]["fd_vq"]  # guidance 1 draws other images
+    assert rows[0]["fd_vq"] != rows[1]["fd_vq"]  # one step draws other images
     assert (tiny_run / "sampler_sweep_a.png").stat().st_size > 0
     # a rerun finds every setting done
-    assert CliRunner().invoke(app, sweep + ["--split", "a", "--guidance", "1"]).exit_code == 0
+    assert CliRunner().invoke(app, sweep + ["--split", "a", "--steps", "1"]).exit_code == 0
     assert json.loads((tiny_run / "manifest.json").read_text())["stages"] == after
     bad = CliRunner().invoke(app, sweep + ["--split", "c"])
     assert bad.exit_code == 2 and "'a' or 'b'" in bad.output
@@ -237,3 +242,9 @@ def test_report_and_readme_table_render_again_from_results_json(tiny_run, tmp_pa
     assert "STALE TABLE" not in text and text.startswith("intro") and text.endswith("end\n")
     results = json.loads((tiny_run / "results.json").read_text())
     assert f"{results['table2']['baseline']['cider_a']:.3f}" in text
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n<!-- results:tiny -->\n<!-- /results:tiny -->\n")
+    result = CliRunner().invoke(app, ["report", "--run", str(tiny_run), "--doc", str(doc)])
+    assert result.exit_code == 0, result.output
+    text = doc.read_text()
+    assert "### GenPair's gain split" in text and f"{results['controls']['genpair_true']['cider_a']:.3f}" in text

@@ -98,7 +98,7 @@ def test_golden_logits_of_a_tiny_seeded_model():
     assert torch.allclose(logits[0, 0, :6], golden, atol=1e-4), logits[0, 0, :6].tolist()
 
 
-GOLDEN_T2I = [1.1142066, 0.9416159, -0.5255837, -0.9681407, -0.4491827, 0.2216009]  # recorded from this implementation
+GOLDEN_T2I = [0.8089858, 1.2103450, 0.1586335, -0.3583031, 0.0286013, 0.3967308]  # recorded from this implementation
 
 
 def test_loss_is_on_masked_positions_only():
@@ -214,14 +214,3 @@ def test_the_generator_can_be_prompted_with_the_first_sentence_only(tiny_llama_d
     assert torch.equal(first.tokens([caption], seed=0), first.tokens(["a red circle and a blue star."], seed=0))
     whole = TokenGenerator(lm, model, SamplerConfig(steps=3))
     assert whole.prompt(caption) == caption[len("This is an image of ") :]
-
-
-@pytest.mark.parametrize("first_sentence", [False, True])
-def test_the_llm_style_oracles_prompt_as_the_sampler_whole_and_by_first_sentence(first_sentence):
-    from synth2.eval.generator import llm_style_samplers
-
-    sampler = SamplerConfig(steps=3, first_sentence=first_sentence)
-    ways = llm_style_samplers(sampler)
-    assert ways["oracle_llm_style"] == sampler
-    assert ways["oracle_llm_style_whole"] == SamplerConfig(steps=3, drop_prefix="", first_sentence=False)
-    assert ways["oracle_llm_style_first_sentence"] == SamplerConfig(steps=3, first_sentence=True)

@@ -131,13 +131,37 @@ def test_batch_shares():
         batch_shares([SourceConfig(weight=0.0)], 4)
 
 
-def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding"):
+def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding", on_the_fly=False):
     vlm = make_vlm(lm_dir, seed=seed)
     rng = np.random.default_rng(0)
     real = SourceData("paired", SourceConfig(kind="real", data="paired"), CAPTIONS, rng.integers(0, 16, (len(CAPTIONS), 4, 4)))
-    synth = SourceData("llm", SourceConfig(kind="synthetic", data="llm", prompt="<llm>"), CAPTIONS[:10], rng.integers(0, 16, (10, 2, 4, 4)))
+    cached = None if on_the_fly else rng.integers(0, 16, (10, 2, 4, 4))
+    synth = SourceData("llm", SourceConfig(kind="synthetic", data="llm", prompt="<llm>"), CAPTIONS[:10], cached)
     cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1))
-    return VLMTask(cfg, vlm, [real, synth], dist, seed, space=space), cfg
+    generator = _token_generator(vlm.lm) if on_the_fly else None
+    return VLMTask(cfg, vlm, [real, synth], dist, seed, generator, space=space), cfg
+
+
+def _token_generator(lm):
+    """A tiny untrained generator over the VLM's 16-code VQ, sampling at temperature 1."""
+    from synth2.models.sampler import SamplerConfig
+    from synth2.models.t2i import T2IConfig, T2IModel
+    from synth2.synthesis import TokenGenerator
+
+    torch.manual_seed(1)
+    model = T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0), 16, (4, 4), lm.hidden_size)
+    return TokenGenerator(lm, model, SamplerConfig(steps=2, guidance=1.0, temperature=1.0))
+
+
+def test_on_the_fly_synthesis_draws_a_fresh_grid_each_step_and_the_same_after_resume(tiny_llama_dir, tmp_path):
+    task, cfg = _task(tiny_llama_dir, on_the_fly=True)
+    synthetic = task.sources[1]
+    captions = np.arange(4)  # the same four captions, drawn at two steps
+    at_step_2, at_step_5 = task._tokens(synthetic, captions, 2, 1), task._tokens(synthetic, captions, 5, 1)
+    assert not torch.equal(at_step_2, at_step_5)
+    fresh, _ = _task(tiny_llama_dir, on_the_fly=True)
+    assert torch.equal(fresh._tokens(fresh.sources[1], captions, 5, 1), at_step_5)  # as a resumed run draws them
+    assert_resume_equals_uninterrupted(lambda: _task(tiny_llama_dir, on_the_fly=True)[0], cfg.train, tmp_path, "vlm", stop_after=3)
 
 
 def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):

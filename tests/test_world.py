@@ -38,7 +38,7 @@ def test_render_is_deterministic_and_sized():
     spec = WorldSpec(WorldConfig(), seed=0)
     scene = sample_scene(np.random.default_rng(1), spec)
     for res in (32, 64, 256):
-        a, b = render(scene, res, 3), render(scene, res, 3)
+        a, b = render(scene, res, spec.cfg.grid), render(scene, res, spec.cfg.grid)
         assert a.shape == (res, res, 3) and a.dtype == np.uint8
         assert np.array_equal(a, b)
 
@@ -46,7 +46,7 @@ def test_render_is_deterministic_and_sized():
 def test_oracle_counts_a_wrong_colour_as_wrong():
     spec = WorldSpec(WorldConfig(), seed=0)
     scene = sample_scene(np.random.default_rng(2), spec)
-    parsed = Oracle(spec).parse(render(scene, 32, 3))
+    parsed = Oracle(spec).parse(render(scene, 32, spec.cfg.grid))
     obj = scene.objects[0]
     other = next(c for c in spec.colours if c != obj.colour)
     wrong = type(scene)((type(obj)(obj.shape, other, obj.size, obj.row, obj.col),) + scene.objects[1:], scene.background)
@@ -72,11 +72,11 @@ def test_scene_agreement_and_hits_by_shape_say_what_a_parse_gets_wrong():
     red_heart, blue_star = Obj("heart", "red", "small", 0, 0), Obj("star", "blue", "large", 1, 1)
     true = Scene((red_heart, blue_star), "black")
     moved = Scene((Obj("heart", "red", "large", 2, 2), blue_star), "grey")  # positions, sizes, background free
-    assert scene_agreement(true, moved) == {"objects": True, "count": True, "colours": True, "shapes": True}
+    assert scene_agreement(true, moved) == {"objects": True, "count": True, "colours": True, "shapes": True, "present": True}
     swapped = Scene((Obj("heart", "blue", "small", 0, 0), Obj("star", "red", "large", 1, 1)), "black")
-    assert scene_agreement(true, swapped) == {"objects": False, "count": True, "colours": True, "shapes": True}
+    assert scene_agreement(true, swapped) == {"objects": False, "count": True, "colours": True, "shapes": True, "present": False}
     extra = Scene((red_heart, blue_star, Obj("heart", "red", "small", 2, 0)), "black")
-    assert scene_agreement(true, extra) == {"objects": False, "count": False, "colours": False, "shapes": False}
+    assert scene_agreement(true, extra) == {"objects": False, "count": False, "colours": False, "shapes": False, "present": True}
     assert hits_by_shape(true, swapped) == [("heart", False), ("star", False)]
     assert hits_by_shape(true, extra) == [("heart", True), ("star", True)]
 
@@ -85,6 +85,7 @@ def test_world_splits_show_skew_and_heldout(tiny_world):
     out, summary, cfg = tiny_world
     splits = summary["splits"]
     assert set(splits) == {"paired", "ltip", "webli", "eval_a", "eval_b", "images"}
+    assert summary["lm_text"]["captions"] == cfg.world.lm_text
     assert splits["paired"]["heldout_combination_objects"] == 0
     assert splits["eval_a"]["heldout_combination_objects"] > 0
     assert splits["eval_b"]["heldout_combination_objects"] > 0
@@ -208,17 +209,55 @@ def test_world_llm_describes_a_given_scene_in_its_style():
     assert text == llm.describe(scene, seed=5) != llm.describe(scene, seed=6)
 
 
-def test_generator_oracle_groups_images_by_whether_their_scene_has_a_heldout_combination():
-    from synth2.eval.generator import oracle_agreements, seen_and_heldout
+def test_generator_oracle_groups_scenes_into_seen_heldout_and_novel_composition():
+    from synth2.eval.generator import OracleContext, by_group, oracle_agreements
 
     spec = WorldSpec(WorldConfig(), seed=0)
     shape, colour = sorted(spec.heldout)[0]
     seen_colour = spec.allowed_colours[shape][0]
+    other = next(s for s in spec.shapes if s != shape)
+    other_colour = spec.allowed_colours[other][0]
     heldout_scene = Scene((Obj(shape, colour, "large", 0, 0),), "black")
     seen_scene = Scene((Obj(shape, seen_colour, "large", 1, 1),), "grey")
-    other_seen = Scene((Obj(shape, seen_colour, "large", 2, 2),), "navy")
-    scenes = [heldout_scene, seen_scene, other_seen]
-    # the third image shows another scene's object, so only it is wrong
-    images = np.stack([render(s, 32, spec.cfg.grid) for s in (heldout_scene, seen_scene, heldout_scene)])
-    out = seen_and_heldout(spec, scenes, oracle_agreements(spec, scenes, images), "oracle")
-    assert out == {"oracle_seen": 0.5, "oracle_seen_count": 2, "oracle_heldout": 1.0, "oracle_heldout_count": 1}
+    together = Scene((Obj(shape, seen_colour, "large", 0, 0), Obj(other, other_colour, "small", 1, 0)), "black")
+    # the paired data showed both objects, but never in one scene
+    context = OracleContext.from_paired(spec, [seen_scene, Scene((Obj(other, other_colour, "large", 0, 1),), "black")])
+    assert [context.group(s) for s in (heldout_scene, seen_scene, together)] == ["heldout", "familiar", "composition"]
+    scenes = [heldout_scene, seen_scene, together, seen_scene]
+    # the last image shows another scene's object, so only it is wrong
+    images = np.stack([render(s, 32, spec.cfg.grid) for s in (heldout_scene, seen_scene, together, heldout_scene)])
+    right = [a["objects"] for a in oracle_agreements(spec, scenes, images)]
+    assert right == [True, True, True, False]
+    assert by_group(context, scenes, right, "oracle") == {
+        "oracle_seen": 2 / 3, "oracle_seen_count": 3, "oracle_heldout": 1.0, "oracle_heldout_count": 1,
+        "oracle_composition": 1.0, "oracle_composition_count": 1,
+    }
+    # a scene of the paired data itself is familiar
+    assert OracleContext.from_paired(spec, [together]).group(together) == "familiar"
+
+def test_training_sources_share_no_style_or_annotator_with_the_eval_references(tiny_world):
+    """The paper's regime: every training source (paired, text-only corpora, the LM's web text,
+    the world LLM) is written in another style, by other people, than the eval references."""
+    from synth2.data.corpus import read_captions
+
+    out, _, cfg = tiny_world
+
+    def writers(split):
+        metas = [p.meta for p in read_pairs(out / split, decode_images=False, split=False)]
+        return {m["style"] for m in metas}, {a for m in metas for a in m["annotators"]}
+
+    eval_styles, eval_people = set(), set()
+    for split in ("eval_a", "eval_b"):
+        styles, people = writers(split)
+        eval_styles |= styles
+        eval_people |= people
+    assert eval_styles == set(cfg.world.eval_styles) and len(eval_people) >= cfg.world.annotators_per_style
+    sources = {name: writers(name) for name in ("paired", *cfg.world.text_only)}
+    lm_text = read_captions(out / "lm_text" / "captions.jsonl")
+    # the LM reads the eval styles too (an LLM has read the web), but from writers of its own
+    sources["lm_text"] = (set(), {r["annotator"] for r in lm_text})
+    sources["llm"] = ({"llm"}, {p.seed for p in WorldLLM(WorldSpec(cfg.world, cfg.seed))._people})
+    for name, (styles, people) in sources.items():
+        assert people and not people & eval_people, name
+        assert not styles & eval_styles, name
+    assert {r["style"] for r in lm_text} == set(cfg.world.lm_text_styles)

@@ -37,12 +37,13 @@ from synth2.models.decode import beam_search, decode_texts
 from synth2.models.lm import FrozenLM
 from synth2.models.vq import to_model_pixels
 from synth2.report.arm_table import arm_scores, seed_table
-from synth2.report.build import summary, update_readme as replace_readme_block, write_report
+from synth2.report.build import full_markdown, summary, update_readme as replace_readme_block, write_report
 from synth2.report.results import Results
 from synth2.run import Run
 from synth2.stages.captions import world_llm
 from synth2.stages.curation import clip
 from synth2.stages.curation import curate as run_curate
+from synth2.stages.data import check_inputs
 from synth2.stages.generator import t2i, t2i_eval, token_generator
 from synth2.stages.models import frozen_lm, lm, load_vq, vq
 from synth2.stages.vlm import trained_vlm, vlm
@@ -54,6 +55,7 @@ def open_run(root: str | Path, preset: str | None = None, config_file: str | Pat
     """Open (or create) a run directory with a resolved config; see `synth2.config.resolve`."""
     root = Path(root)
     cfg = config_mod.resolve(preset, config_file, list(overrides), saved=root / "config.yaml")
+    check_inputs(cfg)
     return Run(root, cfg)
 
 
@@ -175,6 +177,11 @@ def report(run_dir: str | Path) -> dict:
 def results_table(run_dir: str | Path) -> str:
     """The README's results table (markdown) of a run, from its results.json."""
     return summary(Results.read(Path(run_dir) / "results.json"))
+
+
+def results_document(run_dir: str | Path) -> str:
+    """Every table of a run's report (markdown), from its results.json."""
+    return full_markdown(Results.read(Path(run_dir) / "results.json"))
 
 
 def update_readme(readme: str | Path, run_dir: str | Path, table: str | None = None) -> None:

@@ -8,15 +8,19 @@ saved config.yaml is used. Finished stages are skipped, so rerunning resumes.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 from rich.table import Table
 
 from synth2 import api
+from synth2.errors import USER_ERRORS, one_line
 from synth2.stages.data import EVAL_SPLIT_NAMES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Synthetic captions and image embeddings for VLMs.")
@@ -55,6 +59,8 @@ def world(
     for name, s in summary["splits"].items():
         table.add_row(name, s["style"], str(s["images"]), f"{s['top3_class_share']:.1%}", str(s["heldout_combination_objects"]))
     out.print(table)
+    if "lm_text" in summary:
+        out.print(f"lm_text: {summary['lm_text']['captions']} captions for the embedded LM ({', '.join(summary['lm_text']['styles'])})")
 
 
 @app.command()
@@ -343,8 +349,13 @@ def report(
     run: Path = typer.Option(..., "--run", help="Run directory with a results.json."),
     markdown: bool = typer.Option(False, "--markdown", help="Print the README's results table instead."),
     readme: Optional[Path] = typer.Option(None, "--readme", help="Write the results table into this README's <!-- results:PRESET --> block."),
+    doc: Optional[Path] = typer.Option(None, "--doc", help="Write every table of the report into this document's <!-- results:PRESET --> block."),
 ):
     """Render report.md and report.html again from results.json; or the README's results table from it."""
+    if doc:
+        api.update_readme(doc, run, api.results_document(run))
+        out.print(f"{doc}: tables of {run / 'results.json'} written")
+        return
     if markdown or readme:
         table = api.results_table(run)
         if readme:
@@ -366,13 +377,53 @@ def reproduce(
     out.print_json(json.dumps(results["claims"]))
 
 
+# The signal that stopped the command, if any: typer turns the KeyboardInterrupt our handlers
+# raise into a plain exit code, so the handlers say here what happened.
+_stopped_by: list[int] = []
+
+
+def _on_signal(signum, frame):
+    _stopped_by.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console-script entry point; `main([...])` is callable from tests."""
+    """Console-script entry point; `main([...])` is callable from tests.
+
+    A user error prints one line naming what is wrong and exits 2; `--debug` (anywhere on the
+    command line) shows the traceback instead. Ctrl-C exits 130 and SIGTERM 143 at once:
+    everything finished is already on disk (stages, checkpoints, each LLM answer as it
+    arrives), and rerunning the command resumes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    if argv is None:
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
     try:
-        app(args=argv, prog_name="synth2", standalone_mode=argv is None)
-    except SystemExit as e:
-        if e.code:
+        code = app(args=args, prog_name="synth2", standalone_mode=False)
+    except typer.Exit as e:
+        code = e.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except TyperException as e:  # typer's own click: a usage error, shown as click shows it
+        e.show()
+        code = e.exit_code
+    except Exception as e:
+        if debug:
             raise
+        print(f"synth2: error: {one_line(e)}  (synth2 --debug ... shows the traceback)", file=sys.stderr)
+        code = 2 if isinstance(e, USER_ERRORS) else 1
+    if _stopped_by:
+        print("synth2: interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # not sys.exit: that would join worker threads still waiting on the network (up to
+        # their timeout); nothing they hold is lost, since every answer is written as it lands
+        os._exit(143 if _stopped_by[0] == signal.SIGTERM else 130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

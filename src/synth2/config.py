@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import yaml
 
@@ -55,9 +55,10 @@ class DataConfig:
 class SynthConfig:
     """Synthetic image tokens for caption-only sources."""
 
-    # "cache": generate `variants` token grids per caption once, before VLM training;
-    # "on_the_fly": generate each batch's tokens while training (the paper's setting).
-    mode: str = "cache"
+    # "on_the_fly": generate each batch's tokens while training, a fresh sample each time a caption
+    # comes back (the paper's setting, which it credits as augmentation);
+    # "cache": generate `variants` token grids per caption once, before VLM training.
+    mode: Literal["on_the_fly", "cache"] = "on_the_fly"
     variants: int = 1
     batch_size: int = 128
 
@@ -79,12 +80,18 @@ class EvalConfig:
 @dataclass
 class ExperimentsConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
-    # Figure 6 runs Baseline and Synth² (+GenPair) on every seed; the other arms on seeds[0].
+    # Figure 6 runs Baseline and Synth² (+GenPair) on every seed; the table arms run on the run's
+    # seed, or on every seed with `table_seeds` (the tables then show mean ± std over seeds).
+    table_seeds: bool = False
     genpair_size: int = 0  # LLM captions used by GenPair (0 = all); real_extra uses as many real pairs
     real_extra_corpus: str = "webli"
-    # Style tags: sources whose captions are in another style are trained after their own
-    # prompt, and evaluation decodes after the paired data's prompt ("" here).
-    source_prompts: bool = True
+    # Each source's share of a VLM batch: "by_size" = its share of the arm's examples (sampling the
+    # union uniformly: the paper adds 1M GenPair pairs to CCv2's 10.1M and states no other
+    # mixture); "equal" = every added corpus together gets the paired data's share.
+    mixing: Literal["by_size", "equal"] = "by_size"
+    # Style tags (an ablation; the paper has none): each added source is trained after a prompt
+    # naming it, and evaluation decodes after the paired data's prompt ("").
+    source_prompts: bool = False
 
 
 @dataclass
@@ -123,7 +130,7 @@ def _cpu_vq() -> VQConfig:
         mid_blocks=0,
         norm="none",
         latent_dim=32,
-        codebook_size=512,
+        codebook_size=768,
         codebook_dim=8,
         cosine=True,
         encoder_kernel=1,
@@ -133,19 +140,31 @@ def _cpu_vq() -> VQConfig:
 def quick() -> Config:
     cfg = Config(preset="quick")
     cfg.world.paired = 4000
-    cfg.world.eval = 300
+    cfg.world.eval = 200
+    cfg.world.images = 4000
+    # the paper's proportions as far as a CPU's VLM steps allow: each text-only corpus 4x the
+    # paired data (the paper's are 31-35x CCv2), GenPair's LLM captions 10% of it (as the paper)
     for corpus in cfg.world.text_only.values():
-        corpus.size = 700
-    cfg.captions.n = 1000
+        corpus.size = 16000
+    cfg.captions.n = 400
     cfg.lm.train = TrainConfig(steps=160, batch_size=64, lr=3e-3, warmup=16, weight_decay=0.01, betas=[0.9, 0.95], checkpoint_every=80)
     cfg.vq.model = _cpu_vq()
-    cfg.vq.train = TrainConfig(steps=650, batch_size=64, lr=2e-3, warmup=50, checkpoint_every=325, log_every=25)
+    cfg.vq.train = TrainConfig(steps=1300, batch_size=64, lr=3e-3, warmup=50, checkpoint_every=650, log_every=25)
     cfg.vq.l2_weight = 1.0
     cfg.vq.disc_start = 1_000_000  # no adversarial phase in 3 minutes; `small` turns it on
     cfg.vq.channels_last = False
-    cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 128, 512, 3
-    cfg.t2i.train = TrainConfig(steps=260, batch_size=64, lr=2e-3, warmup=26, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=130)
-    cfg.sampler.steps = 6
+    # The generator study (docs/generator.md) chose each of these with a number: the LM's word
+    # embeddings (layer 0) and a 1-D convolution over them carry which word names which object;
+    # 2x2 token groups make a step 3x cheaper; dropout, label smoothing and the unconditional
+    # share only slowed a model this small, which then decodes best greedily without guidance.
+    m = cfg.t2i.model
+    m.width, m.mlp, m.layers, m.dropout, m.text_layer, m.text_conv, m.group = 128, 512, 3, 0.0, 0, 3, 2
+    cfg.t2i.train = TrainConfig(steps=2000, batch_size=64, lr=2e-3, warmup=26, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=1000)
+    cfg.t2i.p_uncond, cfg.t2i.label_smoothing = 0.0, 0.0
+    cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.temperature = 8, 1.0, 0.0
+    # The world LLM's captions restate their objects after the first sentence, which a generator
+    # trained on terse alt-text draws again (docs/generator.md); the VLM still reads them whole.
+    cfg.sampler.first_sentence = True
     # nine VLM arms share the 15-minute budget: short runs, a 4-point CIDEr curve
     cfg.vlm.train = TrainConfig(steps=180, batch_size=40, lr=1.5e-3, warmup=18, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=90)
     cfg.eval.curve_every = 45
@@ -173,7 +192,8 @@ def tiny() -> Config:
     cfg.vq.train = TrainConfig(steps=30, batch_size=16, lr=2e-3, warmup=5, checkpoint_every=15, log_every=5)
     cfg.t2i.model.width, cfg.t2i.model.mlp, cfg.t2i.model.layers = 64, 128, 2
     cfg.t2i.train = TrainConfig(steps=30, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=15, log_every=5)
-    cfg.sampler.steps = 4
+    # a 30-step generator's argmax is one token everywhere: sample, so the sampler's settings matter
+    cfg.sampler.steps, cfg.sampler.temperature = 4, 1.0
     cfg.vlm.model.width, cfg.vlm.model.latents, cfg.vlm.model.perceiver_layers = 32, 4, 1
     cfg.vlm.train = TrainConfig(steps=20, batch_size=16, lr=1e-3, warmup=5, checkpoint_every=10, log_every=5)
     cfg.eval.max_images = 24
@@ -195,21 +215,17 @@ def small() -> Config:
     cfg.world.eval = 500
     cfg.world.images = 12000
     for corpus in cfg.world.text_only.values():
-        corpus.size = 4000
-    cfg.captions.n = 4000
+        corpus.size = 48000  # 4x the paired data, as quick (the paper's are 31-35x)
+    cfg.captions.n = 1200  # GenPair is 10% of the paired data, as in the paper
     cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
     cfg.vq.disc_start = 12000
-    cfg.t2i.train.steps = 6000
-    # The paper's 24 sampler steps, but half its guidance: with s = 4 this small generator draws
-    # each object several times. Chosen on eval split B with `synth2 sampler-sweep` (README, Known
-    # limits); the generator's metrics are measured on split A.
-    cfg.sampler.steps, cfg.sampler.guidance = 24, 2.0
+    cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 6000, 1500
     cfg.vlm.train = TrainConfig(steps=2000, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=500)
     cfg.curate.best_of = 2
     cfg.eval.max_images = 500
     cfg.eval.curve_every = 250
     cfg.eval.curve_images = 250
-    cfg.experiments.seeds = [0, 1, 2]
+    cfg.experiments.seeds, cfg.experiments.table_seeds = [0, 1, 2], True
     return cfg
 
 

@@ -29,7 +29,7 @@ class TokenGenerator:
 
     def __post_init__(self):
         self.model.eval()
-        self.empty = empty_caption(self.lm)
+        self.empty = empty_caption(self.lm, self.model.cfg.text_layer)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -48,7 +48,7 @@ class TokenGenerator:
     @torch.no_grad()
     def tokens(self, captions: list[str], seed: int) -> torch.Tensor:
         """(B, h, w) token ids for `captions`; the same seed gives the same tokens."""
-        states, mask = self.lm.encode_texts([self.prompt(c) for c in captions])
+        states, mask = self.lm.encode_texts([self.prompt(c) for c in captions], self.model.cfg.text_layer)
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         ids = sample(self.model, states.to(device), mask.to(device), *(e.to(device) for e in self.empty), self.sampler, generator)

@@ -3,8 +3,11 @@ combinations), Fréchet distances, and a sample grid of real images beside gener
 
 Oracle accuracy: an image generated from a caption is right when the oracle reads
 exactly the caption scene's (shape, colour) objects from it (sizes and positions are
-free: captions often leave them out). Captions with any (shape, colour) combination
-the paired split never showed count as held-out.
+free: captions often leave them out). It is measured on the captions the generator is asked
+to draw: eval split A's scenes in the benchmark's style (a caption naming every object) and
+in the world LLM's style (GenPair's), and GenPair's own captions; and by what the paired
+data showed (`OracleContext.group`): held-out (shape, colour) combinations test attribute
+binding, objects never seen together test scene composition.
 
 The same criterion on the VQ reconstructions of the eval images themselves
 (`oracle_vq_*`) is the generator's ceiling in practice: it learns to draw the real images'
@@ -18,8 +21,9 @@ FID with Inception when `eval.inception_path` names a local TorchScript Inceptio
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,27 +37,35 @@ from synth2.world.llm import WorldLLM
 from synth2.world.oracle import AGREEMENT_PARTS, Oracle, scene_agreement
 from synth2.world.scene import Scene
 
-_ORACLE = "oracle accuracy, seen / held-out combinations"
+_BENCHMARK = "oracle accuracy, benchmark-style captions: seen / held-out combination (binding) / novel composition"
+_LLM = "oracle accuracy, the world LLM's captions of the same scenes, as prompted: all / seen / held-out / novel composition"
 _CEILING = "its ceiling: the same on the eval images' own VQ reconstructions, seen / held-out"
-_LLM_STYLE = "oracle accuracy, the same scenes captioned in the world LLM's style (GenPair's): as prompted / caption whole / first sentence only"
-_PARTS = "right on its own: object count / colours / shapes"
+_PARTS = "right on its own (benchmark captions): object count / colours / shapes / every object drawn, extras allowed"
 _MASKED = "masked-token accuracy, own / shuffled captions"
 
 
 @dataclass
 class GeneratorMetrics:
-    """What `generator_metrics` measures; oracle fields are None off the embedded world."""
+    """What `generator_metrics` measures; oracle fields are None off the embedded world.
 
-    oracle_seen: float | None = metric(_ORACLE, pct=True)
-    oracle_heldout: float | None = metric(_ORACLE, pct=True)
+    Scenes are grouped by what the paired data showed: "seen" scenes have no held-out
+    (shape, colour) combination; "held-out" ones have one (attribute binding); "composition"
+    scenes are seen scenes with two objects that never appeared together in a paired scene."""
+
+    oracle_seen: float | None = metric(_BENCHMARK, pct=True)
+    oracle_heldout: float | None = metric(_BENCHMARK, pct=True)
+    oracle_composition: float | None = metric(_BENCHMARK, pct=True)
+    oracle_llm: float | None = metric(_LLM, pct=True)
+    oracle_llm_seen: float | None = metric(_LLM, pct=True)
+    oracle_llm_heldout: float | None = metric(_LLM, pct=True)
+    oracle_llm_composition: float | None = metric(_LLM, pct=True)
+    oracle_genpair: float | None = metric("oracle accuracy on GenPair's own captions (the run's LLM captions, as prompted)", pct=True)
     oracle_vq_seen: float | None = metric(_CEILING, pct=True)
     oracle_vq_heldout: float | None = metric(_CEILING, pct=True)
-    oracle_llm_style: float | None = metric(_LLM_STYLE, pct=True)
-    oracle_llm_style_whole: float | None = metric(_LLM_STYLE, pct=True)
-    oracle_llm_style_first_sentence: float | None = metric(_LLM_STYLE, pct=True)
     oracle_count_right: float | None = metric(_PARTS, pct=True)
     oracle_colours_right: float | None = metric(_PARTS, pct=True)
     oracle_shapes_right: float | None = metric(_PARTS, pct=True)
+    oracle_present_right: float | None = metric(_PARTS, pct=True)
     masked_token_accuracy: float | None = metric(_MASKED, pct=True)
     masked_token_accuracy_shuffled_captions: float | None = metric(_MASKED, pct=True)
     text_information_nats: float | None = metric("caption information: masked-token NLL shuffled - own (nats)")
@@ -61,11 +73,37 @@ class GeneratorMetrics:
     fid_inception: float | None = detail()
     oracle_seen_count: int | None = detail()
     oracle_heldout_count: int | None = detail()
-    oracle_vq_seen_count: int | None = detail()
-    oracle_vq_heldout_count: int | None = detail()
+    oracle_composition_count: int | None = detail()
+    oracle_genpair_count: int | None = detail()
     masked_token_nll: float | None = detail()
     masked_token_nll_shuffled_captions: float | None = detail()
     sample_grid: str | None = detail()
+
+
+@dataclass(frozen=True)
+class OracleContext:
+    """What the oracle metrics need besides the eval scenes (embedded world only)."""
+
+    spec: Any  # WorldSpec
+    # pairs of (shape, colour) combinations that appeared together in a paired scene
+    paired_pairs: frozenset
+    # GenPair's captions and the scenes the world LLM described in them (None: not the world LLM)
+    genpair: list[tuple[str, Scene]] | None = None
+
+    @staticmethod
+    def pairs_of(scene: Scene) -> set[tuple]:
+        combos = sorted(scene.combos())
+        return {(a, b) for i, a in enumerate(combos) for b in combos[i + 1 :]}
+
+    @classmethod
+    def from_paired(cls, spec, paired_scenes: list[Scene], genpair=None) -> "OracleContext":
+        return cls(spec, frozenset(p for scene in paired_scenes for p in cls.pairs_of(scene)), genpair)
+
+    def group(self, scene: Scene) -> str:
+        """"heldout", "composition" or "familiar" (seen combinations, seen together)."""
+        if any(c in self.spec.heldout for c in scene.combos()):
+            return "heldout"
+        return "composition" if self.pairs_of(scene) - self.paired_pairs else "familiar"
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +145,7 @@ def masked_token_scores(gen, tokens: np.ndarray, captions: list[str], seed: int,
     right = nll = total = 0.0
     for start in range(0, len(captions), batch_size):
         ids = torch.from_numpy(tokens[start : start + batch_size].reshape(-1, gen.model.num_tokens)).long()
-        states, mask = gen.lm.encode_texts(captions[start : start + batch_size])
+        states, mask = gen.lm.encode_texts(captions[start : start + batch_size], gen.model.cfg.text_layer)
         loss, accuracy, share = masked_prediction_loss(gen.model, ids, states, mask, generator)
         n = share.item() * ids.numel()
         right, nll, total = right + accuracy.item() * n, nll + loss.item() * n, total + n
@@ -137,64 +175,59 @@ def oracle_agreements(spec, scenes: list, images: np.ndarray) -> list[dict[str, 
     return [scene_agreement(scene, oracle.parse(image)) for scene, image in zip(scenes, images)]
 
 
-def seen_and_heldout(spec, scenes: list, agreements: list[dict[str, bool]], prefix: str) -> dict:
-    """Share of images with every object right, for scenes whose combinations the paired split
-    showed (`{prefix}_seen`) and for those with a held-out one (`{prefix}_heldout`), and their counts."""
-    groups: dict[str, list[bool]] = {"seen": [], "heldout": []}
-    for scene, agreement in zip(scenes, agreements):
-        groups["heldout" if any(c in spec.heldout for c in scene.combos()) else "seen"].append(agreement["objects"])
+def by_group(context: OracleContext, scenes: list, right: list[bool], prefix: str) -> dict:
+    """Share of images right for seen scenes (`{prefix}_seen`: familiar and novel compositions),
+    held-out ones (`{prefix}_heldout`) and novel compositions (`{prefix}_composition`), with counts."""
+    groups: dict[str, list[bool]] = {"seen": [], "heldout": [], "composition": []}
+    for scene, ok in zip(scenes, right):
+        group = context.group(scene)
+        groups["heldout" if group == "heldout" else "seen"].append(ok)
+        if group == "composition":
+            groups["composition"].append(ok)
     out = {}
-    for group, right in groups.items():
-        out[f"{prefix}_{group}"] = float(np.mean(right)) if right else float("nan")
-        out[f"{prefix}_{group}_count"] = len(right)
+    for group, values in groups.items():
+        out[f"{prefix}_{group}"] = float(np.mean(values)) if values else float("nan")
+        out[f"{prefix}_{group}_count"] = len(values)
     return out
 
 
-def llm_style_samplers(sampler) -> dict:
-    """How `oracle_in_llm_style` prompts the generator, by metric: as `sampler` does
-    (`drop_prefix` dropped; only the first sentence if `first_sentence`), with the captions whole,
-    and with only their first sentence (which lists every object), `drop_prefix` dropped."""
-    return {
-        "oracle_llm_style": sampler,
-        "oracle_llm_style_whole": replace(sampler, drop_prefix="", first_sentence=False),
-        "oracle_llm_style_first_sentence": replace(sampler, first_sentence=True),
-    }
+def oracle_right(gen, spec, captions: list[str], scenes: list, seed: int) -> list[bool]:
+    """Whether the oracle reads exactly each caption's scene's objects in the image drawn for it."""
+    if not captions:
+        return []
+    _, images = gen.generate(captions, seed=seed, pixels=True)
+    return [a["objects"] for a in oracle_agreements(spec, scenes, images)]
 
 
-def oracle_in_llm_style(gen, spec, scenes: list, seed: int) -> dict[str, float]:
-    """Oracle accuracy (all objects right) for the same scenes described the way the world LLM
-    writes GenPair's captions: whether the generator, trained on the paired captions' styles,
-    follows the captions it is given in GenPair, prompted the three ways of `llm_style_samplers`."""
-    llm = WorldLLM(spec, noise=0.0)
-    captions = [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)]
-    by_prompting: dict[str, float] = {}  # two metrics may prompt the same way: draw once
-    out = {}
-    for metric, sampler in llm_style_samplers(gen.sampler).items():
-        key = repr(sampler)
-        if key not in by_prompting:
-            _, images = replace(gen, sampler=sampler).generate(captions, seed=seed + 12345, pixels=True)
-            by_prompting[key] = float(np.mean([a["objects"] for a in oracle_agreements(spec, scenes, images)])) if scenes else float("nan")
-        out[metric] = by_prompting[key]
-    return out
-
-
-def generator_metrics(gen, pairs, real_images: np.ndarray, spec, eval_cfg, directory: Path, seed: int) -> dict:
-    """`pairs`: eval split with tokens and metadata; `real_images`: the same split's pixels.
-    Returns the fields of `GeneratorMetrics` as a dict."""
+def generator_metrics(gen, pairs, real_images: np.ndarray, context: OracleContext | None, eval_cfg, directory: Path, seed: int) -> dict:
+    """`pairs`: eval split with tokens and metadata; `real_images`: the same split's pixels;
+    `context`: the oracle's (None off the embedded world). Returns `GeneratorMetrics`' fields."""
     n = min(eval_cfg.generator_captions, len(pairs))
     prompts = [m.get("complete_caption", c) for m, c in zip(pairs.meta[:n], pairs.captions[:n])]
     tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
     metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
-    if spec is not None:
+    if context is not None:
+        spec = context.spec
         scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[:n]]
         parts = oracle_agreements(spec, scenes, images)
-        metrics.update(seen_and_heldout(spec, scenes, parts, "oracle"))
+        metrics.update(by_group(context, scenes, [p["objects"] for p in parts], "oracle"))
         reconstructions = gen.pixels(torch.from_numpy(pairs.tokens[:n].astype(np.int64)))
-        metrics.update(seen_and_heldout(spec, scenes, oracle_agreements(spec, scenes, reconstructions), "oracle_vq"))
+        ceiling = by_group(context, scenes, [a["objects"] for a in oracle_agreements(spec, scenes, reconstructions)], "oracle_vq")
+        metrics.update({k: ceiling[k] for k in ("oracle_vq_seen", "oracle_vq_heldout")})
         # which part of the scene wrong images miss (all eval captions)
         for part in AGREEMENT_PARTS:
             metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")
-        metrics.update(oracle_in_llm_style(gen, spec, scenes, seed))
+        # the same scenes as the world LLM writes GenPair's captions, prompted as GenPair is
+        llm = WorldLLM(spec, noise=0.0)
+        llm_right = oracle_right(gen, spec, [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)], scenes, seed + 12345)
+        metrics["oracle_llm"] = float(np.mean(llm_right)) if llm_right else float("nan")
+        llm_groups = by_group(context, scenes, llm_right, "oracle_llm")
+        metrics.update({k: v for k, v in llm_groups.items() if not k.endswith("_count")})
+        if context.genpair is not None:
+            chosen = context.genpair[:n]
+            right = oracle_right(gen, spec, [c for c, _ in chosen], [s for _, s in chosen], seed + 777)
+            metrics["oracle_genpair"] = float(np.mean(right)) if right else float("nan")
+            metrics["oracle_genpair_count"] = len(right)
     real = real_images[: len(images)]
     metrics["fd_vq"] = frechet_distance(vq_features(gen.vq, real), vq_features(gen.vq, images))
     if eval_cfg.inception_path:

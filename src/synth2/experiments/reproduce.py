@@ -24,7 +24,7 @@ from synth2.eval.vq import VQMetrics
 from synth2.hardware import describe as describe_hardware
 from synth2.progress import console, read_metrics
 from synth2.report.build import write_report
-from synth2.report.results import ARM_TABLES, CURATED_ARMS, CURVE_ARMS, Results, arm_row, claims, table_arms
+from synth2.report.results import ARM_TABLES, CURATED_ARMS, CURVE_ARMS, Results, arm_row, claims, seed_mean, table_arms
 from synth2.run import Run
 from synth2.stages.arms import run_arms
 from synth2.stages.captions import caption_sources
@@ -103,20 +103,24 @@ def reproduce(run: Run) -> Results:
     started = time.time()
     v = vq(run)
     g = t2i_eval(run)
-    scores = {name: vlm(run, name, cfg.seed).artifacts for name in table_arms()}
+    seeds = list(cfg.experiments.seeds) if cfg.experiments.table_seeds else [cfg.seed]
+    per_seed = {seed: {name: vlm(run, name, seed).artifacts for name in table_arms()} for seed in seeds}
+    scores = per_seed[cfg.seed] if cfg.seed in per_seed else per_seed[seeds[0]]
     curation = curate(run).artifacts
     floor = blind(run).artifacts
     fig6 = figure6(run)
     div = diversity_table(run)
     corpus_of = added_corpus(run)
-    tables = {
-        table.key: {arm: arm_row(table, scores[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms}
-        for table in ARM_TABLES
+    by_seed = {
+        seed: {table.key: {arm: arm_row(table, arms[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms} for table in ARM_TABLES}
+        for seed, arms in per_seed.items()
     }
+    tables = {table.key: {arm: seed_mean([by_seed[s][table.key][arm] for s in seeds]) for arm in table.arms} for table in ARM_TABLES}
     results = Results(
         preset=cfg.preset,
         seed=cfg.seed,
         seeds=list(cfg.experiments.seeds),
+        table_seeds=seeds,
         hardware=describe_hardware(),
         steps={"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
         tables=tables,
@@ -145,7 +149,7 @@ def reproduce(run: Run) -> Results:
         generator=reported(GeneratorMetrics(**g.artifacts)),
         vq=reported(VQMetrics(**{k: v.artifacts.get(k) for k in VQMetrics.__dataclass_fields__})),
         arms=scores,
-        claims=claims(tables, fig6),
+        claims=claims(tables, fig6, {seed: t["table3"] for seed, t in by_seed.items()}),
     )
     results.wall_seconds = round(time.time() - started, 1)
     results.stage_seconds = {name: entry.get("seconds") for name, entry in run.manifest()["stages"].items()}

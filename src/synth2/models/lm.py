@@ -6,7 +6,7 @@ by `tokenizers` on the world's text, and saved the same way, so one code path
 serves both. The adapter gives what the generator and the VLM need:
 
 - `tokenize(texts)`: ids and mask, with BOS prepended and (optionally) EOS appended;
-- `text_states(ids, mask)`: the last hidden states, for conditioning the generator;
+- `text_states(ids, mask, layer)`: the hidden states of one layer, for conditioning the generator;
 - `decoder_layers`, `hidden_size`: where the VLM's gated cross-attention attaches.
 
 Shape legend: B batch, L text length, D hidden width, V vocabulary.
@@ -165,15 +165,16 @@ class FrozenLM(nn.Module):
         return ids_BL, mask_BL
 
     @torch.no_grad()
-    def text_states(self, ids_BL: torch.Tensor, mask_BL: torch.Tensor) -> torch.Tensor:
-        """Last-layer hidden states (B, L, D) of the frozen LM."""
+    def text_states(self, ids_BL: torch.Tensor, mask_BL: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """Hidden states (B, L, D) of the frozen LM after decoder layer `layer` (-1: the last;
+        0: the token embeddings)."""
         device = self.model.get_input_embeddings().weight.device
         out = self.model(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device), output_hidden_states=True)
-        return out.hidden_states[-1].float()
+        return out.hidden_states[layer].float()
 
-    def encode_texts(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_texts(self, texts: list[str], layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenize(texts)
-        return self.text_states(ids, mask), mask
+        return self.text_states(ids, mask, layer), mask
 
     def save(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)
@@ -189,13 +190,13 @@ class CaptionStates:
     not fit, and each lookup runs the LM.
     """
 
-    def __init__(self, lm: FrozenLM, texts: list[str], cache: bool = True, batch_size: int = 256):
-        self.lm, self.texts = lm, texts
+    def __init__(self, lm: FrozenLM, texts: list[str], cache: bool = True, batch_size: int = 256, layer: int = -1):
+        self.lm, self.texts, self.layer = lm, texts, layer
         self.rows: list[torch.Tensor] | None = None
         if cache:
             self.rows = []
             for start in range(0, len(texts), batch_size):
-                states, mask = lm.encode_texts(texts[start : start + batch_size])
+                states, mask = lm.encode_texts(texts[start : start + batch_size], layer)
                 # one tensor per text, trimmed to its tokens, so no padded batch stays alive
                 self.rows += [row[:n].clone() for row, n in zip(states, mask.sum(1).tolist())]
 
@@ -205,7 +206,7 @@ class CaptionStates:
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(states (B, L, D), mask (B, L)) of the texts at `indices`, right-padded."""
         if self.rows is None:
-            return self.lm.encode_texts([self.texts[i] for i in indices])
+            return self.lm.encode_texts([self.texts[i] for i in indices], self.layer)
         rows = [self.rows[i] for i in indices]
         states = torch.zeros(len(rows), max(len(r) for r in rows), rows[0].shape[-1])
         mask = torch.zeros(states.shape[:2], dtype=torch.bool)

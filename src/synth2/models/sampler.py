@@ -33,13 +33,13 @@ class SamplerConfig:
     # Dropped from the start of a caption before it conditions the generator (case-insensitive;
     # "" keeps captions whole). The paper's caption prompt makes every LLM caption open with it,
     # and a generator trained on paired captions, which never do, may not follow such captions
-    # (the generator metrics' oracle_llm_style* measure it). The VLM still trains on the whole
+    # (the generator metrics' oracle_llm* measure it). The VLM still trains on the whole
     # caption. Applied by `synthesis.TokenGenerator`.
     drop_prefix: str = CAPTION_OPENING
     # Condition on the caption's first sentence only (after `drop_prefix`). Not the paper's method:
-    # its LLM captions run to several sentences, and a generator trained on one-sentence paired
-    # captions may follow their first sentence better than the whole (compare the generator
-    # metrics' oracle_llm_style_first_sentence with oracle_llm_style). Off by default.
+    # its LLM captions run to several sentences, and a generator trained on short paired
+    # captions may follow their first sentence (which lists every object) better than the whole
+    # (docs/generator.md measures both). Off by default.
     first_sentence: bool = False
 
 

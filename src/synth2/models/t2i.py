@@ -25,6 +25,14 @@ class T2IConfig:
     heads: int = 4
     mlp: int = 1024
     dropout: float = 0.1
+    # The frozen LM layer whose hidden states the generator reads (-1: the last).
+    text_layer: int = -1
+    # Kernel of a 1-D convolution over the projected text states (0: none): each word's state
+    # takes in its neighbours' ("red" before "circle"), at any text length.
+    text_conv: int = 0
+    # Tokens per side merged into one transformer position (space-to-depth before the blocks,
+    # depth-to-space after, as aMUSEd's U-ViT downsamples): 2 makes the sequence 4x shorter.
+    group: int = 1
 
 
 class Attention(nn.Module):
@@ -73,10 +81,22 @@ class T2IModel(nn.Module):
         self.mask_id = codebook_size  # the extra "dropped token"
         self.grid = tuple(grid)
         h, w = self.grid
+        # BERT's embeddings, as MaskGIT's: token + position at one scale (std 0.02), then LayerNorm,
+        # so both reach the blocks at unit scale. Without the norm, small embeddings drown in the
+        # blocks' outputs; at torch's default token scale (std 1) the positions drown in the tokens.
+        # Either way a small generator learns where a token sits, and so shapes, many times slower.
         self.token_embed = nn.Embedding(codebook_size + 1, cfg.width)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
         self.row_embed = nn.Parameter(torch.randn(h, 1, cfg.width) * 0.02)
         self.col_embed = nn.Parameter(torch.randn(1, w, cfg.width) * 0.02)
+        self.embed_norm = nn.LayerNorm(cfg.width)
+        g = cfg.group
+        if h % g or w % g:
+            raise ValueError(f"t2i.model.group {g} must divide the token grid {self.grid}")
+        self.merge = nn.Linear(g * g * cfg.width, cfg.width) if g > 1 else nn.Identity()
+        self.split = nn.Linear(cfg.width, g * g * cfg.width) if g > 1 else nn.Identity()
         self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, cfg.width))
+        self.text_conv = nn.Conv1d(cfg.width, cfg.width, cfg.text_conv, padding=cfg.text_conv // 2) if cfg.text_conv else None
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, codebook_size)
@@ -88,11 +108,32 @@ class T2IModel(nn.Module):
     def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
         """Logits (B, N, K) for every position, given partially masked ids."""
         pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
-        x = self.token_embed(ids_BN) + pos_ND
+        x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
         text = self.text_proj(text_BLC)
+        if self.text_conv is not None:
+            text = text + self.text_conv((text * text_mask_BL[..., None]).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x, text, text_mask_BL)
-        return self.head(self.norm(x))
+        return self.head(self.norm(self._split(x)))
+
+    def _merge(self, x_BND: torch.Tensor) -> torch.Tensor:
+        """(B, h*w, D) -> (B, h*w / g^2, D): each g x g block of tokens becomes one position."""
+        g = self.cfg.group
+        if g == 1:
+            return x_BND
+        B, _, D = x_BND.shape
+        h, w = self.grid
+        blocks = x_BND.view(B, h // g, g, w // g, g, D).permute(0, 1, 3, 2, 4, 5).reshape(B, (h // g) * (w // g), g * g * D)
+        return self.merge(blocks)
+
+    def _split(self, x_BMD: torch.Tensor) -> torch.Tensor:
+        """The inverse layout of `_merge`: (B, h*w / g^2, D) -> (B, h*w, D)."""
+        g = self.cfg.group
+        if g == 1:
+            return x_BMD
+        B, _, D = x_BMD.shape
+        h, w = self.grid
+        return self.split(x_BMD).view(B, h // g, w // g, g, g, D).permute(0, 1, 3, 2, 4, 5).reshape(B, h * w, D)
 
 
 def mask_ratio(r: torch.Tensor) -> torch.Tensor:

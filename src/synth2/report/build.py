@@ -29,8 +29,15 @@ def _fmt(value, pct: bool = False) -> str:
 Table = tuple[str, list[str], list[list[str]], str]  # title, header, rows, note
 
 
+def _cell(row: dict, column: str) -> str:
+    """A table value, with ± its standard deviation over seeds when the table has several."""
+    pct = ARM_COLUMNS[column].pct
+    std = row.get(f"{column}_std")
+    return _fmt(row[column], pct) + (f" ± {_fmt(std, pct)}" if std is not None else "")
+
+
 def setting(results: Results) -> str:
-    seeds = f"seed {results.seed}" + (f" (Figure 6: seeds {results.seeds})" if results.seeds != [results.seed] else "")
+    seeds = f"seeds {results.table_seeds}, mean ± std" if len(results.table_seeds) > 1 else f"seed {results.seed}" + (f" (Figure 6: seeds {results.seeds})" if results.seeds != [results.seed] else "")
     return f"preset `{results.preset}`, {seeds}, {results.steps['vlm']} VLM steps, {results.hardware}"
 
 
@@ -38,8 +45,7 @@ def arm_tables(results: Results) -> list[Table]:
     out = []
     for table in ARM_TABLES:
         header = ["arm", "training data"] + [ARM_COLUMNS[c].label for c in table.columns]
-        body = [[label, results.arm_data.get(arm, ""), *(_fmt(results.tables[table.key][arm][c], ARM_COLUMNS[c].pct) for c in table.columns)]
-                for label, arm in table.rows]
+        body = [[label, results.arm_data.get(arm, ""), *(_cell(results.tables[table.key][arm], c) for c in table.columns)] for label, arm in table.rows]
         if table.key == "table2":
             blind = results.blind
             values = {"cider_a": blind["cider_a"], "cider_b": blind["cider_b"], "distinct_a": blind["distinct_a"], "gate_openness": 0.0}
@@ -89,9 +95,11 @@ def tables(results: Results) -> list[Table]:
 def claim_rows(results: Results) -> list[list[str]]:
     c = results.claims
     measured = {
-        "genpair_gain_over_baseline": _fmt(c["genpair_gain_over_baseline"], True),
+        "genpair_gain_over_baseline": _fmt(c["genpair_gain_over_baseline"], True)
+        + (" (seeds: " + " / ".join(_fmt(v, True) for v in c["genpair_gain_by_seed"].values()) + ")" if "genpair_gain_by_seed" in c else ""),
         "synth2_share_of_gold": _fmt(c["synth2_share_of_gold"], True),
         "parity_fraction": "never" if c["parity_fraction"] is None else _fmt(c["parity_fraction"]),
+        "genpair_image_share": _fmt(c["genpair_image_share"], True),
         "embedding_over_pixel_speed": f"{c['embedding_over_pixel_speed']:.2f}x",
     }
     return [[claim.text, claim.target, measured[claim.key]] for claim in CLAIMS]
@@ -105,15 +113,26 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 def summary(results: Results) -> str:
     """The README's results table for one run: each table's headline numbers and the claims."""
-    t2, t3 = results.tables["table2"], results.tables["table3"]
+    t2, t3, controls = results.tables["table2"], results.tables["table3"], results.tables["controls"]
     gen, vq = results.generator, results.vq
     body = [
         ["Table 2: CIDEr A, Baseline / Synth² / Gold", " / ".join(_fmt(t2[a]["cider_a"]) for a in ("baseline", "synth2", "gold"))],
         ["Table 3: CIDEr A, + GenPair / + extra real", " / ".join(_fmt(t3[a]["cider_a"]) for a in ("genpair", "real_extra"))],
+        ["controls: CIDEr A, GenPair-blind / GenPair / GenPair-true", " / ".join(_fmt(controls[a]["cider_a"]) for a in ("genpair_blind", "genpair", "genpair_true"))],
         ["VQ: oracle accuracy of reconstructions / codebook usage", f"{_fmt(vq['oracle_accuracy'], True)} / {_fmt(vq['codebook_usage'], True)}"],
-        ["generator: oracle, seen / held-out combinations", f"{_fmt(gen['oracle_seen'], True)} / {_fmt(gen['oracle_heldout'], True)}"],
+        ["generator: oracle, seen / held-out combinations / novel compositions",
+         " / ".join(_fmt(gen[k], True) for k in ("oracle_seen", "oracle_heldout", "oracle_composition"))],
+        ["generator: oracle, the world LLM's captions / GenPair's own", f"{_fmt(gen['oracle_llm'], True)} / {_fmt(gen['oracle_genpair'], True)}"],
     ] + [[f"claim: {text} (target {target})", value] for text, target, value in claim_rows(results)]
     return markdown_table(["measured", "value"], body) + f"\n\n*{setting(results)}*"
+
+
+def full_markdown(results: Results) -> str:
+    """Every table of the report as markdown, for a generated results document in docs/."""
+    parts = []
+    for title, header, body, note in tables(results):
+        parts += [f"### {title}", "", markdown_table(header, body), "", f"*{note}*", ""]
+    return "\n".join(parts).rstrip()
 
 
 def update_readme(path: Path, preset: str, table: str) -> None:

@@ -5,6 +5,8 @@
 - gold: + the same captions with their true images (Table 2's upper bound);
 - genpair: + LLM captions with synthetic images (Table 3; "Synth²" in Figure 6);
 - real_extra: + as many extra real pairs from a text-only corpus (Table 3, rows 3-4);
+- genpair_true / genpair_blind: the LLM captions with the true images of their scenes / with one
+  uninformative image (controls only the embedded world can run; `stages.controls`);
 - genpair_pixel: genpair with synthetic tokens rendered to pixels and re-encoded (Table 5);
 - curated_topk / curated_random / curated_all: the GenPair pool curated SynthVLM-style.
 """
@@ -12,11 +14,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from synth2.curate.curation import SELECTIONS
+from synth2.data.shards import count_records
 from synth2.run import Run
 from synth2.stages.captions import captions
+from synth2.stages.controls import CONTROL_SOURCES
 from synth2.stages.data import datasets
 from synth2.train.vlm import SourceConfig
 
@@ -35,6 +40,11 @@ class Arm:
         return any(s.kind == "synthetic" for s in self.sources)
 
     @property
+    def control(self) -> bool:
+        """Whether it trains on a GenPair control source (`stages.controls`)."""
+        return any(s.data in CONTROL_SOURCES for s in self.sources)
+
+    @property
     def curated(self) -> str | None:
         """The curation selection it trains on ("topk", "random", "all"), if any."""
         return next((s.data.removeprefix(CURATED_PREFIX) for s in self.sources if s.data.startswith(CURATED_PREFIX)), None)
@@ -44,39 +54,63 @@ def _prompt(name: str, enabled: bool) -> str:
     return f"<{name}>" if enabled else ""
 
 
-def define_arms(text_only: list[str], genpair_size: int, real_extra_corpus: str, source_prompts: bool) -> dict[str, Arm]:
-    paired = SourceConfig(kind="real", data="paired", weight=1.0)
-    share = 1.0 / max(len(text_only), 1)
-    synthetic_text = [SourceConfig(kind="synthetic", data=n, weight=share, prompt=_prompt(n, source_prompts)) for n in text_only]
-    real_text = [SourceConfig(kind="real", data=n, weight=share, prompt=_prompt(n, source_prompts)) for n in text_only]
-    genpair = SourceConfig(kind="synthetic", data="llm", weight=1.0, prompt=_prompt("llm", source_prompts), limit=genpair_size)
+def define_arms(sizes: dict[str, int], genpair_size: int, real_extra_corpus: str, source_prompts: bool,
+                mixing: Literal["by_size", "equal"] = "by_size") -> dict[str, Arm]:
+    """`sizes`: examples in "paired" and in each text-only corpus; `genpair_size`: LLM captions
+    used (and as many extra real pairs). `mixing` sets each source's share of a batch: "by_size"
+    its share of all the arm's examples (sampling the union uniformly, the paper's CCv2 + 1M
+    GenPair), "equal" the paired data's share for every added corpus (their shares split it)."""
+    text_only = sorted(n for n in sizes if n != "paired")
     if real_extra_corpus not in text_only:
         raise ValueError(f"experiments.real_extra_corpus {real_extra_corpus!r} is not a text-only corpus ({text_only})")
-    extra = SourceConfig(kind="real", data=real_extra_corpus, weight=1.0, prompt=_prompt(real_extra_corpus, source_prompts), limit=genpair_size)
+    by_size = mixing == "by_size"
+
+    def weight(size: int, equal: float = 1.0) -> float:
+        return float(size) if by_size else equal
+
+    def added(kind: str, data: str, size: int, prompt_name: str, limit: int = 0, equal: float = 1.0) -> SourceConfig:
+        return SourceConfig(kind=kind, data=data, weight=weight(size, equal), prompt=_prompt(prompt_name, source_prompts), limit=limit)
+
+    paired = SourceConfig(kind="real", data="paired", weight=weight(sizes["paired"]))
+    share = 1.0 / max(len(text_only), 1)
+    synthetic_text = [added("synthetic", n, sizes[n], n, equal=share) for n in text_only]
+    real_text = [added("real", n, sizes[n], n, equal=share) for n in text_only]
+    genpair = added("synthetic", "llm", genpair_size, "llm", limit=genpair_size)
+    extra = added("real", real_extra_corpus, genpair_size, real_extra_corpus, limit=genpair_size)
     arms = [
         Arm("baseline", "paired", [paired]),
         Arm("synth2", "paired + text-only captions with synthetic images", [paired, *synthetic_text]),
         Arm("gold", "paired + the same captions with their true images", [paired, *real_text]),
         Arm("genpair", "paired + LLM captions with synthetic images", [paired, genpair]),
         Arm("real_extra", "paired + as many extra real pairs", [paired, extra]),
-        Arm("genpair_pixel", "genpair, its synthetic images decoded to pixels and encoded again", [paired, genpair], space="pixel"),
-        # SynthVLM curation of the GenPair pool: top K by CLIPScore + SSIM vs K random vs all
         *(
-            Arm(f"{CURATED_PREFIX}{which}", f"paired + {which} of the curated GenPair pool",
-                [paired, SourceConfig(kind="synthetic", data=f"{CURATED_PREFIX}{which}", weight=1.0, prompt=_prompt("llm", source_prompts))])
+            Arm(f"genpair_{which}", f"paired + LLM captions with {what}", [paired, added("real", f"llm_{which}", genpair_size, "llm", limit=genpair_size)])
+            for which, what in (("true", "the true images of their scenes"), ("blind", "one uninformative image (the mean paired image)"))
+        ),
+        Arm("genpair_pixel", "genpair, its synthetic images decoded to pixels and encoded again", [paired, genpair], space="pixel"),
+        # SynthVLM curation of the GenPair pool: top K by CLIPScore + SSIM vs K random vs all,
+        # each at GenPair's share of a batch
+        *(
+            Arm(f"{CURATED_PREFIX}{which}", f"paired + {which} of the curated GenPair pool", [paired, added("synthetic", f"{CURATED_PREFIX}{which}", genpair_size, "llm")])
             for which in SELECTIONS
         ),
     ]
     return {arm.name: arm for arm in arms}
 
 
+@lru_cache(maxsize=64)
+def _records(shards: str) -> int:
+    return count_records(shards)
+
+
 def run_arms(run: Run) -> dict[str, Arm]:
-    """The arms of a run, sized by its LLM captions."""
+    """The arms of a run, sized by its data and its LLM captions."""
     cfg = run.config
     data, _ = datasets(run)
     llm_count = captions(run)["written"]
     size = min(cfg.experiments.genpair_size or llm_count, llm_count)
-    return define_arms(sorted(data["text_only"]), size, cfg.experiments.real_extra_corpus, cfg.experiments.source_prompts)
+    sizes = {"paired": _records(str(data["paired"])), **{name: _records(str(path)) for name, path in data["text_only"].items()}}
+    return define_arms(sizes, size, cfg.experiments.real_extra_corpus, cfg.experiments.source_prompts, cfg.experiments.mixing)
 
 
 def vlm_stage_name(arm_name: str, seed: int, run_seed: int) -> str:

@@ -46,10 +46,13 @@ def caption_sources(run: Run) -> dict[str, list[str]]:
     return sources
 
 
-def training_texts(run: Run) -> list[str]:
-    """Every training caption the run has: paired, text-only corpora, LLM captions (never eval references)."""
+def lm_texts(run: Run) -> list[str]:
+    """What the embedded LM reads: every training caption of the run (paired, text-only corpora,
+    LLM captions) and, on the embedded world, its web text in every style; never eval references."""
     data, _ = datasets(run)
     texts = load_pairs(data["paired"], images=False).captions
     for captions_list in caption_sources(run).values():
         texts += captions_list
+    if data["lm_text"]:
+        texts += [r["caption"] for r in read_captions(data["lm_text"])]
     return texts

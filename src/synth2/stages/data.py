@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from synth2.data.arrays import load_pairs
+from synth2.data.shards import shard_urls
+from synth2.errors import UserError
 from synth2.run import Run, StageResult
 from synth2.world.oracle import Oracle
 from synth2.world.scene import Scene, WorldSpec
-from synth2.world.splits import EVAL_SPLITS, VQ_IMAGES_SPLIT, build_world
+from synth2.world.splits import EVAL_SPLITS, LM_TEXT, VQ_IMAGES_SPLIT, build_world
 
 # the keys of datasets(run)["eval"]: eval split A (COCO's role) and B (Flickr30k's)
 EVAL_SPLIT_NAMES = ("a", "b")
@@ -29,8 +31,8 @@ def uses_world(run: Run) -> bool:
 
 
 def datasets(run: Run) -> tuple[dict, list[StageResult]]:
-    """Shard locations: {"paired": ..., "vq_images": ..., "text_only": {name: ...}, "eval": {"a": ..., "b": ...}},
-    and the stages they came from."""
+    """Shard locations: {"paired": ..., "vq_images": ..., "text_only": {name: ...}, "eval": {"a": ..., "b": ...},
+    "lm_text": captions file or None}, and the stages they came from."""
     cfg = run.config
     if uses_world(run):
         w = world(run)
@@ -41,6 +43,7 @@ def datasets(run: Run) -> tuple[dict, list[StageResult]]:
             "vq_images": cfg.data.vq_images or (str(root / VQ_IMAGES_SPLIT) if cfg.world.images else paired),
             "text_only": {name: str(root / name) for name in sorted(cfg.world.text_only)},
             "eval": dict(zip(EVAL_SPLIT_NAMES, (str(root / split) for split in EVAL_SPLITS))),
+            "lm_text": str(root / LM_TEXT / "captions.jsonl") if cfg.world.lm_text else None,
         }, [w]
     if len(cfg.data.eval) < 1:
         raise ValueError("data.eval needs at least one eval set when data.paired is set")
@@ -50,6 +53,7 @@ def datasets(run: Run) -> tuple[dict, list[StageResult]]:
         "vq_images": cfg.data.vq_images or cfg.data.paired,
         "text_only": dict(cfg.data.text_only),
         "eval": {"a": cfg.data.eval[names[0]], "b": cfg.data.eval[names[min(1, len(names) - 1)]]},
+        "lm_text": None,
     }, []
 
 
@@ -65,3 +69,22 @@ def eval_images_and_oracle(run: Run, shards: str, limit: int | None = None):
     if spec is None:
         return pairs.images, None, None
     return pairs.images, [Scene.from_json(m["scene"]) for m in pairs.meta], Oracle(spec)
+
+
+def check_inputs(cfg) -> None:
+    """Every path the config names exists, before any stage runs: a wrong path fails in a second,
+    not after the stages before the one that reads it. Raises UserError naming the key."""
+    files = {"lm.path": cfg.lm.path, "vq.pretrained": cfg.vq.pretrained, "vq.lpips_path": cfg.vq.lpips_path,
+             "eval.inception_path": cfg.eval.inception_path}
+    for key, value in files.items():
+        if value and not Path(value).exists():
+            raise UserError(f"{key}: {value} does not exist")
+    shards = {"data.paired": cfg.data.paired, "data.vq_images": cfg.data.vq_images,
+              **{f"data.text_only.{k}": v for k, v in cfg.data.text_only.items()}, **{f"data.eval.{k}": v for k, v in cfg.data.eval.items()}}
+    for key, value in shards.items():
+        if value:
+            try:
+                shard_urls(value)
+            except FileNotFoundError as error:
+                raise UserError(f"{key}: {error}") from None
+

@@ -12,18 +12,20 @@ from pathlib import Path
 import numpy as np
 
 from synth2.data.arrays import load_pairs
-from synth2.eval.generator import GeneratorMetrics, generator_metrics
+from synth2.data.corpus import read_captions
+from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_metrics
 from synth2.eval.schema import field_names
 from synth2.models.sampler import SamplerConfig
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
-from synth2.stages.captions import caption_sources, captions
+from synth2.stages.captions import caption_sources, captions, world_llm
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
 from synth2.stages.models import encode, frozen_lm, lm, vq
 from synth2.synthesis import TokenGenerator
 from synth2.train import distributed
 from synth2.train.loop import train
-from synth2.train.t2i import T2ITask
+from synth2.train.t2i import T2ITask, class_balance_weights
+from synth2.world.scene import Scene
 
 
 def t2i(run: Run) -> StageResult:
@@ -37,7 +39,12 @@ def t2i(run: Run) -> StageResult:
         paired = load_pairs(e["splits"]["paired"], images=False, tokens=True)
         codebook = artifacts.load_vq(v["path"]).codebook_size
         dist = distributed.init(cfg.device)
-        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, codebook, dist, cfg.seed)
+        weights = None
+        if cfg.t2i.balance_classes:
+            if not all("scene" in m for m in paired.meta):
+                raise ValueError("t2i.balance_classes needs the scenes of the embedded world's paired split")
+            weights = class_balance_weights([[o["shape"] for o in m["scene"]["objects"]] for m in paired.meta])
+        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, codebook, dist, cfg.seed, weights)
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         model = task.model
         artifacts.save_module(directory / "model", model, cfg.t2i.model, codebook_size=model.codebook_size, grid=list(model.grid), text_width=frozen.hidden_size)
@@ -69,13 +76,31 @@ def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -
     def build(directory: Path) -> dict:
         pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
         real = load_pairs(data["eval"][split], limit=cfg.eval.max_images, resolution=cfg.world.resolution).images
-        metrics = generator_metrics(token_generator(run, sampler), pairs, real, world_spec(run), cfg.eval, directory, cfg.seed)
+        metrics = generator_metrics(token_generator(run, sampler), pairs, real, oracle_context(run), cfg.eval, directory, cfg.seed)
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
+    if cfg.captions.backend == "world":
+        inputs.append(captions(run))  # GenPair's captions are drawn too
     scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images,
              "inception": cfg.eval.inception_path, "metrics": field_names(GeneratorMetrics)}
     return run.stage(name, {"eval": scope, "seed": cfg.seed}, inputs + [g, e], build)
+
+
+def oracle_context(run: Run) -> OracleContext | None:
+    """What the generator's oracle metrics need: the paired scenes, and on the world LLM's
+    captions the scenes they describe (None off the embedded world)."""
+    spec = world_spec(run)
+    if spec is None:
+        return None
+    data, _ = datasets(run)
+    paired = [Scene.from_json(m["scene"]) for m in load_pairs(data["paired"], images=False).meta]
+    genpair = None
+    if run.config.captions.backend == "world":
+        records = read_captions(captions(run)["path"])
+        scenes = world_llm(run.config).described_scenes(records, run.config.captions.prompt)
+        genpair = [(r["caption"], scene) for r, scene in zip(records, scenes) if scene is not None]
+    return OracleContext.from_paired(spec, paired, genpair)
 
 
 def synthesize(run: Run) -> StageResult:

@@ -14,7 +14,7 @@ from synth2.eval.vq import evaluate_vq
 from synth2.models.lm import FrozenLM, build_embedded_lm, train_tokenizer
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
-from synth2.stages.captions import captions, training_texts
+from synth2.stages.captions import captions, lm_texts
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, eval_images_and_oracle
 from synth2.train import distributed
 from synth2.train.lm import LMTask, perplexity
@@ -31,7 +31,7 @@ def lm(run: Run) -> StageResult:
     caps = captions(run)
 
     def build(directory: Path) -> dict:
-        texts = training_texts(run)
+        texts = lm_texts(run)
         tokenizer = train_tokenizer(texts, cfg.lm.model.vocab_size)
         torch.manual_seed(cfg.seed)
         model = build_embedded_lm(cfg.lm.model, tokenizer)

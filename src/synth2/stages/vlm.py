@@ -25,6 +25,7 @@ from synth2.stages import artifacts
 from synth2.stages.arms import Arm, run_arms, vlm_stage_name
 from synth2.stages.captions import caption_sources
 from synth2.stages.curation import curate
+from synth2.stages.controls import CONTROL_SOURCES, genpair_controls
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets
 from synth2.stages.generator import synthesize, t2i, token_generator
 from synth2.stages.models import encode, frozen_lm, lm, load_vq, token_grid, vq
@@ -50,6 +51,8 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         extra = [t2i(run)]
     else:
         extra = [synthesize(run)] if arm.synthetic else []
+    if arm.control:
+        extra.append(genpair_controls(run))
     name = vlm_stage_name(arm_name, seed, cfg.seed)
     stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if arm.synthetic else None}
     if on_the_fly:  # the cached mode's sampler is in `synthesize`, the curated one's in `curate`
@@ -98,7 +101,11 @@ def score_splits(model: VLM, run: Run, directory: Path) -> dict:
 
 
 def source_data(run: Run, source, on_the_fly: bool) -> SourceData:
-    """Captions and token grids of one VLM source: real (encoded once), cached synthetic, curated, or on the fly."""
+    """Captions and token grids of one VLM source: real (encoded once), a GenPair control, cached
+    synthetic, curated, or on the fly."""
+    if source.data in CONTROL_SOURCES:
+        cached = genpair_controls(run)[source.data]
+        return SourceData(source.data, source, json.loads(Path(cached["captions"]).read_text()), np.load(cached["tokens"]))
     if source.kind == "real":
         pairs = load_pairs(encode(run)["splits"][source.data], images=False, tokens=True)
         return SourceData(source.data, source, pairs.captions, pairs.tokens)

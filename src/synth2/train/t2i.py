@@ -29,23 +29,47 @@ class T2IStageConfig:
     label_smoothing: float = 0.1
     # Run the frozen LM over the paired captions once, not at every step (see CaptionStates).
     cache_text: bool = True
+    # Draw training pairs so that every shape class comes up about equally often (needs the
+    # scenes of the embedded world). Not the paper's recipe, which samples CCv2 as it is.
+    balance_classes: bool = False
+
+
+def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
+    """Sampling weight per example: the mean inverse frequency of its objects' classes, so each
+    class is drawn about equally often."""
+    counts: dict[str, int] = {}
+    for names in classes:
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    weights = np.array([np.mean([1.0 / counts[n] for n in names]) if names else 0.0 for names in classes])
+    return weights / weights.sum()
 
 
 class T2ITask:
-    def __init__(self, cfg: T2IStageConfig, lm: FrozenLM, tokens: np.ndarray, captions: list[str], codebook_size: int, dist: DistInfo, seed: int):
+    def __init__(self, cfg: T2IStageConfig, lm: FrozenLM, tokens: np.ndarray, captions: list[str], codebook_size: int, dist: DistInfo, seed: int,
+                 weights: np.ndarray | None = None):
+        """`weights`: per-example sampling probabilities (None: epochs over the data in a seeded order)."""
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
+        self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
         self.tokens = torch.from_numpy(tokens.reshape(len(tokens), -1).astype(np.int64))
         self.captions = captions
         self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size).to(dist.device)
         self.modules = {"t2i": self.model}
         self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}
         self.ddp = wrap(self.model, dist)
-        self.empty_states, self.empty_mask = empty_caption(lm)
-        self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
+        self.empty_states, self.empty_mask = empty_caption(lm, cfg.model.text_layer)
+        self.text = CaptionStates(lm, captions, cache=cfg.cache_text, layer=cfg.model.text_layer)
+
+    def indices(self, step: int) -> torch.Tensor:
+        """The global batch of `step` (a function of the step, so a resume draws the same)."""
+        if self.weights is None:
+            return cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return torch.multinomial(self.weights, self.cfg.train.batch_size, replacement=True, generator=generator)
 
     def batch(self, step: int):
-        indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
+        indices = rank_slice(self.indices(step), self.dist)
         text, mask = self.text[indices.tolist()]
         return self.tokens[indices].to(self.dist.device), text.to(self.dist.device), mask.to(self.dist.device)
 
@@ -61,7 +85,7 @@ class T2ITask:
         return {"loss": loss.item(), "masked_acc": accuracy.item(), "masked_share": share.item(), "grad_norm": grad_norm}
 
 
-def empty_caption(lm: FrozenLM) -> tuple[torch.Tensor, torch.Tensor]:
+def empty_caption(lm: FrozenLM, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """The empty caption's text states (L, C) and mask (L,): the unconditional input."""
-    states, mask = lm.encode_texts([""])
+    states, mask = lm.encode_texts([""], layer)
     return states[0], mask[0]

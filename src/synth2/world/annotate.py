@@ -1,11 +1,14 @@
 """Annotators: turn a scene into a caption the way a particular person would.
 
-A *style* is a family of phrasings (COCO-like short captions, Flickr-like sentences,
-alt-text, LTIP-like, and the LLM's "This is an image of ..." paragraphs). An
-*annotator* is one person within a style: fixed synonym preferences, a habit of
-mentioning sizes, positions or the background, an object order, and a small chance
-of leaving an object out. Eval images get references from several independent
-annotators of one style.
+A *style* is a family of phrasings: the paper's datasets each have one (docs/world.md):
+web alt-text as in Conceptual Captions (`noisy_alt`: terse, partial, keyword lists, web
+boilerplate, some wrong attributes), high-quality alt-text as in WebLI (`clean_alt`), long
+web descriptions as in LTIP (`long_description`), descriptive captions as in COCO (`coco`) and
+Flickr30k (`flickr`), and the LLM's "This is an image of ..." paragraphs (`llm`). `alt` and
+`ltip` are shorter web styles kept for older configurations. An *annotator* is one person
+within a style: fixed synonym preferences, a habit of mentioning sizes, positions or the
+background, an object order, and a chance of leaving an object out. Eval images get
+references from several independent annotators of one style.
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ class Annotator:
         self.p_omit = float(rng.uniform(0.0, 0.12))
         self.shuffle_order = bool(rng.random() < 0.4)
         self.template_bias = rng.dirichlet(np.ones(8) * 2.0)
+        # web alt-text habits (noisy_alt), drawn last so that every earlier habit stays as it was
+        self.p_drop = float(rng.uniform(0.1, 0.35))  # each object after the first left out
+        self.p_wrong_colour = float(rng.uniform(0.02, 0.08))  # an object's colour named wrong
+        self.p_generic = float(rng.uniform(0.0, 0.15))  # "shape" or "icon" for the class name
+        self.p_boilerplate = float(rng.uniform(0.3, 0.8))  # irrelevant web words
 
     # words ---------------------------------------------------------------
     def shape(self, s: str) -> str:
@@ -181,6 +189,73 @@ def alt_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
     return options[a.pick(rng, len(options))]
 
 
+WEB_BOILERPLATE = ["vector", "clipart", "free download", "hd wallpaper", "png", "illustration", "stock image",
+                   "isolated", "flat design", "logo template", "icon set", "royalty free"]
+GENERIC_SHAPE_WORDS = ["shape", "icon", "symbol"]
+
+
+def noisy_alt_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    """Conceptual Captions' web alt-text: keyword lists, objects left out, web boilerplate, the odd
+    wrong colour or a generic word for the class, no articles."""
+    objs = list(scene.objects)
+    if a.shuffle_order:
+        objs = [objs[i] for i in rng.permutation(len(objs))]
+    if a.omits:
+        objs = objs[:1] + [o for o in objs[1:] if rng.random() >= a.p_drop]
+    words = []
+    for o in objs:
+        colour = o.colour if rng.random() >= a.p_wrong_colour else str(rng.choice([c for c in COLOUR_WORDS if c != o.colour]))
+        shape = a.shape(o.shape) if rng.random() >= a.p_generic else GENERIC_SHAPE_WORDS[int(rng.integers(len(GENERIC_SHAPE_WORDS)))]
+        size = [a.size(o.size)] if rng.random() < a.p_size * 0.5 else []
+        words.append(" ".join(size + [a.colour(colour), shape]))
+    bg = a.background(scene.background)
+    options = [
+        f"{', '.join(words)} | {bg} background",
+        f"{' and '.join(words)}",
+        f"{' + '.join(words)} on {bg}",
+        f"{', '.join(words)}, {bg}",
+    ]
+    text = options[a.pick(rng, len(options))]
+    if rng.random() < a.p_boilerplate:
+        noise = WEB_BOILERPLATE[int(rng.integers(len(WEB_BOILERPLATE)))]
+        text = f"{noise} {text}" if rng.random() < 0.4 else f"{text} {noise}"
+    return text
+
+
+def clean_alt_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    """WebLI's high-quality alt-text: every object, right attributes, short noun phrases."""
+    objs = a.ordered(scene, rng, allow_omit=False)
+    nps = [a.noun(o, rng) for o in objs]
+    if rng.random() < 0.5:
+        nps = [with_article(n) for n in nps]
+    bg = a.background(scene.background)
+    options = [f"{join_list(nps)} on {with_article(bg)} background", f"{join_list(nps)}", f"{join_list(nps)} against {bg}"]
+    return options[a.pick(rng, len(options))]
+
+
+DESCRIPTION_FILLERS = [
+    "It works well as a simple graphic for presentations.",
+    "The design is minimal and clean.",
+    "Suitable for printing or for use on a website.",
+    "A simple composition with bold colours.",
+]
+
+
+def long_description_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str:
+    """LTIP's long web descriptions: several sentences with relations, sizes and positions, and web filler."""
+    objs = a.ordered(scene, rng)
+    nps = [with_article(a.noun(o, rng, size=True)) for o in objs]
+    bg = a.background(scene.background)
+    opening = ["This graphic shows", "Here we see", "The picture contains"][a.pick(rng, 3)]
+    sentences = [f"{opening} {join_list(nps)} on {with_article(bg)} background."]
+    if len(objs) >= 2:
+        sentences.append(f"The {a.colour(objs[0].colour)} {a.shape(objs[0].shape)} is {relation(objs[0], objs[1])} the {a.colour(objs[1].colour)} {a.shape(objs[1].shape)}.")
+    placed = objs[int(rng.integers(len(objs)))]
+    sentences.append(f"The {a.shape(placed.shape)} sits {position_phrase(placed, a.grid)}.")
+    sentences.append(DESCRIPTION_FILLERS[int(rng.integers(len(DESCRIPTION_FILLERS)))])
+    return " ".join(sentences)
+
+
 LLM_FILLERS = [
     "No other objects are visible in the scene.",
     "The background is plain and uniform, without any texture.",
@@ -221,6 +296,9 @@ def llm_style(a: Annotator, scene: Scene, rng: np.random.Generator, min_words: i
 STYLES = {
     "coco": coco_style,
     "flickr": flickr_style,
+    "noisy_alt": noisy_alt_style,
+    "clean_alt": clean_alt_style,
+    "long_description": long_description_style,
     "ltip": ltip_style,
     "alt": alt_style,
     "llm": llm_style,

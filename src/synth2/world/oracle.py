@@ -137,7 +137,7 @@ def hits_by_shape(true: Scene, parsed: Scene) -> list[tuple[str, bool]]:
 
 
 # The parts of a scene that `scene_agreement` checks on their own, in the order reports list them.
-AGREEMENT_PARTS = ("count", "colours", "shapes")
+AGREEMENT_PARTS = ("count", "colours", "shapes", "present")
 
 
 def scene_agreement(true: Scene, parsed: Scene) -> dict[str, bool]:
@@ -145,11 +145,20 @@ def scene_agreement(true: Scene, parsed: Scene) -> dict[str, bool]:
 
     "objects": exactly the caption's (shape, colour) multiset (the generator's oracle
     accuracy); "count", "colours", "shapes": the object count and the colour and shape
-    multisets on their own, which say which part a wrong image misses.
+    multisets on their own, which say which part a wrong image misses; "present": every
+    caption object is drawn, extra objects allowed (a wrong image that only adds objects).
     """
+    parsed_left = list(parsed.combos())
+    present = True
+    for combo in true.combos():
+        if combo in parsed_left:
+            parsed_left.remove(combo)
+        else:
+            present = False
     return {
         "objects": sorted(true.combos()) == sorted(parsed.combos()),
         "count": len(true.objects) == len(parsed.objects),
         "colours": sorted(o.colour for o in true.objects) == sorted(o.colour for o in parsed.objects),
         "shapes": sorted(o.shape for o in true.objects) == sorted(o.shape for o in parsed.objects),
+        "present": present,
     }

@@ -52,26 +52,35 @@ class TextCorpusConfig:
 
 @dataclass
 class WorldConfig:
+    """The paper's data regime (docs/world.md): the paired split is web alt-text like CCv2, the
+    text-only corpora are high-quality alt-text (WebLI) and long web descriptions (LTIP), and
+    evaluation is zero-shot on descriptive captions (COCO, Flickr30k) by other annotators."""
+
     resolution: int = 32
-    grid: int = 3
+    # Cells per side. With 32 px and 2 cells, a cell is 16 px: a whole number of the tokenizer's
+    # 4-px patches, so an object has the same token pattern in every cell.
+    grid: int = 2
     shapes: list[str] = field(default_factory=lambda: list(SHAPE_FUNCTIONS)[:10])
     colours: list[str] = field(default_factory=lambda: list(COLOURS)[:8])
     sizes: list[str] = field(default_factory=lambda: ["small", "large"])
-    backgrounds: list[str] = field(default_factory=lambda: list(BACKGROUNDS))
+    backgrounds: list[str] = field(default_factory=lambda: ["black", "grey"])
     max_objects: int = 3
     # Zipf exponent of the paired split's shape-class frequencies (0 = balanced).
     skew: float = 1.3
     # (shape, colour) combinations per shape that the paired split never shows.
     heldout_per_shape: int = 1
     paired: int = 4000
-    paired_style: str = "coco"
+    paired_style: str = "noisy_alt"
     text_only: dict[str, TextCorpusConfig] = field(
         default_factory=lambda: {
-            "ltip": TextCorpusConfig(style="ltip", size=2000, skew=2.2),
-            "webli": TextCorpusConfig(style="alt", size=2000, skew=1.1),
+            "ltip": TextCorpusConfig(style="long_description", size=8000, skew=2.2),
+            "webli": TextCorpusConfig(style="clean_alt", size=8000, skew=1.1),
         }
     )
     eval: int = 300
+    # Zipf exponent of eval split A's shape classes, in an order of its own (COCO's objects are
+    # long-tailed too, but not in CCv2's order); split B is balanced. Both show held-out combinations.
+    eval_skew: float = 0.8
     # Unlabelled images for pre-training the VQ (the `images` split): balanced classes, every
     # combination, as a pre-trained VQ-GAN has seen broad image data rather than the paired split.
     # 0 = the VQ trains on the paired images, and codes for rare classes starve.
@@ -79,6 +88,10 @@ class WorldConfig:
     eval_styles: list[str] = field(default_factory=lambda: ["coco", "flickr"])
     references: int = 5
     annotators_per_style: int = 12
+    # Web text the embedded LM reads besides the training captions (`lm_text`, no images): scenes
+    # of its own described in these styles by annotators of its own, never the eval references.
+    lm_text: int = 4000
+    lm_text_styles: list[str] = field(default_factory=lambda: ["coco", "flickr", "noisy_alt", "clean_alt", "long_description"])
     shard_size: int = 2000
 
 
