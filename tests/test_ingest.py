@@ -251,3 +251,51 @@ def test_decode_image_refuses_bomb_before_decoding():
     with pytest.raises(BadImage) as e:
         decode_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
     assert e.value.reason in ("not_an_image", "truncated")
+
+
+def test_a_directory_for_an_image_is_skipped_and_counted(tmp_path, images):
+    root, good = images
+    (root / "folder.jpg").mkdir()
+    src = tmp_path / "list.jsonl"
+    src.write_text("".join(json.dumps({"image": n, "caption": "a caption"}) + "\n" for n in [p.name for p in good] + ["folder.jpg"]))
+    report = ingest("jsonl", src, tmp_path / "out", images=root)
+    assert report["kept"] == len(good) and report["skipped"] == {"not_a_file": 1}
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("fmt, text", [("jsonl", ""), ("csv", "image,caption\n")])
+def test_empty_input_is_an_error_that_says_so(tmp_path, fmt, text):
+    from synth2.errors import UserError
+
+    src = tmp_path / f"list.{fmt}"
+    src.write_text(text)
+    with pytest.raises(UserError, match="no records"):
+        ingest(fmt, src, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("shard-*"))
+
+
+def test_the_bad_record_ceiling_stops_but_writes_what_it_found(tmp_path, images):
+    root, good = images
+    names = [p.name for p in good] + [f"missing{i}.jpg" for i in range(10)]
+    src = tmp_path / "captions.json"
+    src.write_text(json.dumps(_coco(root, names)))
+    with pytest.raises(TooManyBadRecords):
+        ingest("coco", src, tmp_path / "out", images=root, max_bad_fraction=0.2)
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert report["skipped"] == {"missing_file": 10} and report["kept"] == len(good) and "max_bad_fraction" in report["stopped"]
+    assert not list((tmp_path / "out").glob("shard-*.tar"))  # nothing half-written looks finished
+
+
+def test_a_shard_finished_after_the_last_state_write_is_redone_under_the_same_keys(tmp_path, images):
+    root, good = images
+    src = tmp_path / "captions.json"
+    src.write_text(json.dumps(_coco(root, [p.name for p in good])))
+    whole = ingest("coco", src, tmp_path / "whole", images=root, shard_size=2)
+    out = tmp_path / "cut"
+    ingest("coco", src, out, images=root, shard_size=2)
+    # as if killed between the last shard's rename and its state write
+    state = json.loads((out / "ingest_state.json").read_text())
+    state.update(consumed=4, shards=2, report={"kept": 4, "skipped": {}, "converted": {}, "examples": {}})
+    (out / "ingest_state.json").write_text(json.dumps(state))
+    assert ingest("coco", src, out, images=root, shard_size=2) == whole
+    assert sorted(p.key for p in read_pairs(out)) == sorted(p.key for p in read_pairs(tmp_path / "whole"))

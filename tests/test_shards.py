@@ -114,3 +114,49 @@ def test_caption_corpora_jsonl_and_text(tmp_path):
     report = QualityReport(max_bad_fraction=0.9)
     assert len(read_captions(tmp_path / "bad.jsonl", report)) == 1
     assert report.skipped == {"malformed_json": 1, "no_caption_field": 1}
+
+
+def _rewrite(shard, rename):
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            m.name = rename(m.name)
+            tar.addfile(m, io.BytesIO(data))
+
+
+def test_encode_skips_a_member_whose_key_holds_a_slash_and_keeps_the_rest(tmp_path):
+    import torch
+
+    from synth2.encoding import encode_shards
+    from synth2.models.vq import VQConfig, VQModel
+
+    with ShardWriter(tmp_path / "images") as writer:
+        for pair in _pairs(4, with_tokens=False):
+            writer.write(pair)
+    _rewrite(next((tmp_path / "images").glob("*.tar")), lambda name: "sub/" + name if name.startswith("k0001") else name)
+    torch.manual_seed(0)
+    vq = VQModel(VQConfig(channels=8, channel_mult=[1], patch_size=4, num_res_blocks=1, mid_blocks=0, norm="none", latent_dim=8, codebook_size=16, codebook_dim=4, kmeans_init=False))
+    report = QualityReport(max_bad_fraction=0.5)
+    assert encode_shards(vq, tmp_path / "images", tmp_path / "tokens", report, 16) == 3
+    assert report.skipped == {"bad_key": 1}
+    assert [p.key for p in read_pairs(tmp_path / "tokens", decode_images=False)] == ["k0000", "k0002", "k0003"]
+
+
+def test_a_truncated_shard_is_counted_once(tmp_path):
+    with ShardWriter(tmp_path, shard_size=3) as writer:
+        for pair in _pairs(6, with_tokens=False):
+            writer.write(pair)
+    first = sorted(tmp_path.glob("*.tar"))[0]
+    first.write_bytes(first.read_bytes()[:700])  # inside the first member
+    report = QualityReport(max_bad_fraction=0.9)
+    kept = [p.key for p in read_pairs(tmp_path, report=report)]
+    assert report.skipped["broken_shard"] == 1 and {"k0003", "k0004", "k0005"} <= set(kept)
+
+
+def test_a_writer_stopped_by_an_error_publishes_no_partial_shard(tmp_path):
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path) as writer:
+            writer.write(_pairs(1)[0])
+            raise RuntimeError("stop")
+    assert not list(tmp_path.glob("*.tar"))

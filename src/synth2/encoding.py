@@ -9,7 +9,7 @@ import torch
 
 from synth2.data.images import resize_center_crop
 from synth2.data.quality import QualityReport
-from synth2.data.shards import Pair, ShardWriter, read_pairs
+from synth2.data.shards import Pair, ShardWriter, read_pairs, valid_key
 from synth2.models.vq import to_model_pixels, to_uint8
 
 
@@ -33,6 +33,10 @@ def encode_shards(model, shards, out: Path, report: QualityReport | None, resolu
             batch.clear()
 
         for pair in read_pairs(shards, report=report, split=False):
+            if not valid_key(pair.key):
+                if report is not None:
+                    report.skip("bad_key", repr(pair.key))
+                continue
             batch.append(pair)
             if len(batch) == batch_size:
                 flush()

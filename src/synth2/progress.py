@@ -25,6 +25,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from synth2.files import atomic_write_text
+
 T = TypeVar("T")
 
 console = Console(stderr=True)
@@ -109,9 +111,15 @@ class MetricsWriter:
         """Drop lines past `step` (a resumed run rewrites them)."""
         if not self.enabled or not self.path.exists():
             return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if (json.loads(line).get("step") or 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            if (row.get("step") or 0) <= step:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: str | Path) -> list[dict]:

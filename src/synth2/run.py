@@ -14,6 +14,7 @@ stage's folder, and every stage downstream of it reruns because its inputs chang
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synth2.configtools import dump_yaml, to_dict
+from synth2.errors import UserError
+from synth2.files import atomic_write_text
 from synth2.progress import console, is_rank_zero
 
 # Bump when a stage's outputs change meaning, so old runs recompute it.
@@ -50,6 +53,11 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# run.lock files this process holds, open until it exits (flock is per open file, so a second
+# open of the same lock in this process would conflict with the first)
+_HELD_LOCKS: dict[Path, Any] = {}
+
+
 class Run:
     def __init__(self, root: str | Path, config: Any):
         self.root = Path(root)
@@ -58,22 +66,47 @@ class Run:
             self.root.mkdir(parents=True, exist_ok=True)
             dump_yaml(config, self.root / "config.yaml")
 
+    # one writer per run directory ---------------------------------------------
+    def hold_lock(self) -> None:
+        """Hold `run.lock` (an exclusive `flock`) from this process's first write to its exit:
+        the kernel releases it when the process ends, however it ends. A second writer stops
+        at once, naming the holder; commands that only read (`report`, `arms`) never take it."""
+        path = (self.root / "run.lock").resolve()
+        if path in _HELD_LOCKS or not is_rank_zero():
+            return  # this process is the writer already (every Run object of it may write)
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(f"{self.root}: another synth2 process (PID {holder}) is writing this run; wait for it to finish or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _HELD_LOCKS[path] = handle
+
     # manifest ----------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
     def manifest(self) -> dict:
-        if self.manifest_path.exists():
-            return json.loads(self.manifest_path.read_text())
-        return {"stages": {}}
+        if not self.manifest_path.exists():
+            return {"stages": {}}
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{self.manifest_path}: not a synth2 manifest ({error}); move it away to rebuild the run's stages") from error
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+            raise UserError(f"{self.manifest_path}: not a synth2 manifest (no \"stages\" object); move it away to rebuild the run's stages")
+        return manifest
 
     def _write_manifest(self, manifest: dict) -> None:
-        if not is_rank_zero():
-            return
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, self.manifest_path)
+        if is_rank_zero():
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
 
     def _update_stage(self, name: str, **fields: Any) -> None:
         manifest = self.manifest()
@@ -116,6 +149,7 @@ class Run:
             # upstream stage many times over into its log.txt
             logger.debug("stage %s: unchanged, skipped", name)
             return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
+        self.hold_lock()
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
             logger.info("stage %s: config or inputs changed, recomputing", name)
             shutil.rmtree(directory)

@@ -156,12 +156,25 @@ class OpenAIBackend:
                 return e
 
         answers: list[str | BackendError] = [BackendError("not asked")] * len(prompts)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(one, args): i for i, args in enumerate(zip(prompts, seeds))}
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        futures = {pool.submit(one, args): i for i, args in enumerate(zip(prompts, seeds))}
+        reported: set[int] = set()
+        try:
             # report each answer as it lands, so a crash loses only the requests in flight
             for future in as_completed(futures):
-                answers[futures[future]] = future.result()
-                _report(on_answer, futures[future], answers[futures[future]])
+                i = futures[future]
+                answers[i] = future.result()
+                reported.add(i)
+                _report(on_answer, i, answers[i])
+        except BaseException:
+            # Ctrl-C: send nothing more, keep every answer already here, and do not wait for
+            # the requests in flight
+            pool.shutdown(wait=False, cancel_futures=True)
+            for future, i in futures.items():
+                if i not in reported and future.done() and not future.cancelled():
+                    _report(on_answer, i, future.result())
+            raise
+        pool.shutdown()
         return answers
 
 

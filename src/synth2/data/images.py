@@ -77,7 +77,13 @@ def read_image_file(path: str | Path, **limits) -> tuple[np.ndarray, str | None]
     path = Path(path)
     if not path.exists():
         raise BadImage("missing_file", str(path))
-    return decode_image(path.read_bytes(), **limits)
+    if not path.is_file():
+        raise BadImage("not_a_file", str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BadImage("unreadable_file", f"{path}: {e.strerror}") from None
+    return decode_image(data, **limits)
 
 
 def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:

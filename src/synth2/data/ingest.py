@@ -25,9 +25,10 @@ from typing import Iterator
 from PIL import Image
 
 from synth2.data.images import BadImage, encode_png, read_image_file, resize_center_crop
-from synth2.data.quality import QualityReport
+from synth2.data.quality import QualityReport, TooManyBadRecords
 from synth2.data.shards import Pair, ShardWriter
 from synth2.data.text import BadCaption, clean_caption, safe_key
+from synth2.errors import UserError
 from synth2.progress import progress_bar
 
 FORMATS = ("coco", "karpathy", "jsonl", "csv")
@@ -164,10 +165,13 @@ def ingest(
 ) -> dict:
     """Write `out/shard-*.tar` and `out/ingest_report.json`; returns the report."""
     records = source_records(fmt, src, images, split)
+    if not records:
+        raise UserError(f"{src}: no records to ingest (an empty {fmt} file)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "ingest_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"consumed": 0, "shards": 0, "report": None}
+    _drop_unrecorded_shards(out, state["shards"])
     report = QualityReport(source=str(src), max_bad_fraction=max_bad_fraction)
     if state["report"]:
         report.kept = state["report"]["kept"]
@@ -183,18 +187,33 @@ def ingest(
         tmp.write_text(json.dumps(state))
         os.replace(tmp, state_path)
 
-    with progress_bar(f"ingest {fmt}", len(records), completed=state["consumed"]) as bar:
-        for index in range(state["consumed"], len(records)):
-            closed = len(writer.completed)
-            _ingest_one(records[index], writer, report, seen_keys, size)
-            bar.advance(kept=report.kept, skipped=sum(report.skipped.values()))
-            if len(writer.completed) > closed:
-                checkpoint(index + 1)
+    try:
+        with progress_bar(f"ingest {fmt}", len(records), completed=state["consumed"]) as bar:
+            for index in range(state["consumed"], len(records)):
+                closed = len(writer.completed)
+                _ingest_one(records[index], writer, report, seen_keys, size)
+                bar.advance(kept=report.kept, skipped=sum(report.skipped.values()))
+                if len(writer.completed) > closed:
+                    checkpoint(index + 1)
+        report.check(final=True)  # before the last shard is published
+    except TooManyBadRecords as error:
+        # stop, but say what was found; the open shard stays a .tar.tmp, never a finished-looking .tar
+        report.write(out / "ingest_report.json", stopped=str(error))
+        writer.discard()
+        raise
     writer.close()
     checkpoint(len(records))
-    report.check(final=True)
     report.write(out / "ingest_report.json")
     return report.to_json()
+
+
+def _drop_unrecorded_shards(out: Path, recorded: int) -> None:
+    """Remove shards an interrupted run finished after its last state write: their records are
+    consumed again from the recorded position, under the same keys."""
+    for path in [*out.glob("shard-*.tar"), *out.glob("shard-*.tar.tmp")]:
+        index = path.name.split("-", 1)[1].split(".", 1)[0]
+        if not index.isdigit() or int(index) >= recorded:
+            path.unlink()
 
 
 def _keys_in_shards(shards: list[Path]) -> dict[str, Path | None]:

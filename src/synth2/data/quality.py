@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synth2.files import atomic_write_text
+
 
 class TooManyBadRecords(RuntimeError):
     pass
@@ -68,5 +70,7 @@ class QualityReport:
             "examples": self.examples,
         }
 
-    def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+    def write(self, path: str | Path, stopped: str = "") -> None:
+        """`stopped`: why the run stopped early (the report still says what it found)."""
+        data = self.to_json() | ({"stopped": stopped} if stopped else {})
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")

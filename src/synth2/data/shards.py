@@ -48,6 +48,11 @@ def _tokens_to_bytes(tokens: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def valid_key(key: str) -> bool:
+    """A shard key names its tar members (`KEY.png`, `KEY.json`): no '.' or '/' in it."""
+    return bool(key) and "." not in key and "/" not in key
+
+
 class ShardWriter:
     """Writes pairs to `{directory}/{prefix}-000000.tar`, ... with at most `shard_size` each.
 
@@ -88,6 +93,12 @@ class ShardWriter:
             self.completed.append(self._path)
             self._file = None
 
+    def discard(self) -> None:
+        """Stop without publishing the open shard (it stays a .tar.tmp); closed shards stay."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = len(data), 0, 0o444
@@ -97,7 +108,7 @@ class ShardWriter:
         self._file.write(b"\0" * (-len(data) % 512))
 
     def write(self, pair: Pair) -> None:
-        if not pair.key or "." in pair.key or "/" in pair.key:
+        if not valid_key(pair.key):
             raise ValueError(f"shard key {pair.key!r} must be non-empty and contain no '.' or '/'")
         if pair.key in self._keys:
             raise ValueError(f"duplicate shard key {pair.key!r}")
@@ -125,8 +136,9 @@ class ShardWriter:
     def __enter__(self) -> "ShardWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # after an error the open shard is incomplete: leave it a .tar.tmp, never a finished .tar
+        self.discard() if exc_type is not None else self.close()
 
 
 def shard_urls(spec: str | Path | Iterable[str | Path]) -> list[str]:
@@ -199,8 +211,15 @@ def read_pairs(
     if split:
         stages += [wds.split_by_node, wds.split_by_worker]
 
+    broken: set[str] = set()
+
     def skip_broken_shard(exn: Exception) -> bool:
-        report.skip("broken_shard", str(exn)[:200])
+        # webdataset may call this more than once for one truncated tar: count each shard once
+        where = str(exn)[:200]
+        url = next((u for u in urls if str(u) in str(exn)), where)
+        if url not in broken:
+            broken.add(url)
+            report.skip("broken_shard", where)
         return True
 
     stages.append(wds.tarfile_to_samples(handler=wds.reraise_exception if report is None else skip_broken_shard))

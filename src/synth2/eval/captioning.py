@@ -10,6 +10,7 @@ meaningful over a whole set, never per image. Values are on pycocoevalcap's scal
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -17,6 +18,8 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
+
+from synth2.errors import UserError
 
 METRICS = ("CIDEr", "Bleu_4", "METEOR", "ROUGE_L")
 
@@ -46,16 +49,27 @@ def write_references(path: str | Path, image_ids: list, references: list[list[st
     return path
 
 
-def _load(predictions_path: Path, references_path: Path) -> tuple[dict, dict]:
+def _read_json(path: Path):
     try:
-        predictions = json.loads(Path(predictions_path).read_text())
-        references = json.loads(Path(references_path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON: {e}") from None
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def _load(predictions_path: Path, references_path: Path) -> tuple[dict, dict]:
+    predictions, references = _read_json(predictions_path), _read_json(references_path)
     if not isinstance(predictions, list) or not all(isinstance(p, dict) and {"image_id", "caption"} <= set(p) for p in predictions):
-        raise ValueError(f"{predictions_path}: expected the COCO results format [{{'image_id', 'caption'}}, ...]")
-    if not isinstance(references, dict) or "annotations" not in references:
-        raise ValueError(f"{references_path}: expected the COCO captions format with 'annotations'")
+        raise UserError(f"{predictions_path}: expected the COCO results format [{{'image_id', 'caption'}}, ...]")
+    if not isinstance(references, dict) or not isinstance(references.get("annotations"), list):
+        raise UserError(f"{references_path}: expected the COCO captions format with 'annotations'")
+    if not predictions:
+        raise UserError(f"{predictions_path}: no predictions to score")
+    if not references["annotations"]:
+        raise UserError(f"{references_path}: no reference captions to score against")
+    for path, records in ((predictions_path, predictions), (references_path, references["annotations"])):
+        bad = next((i for i, r in enumerate(records) if not isinstance(r.get("caption"), str)), None)
+        if bad is not None:
+            raise UserError(f"{path}: record {bad} (image_id {records[bad].get('image_id')!r}) has no caption text ({records[bad].get('caption')!r})")
     gts: dict = {}
     for ann in references["annotations"]:
         gts.setdefault(ann["image_id"], []).append({"caption": ann["caption"]})
@@ -84,7 +98,7 @@ def score_files(predictions_path: str | Path, references_path: str | Path, metri
     scores: dict[str, float] = {}
     for name, scorer in _scorers(metrics):
         with contextlib.redirect_stdout(io.StringIO()):  # Bleu prints its internals
-            value, _ = scorer.compute_score(gts, res)
+            value = _within(SCORER_TIMEOUT_S, name, scorer, gts, res)
         if isinstance(value, list):  # Bleu returns Bleu_1..4
             for n, v in enumerate(value, start=1):
                 if f"Bleu_{n}" in metrics:
@@ -92,6 +106,27 @@ def score_files(predictions_path: str | Path, references_path: str | Path, metri
         else:
             scores[name] = float(value)
     return scores
+
+
+# METEOR talks to a Java process over pipes; if that process dies or stalls, pycocoevalcap
+# waits forever. No scorer takes this long on any eval split synth2 writes.
+SCORER_TIMEOUT_S = 600.0
+
+
+def _within(seconds: float, name: str, scorer, gts: dict, res: dict):
+    """`scorer.compute_score(gts, res)[0]`, or an error after `seconds` (the stalled METEOR
+    process is killed, and the next call starts a fresh one)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(scorer.compute_score, gts, res)
+    try:
+        return future.result(timeout=seconds)[0]
+    except concurrent.futures.TimeoutError:
+        if name == "METEOR":
+            scorer.meteor_p.kill()
+            _meteor.cache_clear()
+        raise RuntimeError(f"{name} did not answer within {seconds:.0f} s; its Java process was stopped") from None
+    finally:
+        pool.shutdown(wait=False)
 
 
 @contextlib.contextmanager

@@ -129,14 +129,15 @@ def train(
         for group in opt.param_groups:
             group.setdefault("initial_lr", group["lr"])
     start = 0
-    resume_from = checkpoint.latest(ckpt_dir)
-    if resume_from is not None:
-        optim_state, state = checkpoint.load(resume_from, task.modules)
+    resume_from = None
+    loaded = checkpoint.load_latest(ckpt_dir, task.modules)
+    if loaded is not None:
+        resume_from, optim_state, state = loaded
         for name, opt in task.optimizers.items():
             opt.load_state_dict(optim_state["optimizers"][name])
         start = state["step"]
-        metrics.truncate_after(start)
         logger.info("%s: resumed from %s", description, resume_from)
+    metrics.truncate_after(start)  # rows of steps no checkpoint kept are written again
     ctx = StepContext(cfg, dist)
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}

@@ -1,0 +1,162 @@
+"""Faults a run directory meets on a bad day: planted pickles, two writers, truncated or garbage
+files, empty inputs. Each ends in one clear line, and nothing good is lost."""
+
+import json
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from synth2.cli import main
+from synth2.config import tiny
+from synth2.run import Run
+from synth2.train import checkpoint
+from synth2.train.distributed import DistInfo
+from synth2.train.loop import train
+
+
+def _task(lm_dir):
+    from test_t2i import _t2i_task
+
+    return _t2i_task(lm_dir)
+
+
+class _Planted:
+    """A pickle whose loading would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_pickle_in_a_checkpoint_runs_nothing_and_is_set_aside(tiny_llama_dir, tmp_path, caplog):
+    task, cfg = _task(tiny_llama_dir)
+    train(task, cfg.train, tmp_path / "run", DistInfo(), "t2i", stop_after=6)  # checkpoints at 3 and 6
+    marker = tmp_path / "pwned"
+    newest = tmp_path / "run" / "checkpoints" / "step-6"
+    (newest / "rng.pt").write_bytes(pickle.dumps(_Planted(marker), protocol=2))
+    with caplog.at_level(logging.WARNING):
+        resumed, _ = _task(tiny_llama_dir)
+        train(resumed, cfg.train, tmp_path / "run", DistInfo(), "t2i")
+    assert not marker.exists()
+    assert str(newest / "rng.pt") in caplog.text  # the warning names the file
+    assert (newest.parent / "step-6.corrupt").is_dir()  # set aside; step 3 was used, and step 6 written again
+    assert (newest / "rng.pt").exists() and torch.load(newest / "rng.pt", weights_only=True)
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_one_before(tiny_llama_dir, tmp_path):
+    task, cfg = _task(tiny_llama_dir)
+    whole = train(task, cfg.train, tmp_path / "whole", DistInfo(), "t2i")
+    task, _ = _task(tiny_llama_dir)
+    train(task, cfg.train, tmp_path / "cut", DistInfo(), "t2i", stop_after=6)
+    weights = tmp_path / "cut" / "checkpoints" / "step-6" / "t2i.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(checkpoint.CorruptCheckpoint, match="t2i.safetensors"):
+        checkpoint.load(weights.parent, {"t2i": _task(tiny_llama_dir)[0].model})
+    resumed, _ = _task(tiny_llama_dir)
+    again = train(resumed, cfg.train, tmp_path / "cut", DistInfo(), "t2i")
+    # resumed from step 3, which the run before wrote: the same numbers as one uninterrupted run
+    assert again.last_metrics == whole.last_metrics
+
+
+def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from synth2.config import tiny; from synth2.run import Run; "
+         "Run(sys.argv[1], tiny()).hold_lock(); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run([sys.executable, "-m", "synth2.cli", "train", "lm", "--run", str(tmp_path), "--preset", "tiny"],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert f"PID {holder.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "world").exists()  # it wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel drops the lock with its holder, however it ended
+    Run(tmp_path, tiny()).hold_lock()
+
+
+def test_a_garbage_manifest_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "lm", "--run", str(tmp_path), "--preset", "tiny"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "manifest.json") in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "predictions, references, says",
+    [
+        ([], {"images": [], "annotations": []}, "no predictions"),
+        ([{"image_id": 1, "caption": "a cat"}], {"images": [], "annotations": []}, "no reference captions"),
+        ([{"image_id": 1, "caption": None}], {"images": [{"id": 1}], "annotations": [{"image_id": 1, "id": 0, "caption": "a cat"}]}, "record 0"),
+    ],
+)
+def test_score_refuses_empty_or_captionless_files_at_once(tmp_path, capsys, predictions, references, says):
+    p, r = tmp_path / "p.json", tmp_path / "r.json"
+    p.write_text(json.dumps(predictions))
+    r.write_text(json.dumps(references))
+    began = time.time()
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "--predictions", str(p), "--references", str(r)])
+    assert exit_.value.code == 2 and time.time() - began < 5
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "manifest.json").write_text("[]")
+    with pytest.raises(Exception, match="manifest.json"):
+        main(["--debug", "train", "lm", "--run", str(tmp_path), "--preset", "tiny"])
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_at_once_and_keeps_every_answer(tmp_path, signum, code):
+    from chat_server import ChatServer
+
+    with ChatServer(faulty_every=0, delay=0.2) as server:
+        out = tmp_path / "c.jsonl"
+        cmd = [sys.executable, "-m", "synth2.cli", "captions", "--backend", "openai", "--base-url", server.url, "--model", "world-llm",
+               "--n", "60", "--out", str(out), "--set", "captions.concurrency=4", "--set", "captions.batch_size=20"]
+        env = {**os.environ, "SYNTH2_PROGRESS": "0"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while sum(server.successes.values()) < 6 and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signum)
+        sent = time.time()
+        proc.wait(timeout=30)
+        stopped_after = time.time() - sent
+        requests_at_stop = sum(server.attempts.values())
+        answered = sum(server.successes.values())
+        assert proc.returncode == code and stopped_after < 2
+        assert "rerun the same command to resume" in proc.stderr.read()
+        time.sleep(0.5)
+        assert sum(server.attempts.values()) <= requests_at_stop + 4  # nothing new sent after the stop (4 were in flight)
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # every answer that reached the client before the stop came from its cache on the rerun
+    asked_twice = [key for key, count in server.successes.items() if count > 1]
+    assert len(asked_twice) <= 4, "answers received before the stop were asked again"
+    assert answered >= 6 and len(out.read_text().splitlines()) > 50
+
+
+@pytest.mark.parametrize("key, value", [("lm.path", "/no/such/lm"), ("data.paired", "/no/such/shards")])
+def test_a_wrong_path_fails_before_any_stage_runs(tmp_path, capsys, key, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", f"{key}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and key in err and value in err
+    assert not (tmp_path / "run" / "manifest.json").exists()  # no stage ran
