@@ -35,7 +35,9 @@ def test_reproduce_writes_results_and_report(tiny_run):
     # the control arms train and score: GenPair's captions with true and with uninformative images
     for arm in ("baseline", "genpair_blind", "genpair", "genpair_true"):
         assert {"cider_a", "cider_b", "gate_openness"} <= set(results["controls"][arm])
-    assert "genpair_image_share" in results["claims"]
+    controls = results["controls"]
+    margin = min(controls["genpair_true"]["cider_a"] - controls["genpair"]["cider_a"], controls["genpair"]["cider_a"] - controls["genpair_blind"]["cider_a"])
+    assert results["claims"]["genpair_ordering_margin"] == pytest.approx(margin)
     assert {"psnr", "codebook_usage", "oracle_accuracy", "oracle_accuracy_by_shape"} <= set(results["vq"])
     assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
     assert 0.0 <= results["curation"]["auc"] <= 1.0

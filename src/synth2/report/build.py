@@ -99,7 +99,7 @@ def claim_rows(results: Results) -> list[list[str]]:
         + (" (seeds: " + " / ".join(_fmt(v, True) for v in c["genpair_gain_by_seed"].values()) + ")" if "genpair_gain_by_seed" in c else ""),
         "synth2_share_of_gold": _fmt(c["synth2_share_of_gold"], True),
         "parity_fraction": "never" if c["parity_fraction"] is None else _fmt(c["parity_fraction"]),
-        "genpair_image_share": _fmt(c["genpair_image_share"], True),
+        "genpair_ordering_margin": _fmt(c["genpair_ordering_margin"]),
         "embedding_over_pixel_speed": f"{c['embedding_over_pixel_speed']:.2f}x",
     }
     return [[claim.text, claim.target, measured[claim.key]] for claim in CLAIMS]
