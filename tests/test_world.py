@@ -261,3 +261,34 @@ def test_training_sources_share_no_style_or_annotator_with_the_eval_references(t
         assert people and not people & eval_people, name
         assert not styles & eval_styles, name
     assert {r["style"] for r in lm_text} == set(cfg.world.lm_text_styles)
+
+
+def test_each_object_has_one_token_pattern_in_every_cell():
+    """The golden geometry: cells are whole multiples of the tokenizer's patches, so an object
+    renders to the same pixels, and encodes to the same tokens, whichever cell it sits in."""
+    import torch
+
+    from synth2.config import quick
+    from synth2.models.vq import VQModel, to_model_pixels
+
+    cfg = quick()
+    spec = WorldSpec(cfg.world, seed=0)
+    resolution, grid, patch = cfg.world.resolution, spec.cfg.grid, cfg.vq.model.patch_size
+    cell = resolution // grid
+    assert resolution % grid == 0 and cell % patch == 0
+    torch.manual_seed(0)
+    vq = VQModel(cfg.vq.model).eval()  # untrained: its tokens are still a function of the patch alone
+    per_token = cell // patch
+    for shape in spec.shapes:
+        for size in spec.cfg.sizes:
+            colour = spec.allowed_colours[shape][0]
+            scenes = [Scene((Obj(shape, colour, size, row, col),), "black") for row in range(grid) for col in range(grid)]
+            images = np.stack([render(s, resolution, grid) for s in scenes])
+            with torch.no_grad():
+                tokens = vq.encode(to_model_pixels(torch.from_numpy(images))).numpy()
+            crops = [images[i, o.row * cell : (o.row + 1) * cell, o.col * cell : (o.col + 1) * cell] for i, o in enumerate(s.objects[0] for s in scenes)]
+            codes = [tokens[i, o.row * per_token : (o.row + 1) * per_token, o.col * per_token : (o.col + 1) * per_token] for i, o in enumerate(s.objects[0] for s in scenes)]
+            assert all(np.array_equal(crops[0], c) for c in crops[1:]), (shape, size)
+            assert all(np.array_equal(codes[0], c) for c in codes[1:]), (shape, size)
+            # and the empty cells hold one background pattern
+            assert len({tokens[0, -per_token:, -per_token:].tobytes(), tokens[-1, :per_token, :per_token].tobytes()}) == 1

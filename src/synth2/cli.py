@@ -31,7 +31,9 @@ app.add_typer(data_app, name="data")
 
 out = Console()
 
-RunOpt = typer.Option(..., "--run", help="Run directory (created if missing).")
+# `--run-dir` is the same option under a name torchrun's own parser cannot mistake for its
+# `--run-path` (it rejects `--run` as an ambiguous abbreviation)
+RunOpt = typer.Option(..., "--run", "--run-dir", help="Run directory (created if missing).")
 PresetOpt = typer.Option(None, "--preset", help="tiny | quick | small | paper")
 ConfigOpt = typer.Option(None, "--config", help="YAML config file.")
 SetOpt = typer.Option(None, "--set", help="Override a config field: key.path=value (repeatable).")
