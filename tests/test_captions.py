@@ -12,6 +12,7 @@ from synth2.captions.backends import OpenAIBackend, WorldBackend
 from synth2.captions.classes import WordNetMissing, find_wordnet, imagenet21k_classes, load_classes
 from synth2.captions.generate import CaptionsConfig, ValidationConfig, deduplicate, generate_captions, plan_items, validate
 from synth2.captions.prompts import PAPER_PROMPT, fill
+from synth2.errors import UserError
 from synth2.world.llm import WorldLLM
 from synth2.world.scene import WorldConfig, WorldSpec
 
@@ -84,7 +85,10 @@ def test_refused_connections_are_counted_and_a_rerun_completes(tmp_path):
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     backend = OpenAIBackend(dead, "world-llm", concurrency=4, timeout=0.5, max_retries=1, backoff=0.01)
-    report = generate_captions(backend, SHAPES, _config(n=10), tmp_path / "c.jsonl", seed=0)
+    # no caption at all is an error, not an empty success; the report still says what happened
+    with pytest.raises(UserError, match="no usable caption"):
+        generate_captions(backend, SHAPES, _config(n=10), tmp_path / "c.jsonl", seed=0)
+    report = json.loads((tmp_path / "c.jsonl.report.json").read_text())
     assert report["written"] == 0 and report["backend"]["failures"]["connection"] >= 10
     with ChatServer(faulty_every=0) as server:
         report = generate_captions(OpenAIBackend(server.url, "world-llm"), SHAPES, _config(n=10), tmp_path / "c.jsonl", seed=0)
@@ -134,3 +138,11 @@ def test_user_class_files(tmp_path):
     assert load_classes(str(tmp_path / "c.txt")) == load_classes(str(tmp_path / "c.json")) == ["cat", "dog"]
     with pytest.raises(FileNotFoundError):
         load_classes(str(tmp_path / "none.txt"))
+
+
+def test_openai_base_url_comes_from_the_environment_when_unset(monkeypatch):
+    from synth2.captions.backends import make_backend
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    backend = make_backend(_config(backend="openai", model="m"))
+    assert str(backend.client.base_url).startswith("http://127.0.0.1:9/v1")

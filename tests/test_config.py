@@ -21,6 +21,10 @@ def test_override_sets_nested_typed_values():
 def test_override_of_dict_entry():
     cfg = apply_overrides(preset("quick"), ["world.text_only.ltip.size=7"])
     assert cfg.world.text_only["ltip"].size == 7
+    # the other fields of that entry, and the other entries, stay as they were
+    assert cfg.world.text_only["ltip"].style == preset("quick").world.text_only["ltip"].style and "webli" in cfg.world.text_only
+    cfg = apply_overrides(preset("quick"), ["data.text_only.webli=/a", "data.text_only.ltip=/b"])
+    assert cfg.data.text_only == {"webli": "/a", "ltip": "/b"}
 
 
 def test_unknown_key_error_names_the_key():

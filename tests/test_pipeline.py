@@ -180,7 +180,8 @@ def test_zero_shot_evaluate_on_user_shards_matches_the_pipelines_own_eval(tiny_r
 
 
 def test_finetune_continues_an_arm_and_scores_it(tiny_run):
-    args = ["finetune", "--run", str(tiny_run), "--train", str(tiny_run / "world" / "eval_a"), "--eval", str(tiny_run / "world" / "eval_b"), "--steps", "3", "--limit", "20"]
+    args = ["finetune", "--run", str(tiny_run), "--train", str(tiny_run / "world" / "eval_a"), "--eval", str(tiny_run / "world" / "eval_b"), "--steps", "3", "--limit", "20",
+            "--lr", "1e-5"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
@@ -188,6 +189,7 @@ def test_finetune_continues_an_arm_and_scores_it(tiny_run):
     assert {"CIDEr", "Bleu_4", "METEOR", "ROUGE_L"} <= set(scores)
     metrics = [json.loads(l) for l in next((tiny_run / "finetune").glob("*/*/metrics.jsonl")).read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m][-1] == 3
+    assert max(m["lr"] for m in metrics if "lr" in m) <= 1e-5  # the paper's fine-tuning rate
 
 
 def test_curate_command_exports_llava_json_and_scored_shards(tiny_run):
@@ -250,3 +252,25 @@ def test_report_and_readme_table_render_again_from_results_json(tiny_run, tmp_pa
     assert result.exit_code == 0, result.output
     text = doc.read_text()
     assert "### GenPair's gain split" in text and f"{results['controls']['genpair_true']['cider_a']:.3f}" in text
+
+
+def test_reproduce_runs_end_to_end_on_the_users_own_shards_and_llm(tiny_run, tmp_path):
+    """The path a researcher takes: their shards for every split, their LLM behind an
+    OpenAI-compatible server; the world-only controls are left out, and nothing reads the world."""
+    from chat_server import ChatServer
+
+    world = tiny_run / "world"
+    data = [f"data.paired={world / 'paired'}", f"data.eval.coco={world / 'eval_a'}", f"data.eval.flickr={world / 'eval_b'}",
+            f"data.text_only.webli={world / 'webli'}", f"data.text_only.ltip={world / 'ltip'}"]
+    args = ["reproduce", "--preset", "tiny", "--out", str(tmp_path / "run")] + [a for item in data for a in ("--set", item)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0 and "captions.backend" in str(refused.exception)  # never the world's LLM on user data
+    with ChatServer(faulty_every=0) as server:
+        llm = ["captions.backend=openai", f"captions.base_url={server.url}", "captions.model=world-llm"]
+        result = CliRunner().invoke(app, args + [a for item in llm for a in ("--set", item)])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "controls" not in results and results["claims"]["genpair_ordering_margin"] is None
+    assert results["generator"]["oracle_seen"] is None and results["table3"]["genpair"]["cider_a"] >= 0
+    assert not (tmp_path / "run" / "world").exists()
+    assert "Table 2" in (tmp_path / "run" / "report.md").read_text()

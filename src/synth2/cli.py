@@ -181,9 +181,10 @@ def finetune(
     steps: int = typer.Option(1000, "--steps"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the VLM's; the paper's is 1e-5)."),
 ):
     """Fine-tune an arm's VLM on a benchmark's training split, then score it (the paper's Table 4 setting)."""
-    print(json.dumps(api.finetune(_open(run, None, None, None), train_shards, eval_shards, arm=arm, steps=steps, seed=seed, limit=limit)))
+    print(json.dumps(api.finetune(_open(run, None, None, None), train_shards, eval_shards, arm=arm, steps=steps, seed=seed, limit=limit, lr=lr)))
 
 
 @app.command()

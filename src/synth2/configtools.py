@@ -58,6 +58,16 @@ def merge(cfg: T, data: dict[str, Any], where: str = "") -> T:
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             updates[key] = merge(current, value, f"{where}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            # a mapping field (data.text_only, world.text_only, ...) is updated key by key, so
+            # `--set data.text_only.a=X --set data.text_only.b=Y` keeps both
+            merged = dict(current)
+            for name, item in value.items():
+                if dataclasses.is_dataclass(merged.get(name)) and isinstance(item, dict):
+                    merged[name] = merge(merged[name], item, f"{where}{key}.{name}.")
+                else:
+                    merged[name] = _coerce(hints[key], {name: item}, f"{where}{key}")[name]
+            updates[key] = merged
         else:
             updates[key] = _coerce(hints[key], value, f"{where}{key}")
     return dataclasses.replace(cfg, **updates)

@@ -233,9 +233,10 @@ def make_backend(cfg, world_llm=None):
             raise ValueError("captions.backend=world needs the embedded world's LLM")
         return WorldBackend(world_llm, params)
     if cfg.backend == "openai":
-        if not cfg.base_url or not cfg.model:
-            raise ValueError("captions.backend=openai needs captions.base_url and captions.model")
-        return OpenAIBackend(cfg.base_url, cfg.model, params, cfg.api_key_env, cfg.concurrency, cfg.timeout, cfg.max_retries)
+        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL", "")  # the openai client's own variable
+        if not base_url or not cfg.model:
+            raise ValueError("captions.backend=openai needs captions.base_url (or OPENAI_BASE_URL) and captions.model")
+        return OpenAIBackend(base_url, cfg.model, params, cfg.api_key_env, cfg.concurrency, cfg.timeout, cfg.max_retries)
     if cfg.backend == "hf":
         if not cfg.model:
             raise ValueError("captions.backend=hf needs captions.model (a local model directory)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from synth2.captions.prompts import CAPTION_OPENING, PAPER_PROMPT, fill
+from synth2.errors import UserError
 from synth2.progress import MetricsWriter, progress_bar
 
 
@@ -212,4 +213,7 @@ def generate_captions(backend, classes: list[str], cfg: CaptionsConfig, out: str
         "config": asdict(cfg) | {"prompt": cfg.prompt},
     }
     out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if cfg.n and not records:
+        failures = report["backend"].get("failures") or rejects
+        raise UserError(f"{out}: the {backend.name} backend gave no usable caption for {cfg.n} prompts ({failures}); see {out.name}.report.json")
     return report

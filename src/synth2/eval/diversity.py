@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from synth2.errors import UserError
 from synth2.world.vocab import COLOUR_WORDS, SHAPE_WORDS
 
 
@@ -74,7 +75,10 @@ def embed_with_world_concepts(captions: list[str], shapes: list[str], colours: l
 
 
 def embed_with_sentence_transformer(path: str | Path, captions: list[str]) -> np.ndarray:
-    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise UserError("--sentence-transformer needs the sentence-transformers package: pip install 'synth2[embed]'") from None
 
     return np.asarray(SentenceTransformer(str(path), device="cpu").encode(captions, batch_size=128, normalize_embeddings=True))
 

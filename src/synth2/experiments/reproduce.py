@@ -24,7 +24,7 @@ from synth2.eval.vq import VQMetrics
 from synth2.hardware import describe as describe_hardware
 from synth2.progress import console, read_metrics
 from synth2.report.build import write_report
-from synth2.report.results import ARM_TABLES, CURATED_ARMS, CURVE_ARMS, Results, arm_row, claims, seed_mean, table_arms
+from synth2.report.results import CURATED_ARMS, CURVE_ARMS, Results, arm_row, arm_tables, claims, seed_mean, table_arms
 from synth2.run import Run
 from synth2.stages.arms import run_arms
 from synth2.stages.captions import caption_sources
@@ -104,7 +104,8 @@ def reproduce(run: Run) -> Results:
     v = vq(run)
     g = t2i_eval(run)
     seeds = list(cfg.experiments.seeds) if cfg.experiments.table_seeds else [cfg.seed]
-    per_seed = {seed: {name: vlm(run, name, seed).artifacts for name in table_arms()} for seed in seeds}
+    world = world_spec(run) is not None
+    per_seed = {seed: {name: vlm(run, name, seed).artifacts for name in table_arms(world)} for seed in seeds}
     scores = per_seed[cfg.seed] if cfg.seed in per_seed else per_seed[seeds[0]]
     curation = curate(run).artifacts
     floor = blind(run).artifacts
@@ -112,10 +113,10 @@ def reproduce(run: Run) -> Results:
     div = diversity_table(run)
     corpus_of = added_corpus(run)
     by_seed = {
-        seed: {table.key: {arm: arm_row(table, arms[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms} for table in ARM_TABLES}
+        seed: {table.key: {arm: arm_row(table, arms[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms} for table in arm_tables(world)}
         for seed, arms in per_seed.items()
     }
-    tables = {table.key: {arm: seed_mean([by_seed[s][table.key][arm] for s in seeds]) for arm in table.arms} for table in ARM_TABLES}
+    tables = {table.key: {arm: seed_mean([by_seed[s][table.key][arm] for s in seeds]) for arm in table.arms} for table in arm_tables(world)}
     results = Results(
         preset=cfg.preset,
         seed=cfg.seed,

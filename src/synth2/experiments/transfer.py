@@ -65,13 +65,15 @@ def zero_shot(run: Run, shards: str, arm: str = "baseline", seed: int | None = N
 
 
 def finetune(
-    run: Run, train_shards: str, eval_shards: str, arm: str = "baseline", steps: int = 1000, seed: int | None = None, limit: int | None = None
+    run: Run, train_shards: str, eval_shards: str, arm: str = "baseline", steps: int = 1000, seed: int | None = None, limit: int | None = None,
+    lr: float | None = None,
 ) -> StageResult:
-    """Continue an arm's VLM on a benchmark's training pairs (every reference is a training caption), then score."""
+    """Continue an arm's VLM on a benchmark's training pairs (every reference is a training caption), then score.
+    `lr`: the fine-tuning learning rate (default: the VLM's pre-training one; the paper's is 1e-5)."""
     cfg = run.config
     seed = cfg.seed if seed is None else seed
     vlm_stage = vlm(run, arm, seed)
-    train_cfg = dataclasses.replace(cfg.vlm.train, steps=steps, eval_every=0)
+    train_cfg = dataclasses.replace(cfg.vlm.train, steps=steps, eval_every=0, lr=cfg.vlm.train.lr if lr is None else lr)
     name = f"finetune/{arm}-s{seed}/{_tag(train_shards, eval_shards)}"
     stage_cfg = {"train": str(train_shards), "eval": str(eval_shards), "steps": steps, "seed": seed, "limit": limit, "train_cfg": train_cfg, "eval_cfg": cfg.eval}
 

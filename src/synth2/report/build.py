@@ -43,7 +43,7 @@ def setting(results: Results) -> str:
 
 def arm_tables(results: Results) -> list[Table]:
     out = []
-    for table in ARM_TABLES:
+    for table in (t for t in ARM_TABLES if t.key in results.tables):
         header = ["arm", "training data"] + [ARM_COLUMNS[c].label for c in table.columns]
         body = [[label, results.arm_data.get(arm, ""), *(_cell(results.tables[table.key][arm], c) for c in table.columns)] for label, arm in table.rows]
         if table.key == "table2":
@@ -113,12 +113,13 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 def summary(results: Results) -> str:
     """The README's results table for one run: each table's headline numbers and the claims."""
-    t2, t3, controls = results.tables["table2"], results.tables["table3"], results.tables["controls"]
+    t2, t3, controls = results.tables["table2"], results.tables["table3"], results.tables.get("controls")
     gen, vq = results.generator, results.vq
     body = [
         ["Table 2: CIDEr A, Baseline / Synth² / Gold", " / ".join(_fmt(t2[a]["cider_a"]) for a in ("baseline", "synth2", "gold"))],
         ["Table 3: CIDEr A, + GenPair / + extra real", " / ".join(_fmt(t3[a]["cider_a"]) for a in ("genpair", "real_extra"))],
-        ["controls: CIDEr A, GenPair-blind / GenPair / GenPair-true", " / ".join(_fmt(controls[a]["cider_a"]) for a in ("genpair_blind", "genpair", "genpair_true"))],
+        *([["controls: CIDEr A, GenPair-blind / GenPair / GenPair-true", " / ".join(_fmt(controls[a]["cider_a"]) for a in ("genpair_blind", "genpair", "genpair_true"))]]
+          if controls else []),
         ["VQ: oracle accuracy of reconstructions / codebook usage", f"{_fmt(vq['oracle_accuracy'], True)} / {_fmt(vq['codebook_usage'], True)}"],
         ["generator: oracle, seen / held-out combinations / novel compositions",
          " / ".join(_fmt(gen[k], True) for k in ("oracle_seen", "oracle_heldout", "oracle_composition"))],

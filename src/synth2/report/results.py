@@ -49,6 +49,7 @@ class ArmTable:
     rows: tuple[tuple[str, str], ...]  # (label, arm name)
     columns: tuple[str, ...]  # keys of ARM_COLUMNS
     note: str = ""
+    world_only: bool = False  # its arms need the embedded world (skipped on the user's data)
 
     @property
     def arms(self) -> list[str]:
@@ -77,6 +78,7 @@ ARM_TABLES = (
         ("cider_a", "cider_b", "distinct_a", "gate_openness"),
         "all three train on the same LLM captions; blind = every caption with the VQ tokens of the mean paired image; "
         "the ordering margin is the smaller of (true - GenPair) and (GenPair - blind): positive when the synthetic images carry part of the gain",
+        world_only=True,
     ),
     ArmTable(
         "table5", "Table 5: embedding space vs pixel space",
@@ -91,10 +93,15 @@ CURATED_ARMS = {"topk": "curated_topk", "random": "curated_random", "all": "cura
 CURVE_ARMS = ("baseline", "genpair")
 
 
-def table_arms() -> list[str]:
+def arm_tables(world: bool) -> list[ArmTable]:
+    """The tables a run shows: all of them on the embedded world, those that need no world otherwise."""
+    return [table for table in ARM_TABLES if world or not table.world_only]
+
+
+def table_arms(world: bool = True) -> list[str]:
     """Every arm a table shows, in table order (the order reproduce trains them)."""
     names: list[str] = []
-    for table in ARM_TABLES:
+    for table in arm_tables(world):
         names += [a for a in table.arms if a not in names]
     return names + [a for a in CURATED_ARMS.values() if a not in names]
 
@@ -139,17 +146,21 @@ CLAIMS = (
 )
 
 
+def _ordering_margin(controls: dict) -> float:
+    cider = {arm: row["cider_a"] for arm, row in controls.items()}
+    return min(cider["genpair_true"] - cider["genpair"], cider["genpair"] - cider["genpair_blind"])
+
+
 def claims(tables: dict, figure6: dict, seed_tables: dict[int, dict] | None = None) -> dict:
     """The paper's claims as numbers measured on this run (no thresholds tuned to pass); with
     tables on several seeds (`seed_tables`: seed -> table3), GenPair's gain on each seed too."""
-    t2, t3, t5, controls = tables["table2"], tables["table3"], tables["table5"], tables["controls"]
+    t2, t3, t5, controls = tables["table2"], tables["table3"], tables["table5"], tables.get("controls")
     base = t3["baseline"]["cider_a"]
-    blind, true = controls["genpair_blind"]["cider_a"], controls["genpair_true"]["cider_a"]
     values = {
         "genpair_gain_over_baseline": (t3["genpair"]["cider_a"] - base) / base if base else None,
         "synth2_share_of_gold": t2["synth2"]["cider_a"] / t2["gold"]["cider_a"] if t2["gold"]["cider_a"] else None,
         "parity_fraction": figure6["parity_fraction"],
-        "genpair_ordering_margin": min(true - controls["genpair"]["cider_a"], controls["genpair"]["cider_a"] - blind),
+        "genpair_ordering_margin": _ordering_margin(controls) if controls else None,
         "embedding_over_pixel_speed": t5["genpair"]["steps_per_s"] / t5["genpair_pixel"]["steps_per_s"],
     }
     out = {**{c.key: values[c.key] for c in CLAIMS}, "targets": {c.key: c.target for c in CLAIMS}}
@@ -195,7 +206,7 @@ class Results:
 
     @classmethod
     def from_json(cls, data: dict) -> "Results":
-        tables = {t.key: data[t.key] for t in ARM_TABLES}
+        tables = {t.key: data[t.key] for t in ARM_TABLES if t.key in data}
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(tables=tables, **{k: v for k, v in data.items() if k in names and k != "tables"})
 
