@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from synth2.world.vocab import BACKGROUNDS, COLOURS, SHAPE_FUNCTIONS, validate_vocabulary
+from synth2.world.vocab import COLOURS, SHAPE_FUNCTIONS, validate_vocabulary
 
 
 @dataclass(frozen=True)
