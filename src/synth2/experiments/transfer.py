@@ -85,7 +85,7 @@ def finetune(
             texts = [r for refs in pairs.references() for r in refs]
             source = SourceData("finetune", SourceConfig(kind="real", data="finetune"), texts, pairs.tokens[image_index])
             dist = distributed.init(cfg.device)
-            task = VLMTask(cfg.vlm, model, [source], dist, seed)
+            task = VLMTask(dataclasses.replace(cfg.vlm, train=train_cfg), model, [source], dist, seed)  # its optimizer takes the fine-tuning LR
             result = train(task, train_cfg, directory, dist, name, config_to_save=stage_cfg)
             save_vlm(directory / "model", task.modules["vlm"], model, cfg)
             scores = _score(run, model, _encoded(run, model.vq, eval_shards, directory / "eval_tokens"), directory, limit)

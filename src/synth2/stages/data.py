@@ -79,9 +79,6 @@ def check_inputs(cfg) -> None:
     for key, value in files.items():
         if value and not Path(value).exists():
             raise UserError(f"{key}: {value} does not exist")
-    if cfg.data.paired and cfg.captions.backend == "world":
-        raise UserError("captions.backend: the world LLM writes captions of the embedded world's shapes, not of data.paired's "
-                        "concepts; set captions.backend to openai or hf (with captions.model) for GenPair on your data")
     shards = {"data.paired": cfg.data.paired, "data.vq_images": cfg.data.vq_images,
               **{f"data.text_only.{k}": v for k, v in cfg.data.text_only.items()}, **{f"data.eval.{k}": v for k, v in cfg.data.eval.items()}}
     for key, value in shards.items():
@@ -90,4 +87,6 @@ def check_inputs(cfg) -> None:
                 shard_urls(value)
             except FileNotFoundError as error:
                 raise UserError(f"{key}: {error}") from None
-
+    if cfg.data.paired and cfg.captions.backend == "world":
+        raise UserError("captions.backend: the world LLM writes captions of the embedded world's shapes, not of data.paired's "
+                        "concepts; set captions.backend to openai or hf (with captions.model) for GenPair on your data")
