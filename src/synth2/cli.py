@@ -21,6 +21,7 @@ from rich.table import Table
 
 from synth2 import api
 from synth2.errors import USER_ERRORS, one_line
+from synth2.progress import is_rank_zero
 from synth2.stages.data import EVAL_SPLIT_NAMES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Synthetic captions and image embeddings for VLMs.")
@@ -114,6 +115,8 @@ def data_inspect(
 
 
 def _print_stage(result) -> None:
+    if not is_rank_zero():  # under torchrun every rank runs the command; one prints
+        return
     out.print_json(json.dumps({"stage": result.name, "skipped": result.skipped, **{k: v for k, v in result.artifacts.items() if not isinstance(v, (dict, list))}}))
 
 

@@ -157,7 +157,8 @@ class Run:
         if is_rank_zero():
             directory.mkdir(parents=True, exist_ok=True)
         self._update_stage(name, fingerprint=fp, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        console.log(f"[bold]stage {name}[/bold]{' (resuming)' if resumed else ''}")
+        if is_rank_zero():  # other ranks read the manifest rank 0 has just marked "running"
+            console.log(f"[bold]stage {name}[/bold]{' (resuming)' if resumed else ''}")
         start = time.time()
         with _stage_log(directory):
             artifacts = fn(directory)
