@@ -1,4 +1,5 @@
-"""Images -> VQ token shards, beside the image shards and with the same keys (the open-muse convention)."""
+"""Images -> VQ tokens: arrays (`encode_images`) and token shards beside the image shards, with
+the same keys (the open-muse convention)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from synth2.data.images import resize_center_crop
 from synth2.data.quality import QualityReport
 from synth2.data.shards import Pair, ShardWriter, read_pairs, valid_key
 from synth2.models.vq import to_model_pixels, to_uint8
+
+
+@torch.no_grad()
+def encode_images(vq, images_BHWC: np.ndarray, resolution: int, batch_size: int = 256) -> np.ndarray:
+    """VQ token ids (N, h, w) of uint8 images, resized to the tokenizer's resolution first."""
+    if images_BHWC.shape[1:3] != (resolution, resolution):
+        images_BHWC = np.stack([resize_center_crop(image, resolution) for image in images_BHWC])
+    return np.concatenate([vq.encode(to_model_pixels(torch.from_numpy(images_BHWC[s : s + batch_size]))).numpy() for s in range(0, len(images_BHWC), batch_size)])
 
 
 @torch.no_grad()

@@ -11,14 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from synth2.curate.filters import FilterConfig
 from synth2.curate.scores import clip_score, reconstruction_ssim, weighted_score
-from synth2.data.images import resize_center_crop
 from synth2.data.shards import Pair, ShardWriter
 from synth2.eval.generator import oracle_agreements
-from synth2.models.vq import to_model_pixels
 
 # the selections every curation makes, in the order reports list them
 SELECTIONS = ("topk", "random", "all")
@@ -59,14 +56,6 @@ def selections(scores: np.ndarray, k: int, seed: int) -> dict[str, np.ndarray]:
     order = np.argsort(-scores, kind="stable")
     rng = np.random.default_rng(seed)
     return {"topk": order[:k], "random": np.sort(rng.choice(len(scores), size=k, replace=False)), "all": np.arange(len(scores))}
-
-
-@torch.no_grad()
-def tokens_of(vq, images: np.ndarray, resolution: int) -> np.ndarray:
-    """VQ token ids of images (resized to the tokenizer's resolution first)."""
-    if images.shape[1] != resolution:
-        images = np.stack([resize_center_crop(i, resolution) for i in images])
-    return np.concatenate([vq.encode(to_model_pixels(torch.from_numpy(images[s : s + 256]))).numpy() for s in range(0, len(images), 256)])
 
 
 def score_table(best: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -119,22 +120,12 @@ class T2IModel(nn.Module):
     def _merge(self, x_BND: torch.Tensor) -> torch.Tensor:
         """(B, h*w, D) -> (B, h*w / g^2, D): each g x g block of tokens becomes one position."""
         g = self.cfg.group
-        if g == 1:
-            return x_BND
-        B, _, D = x_BND.shape
-        h, w = self.grid
-        blocks = x_BND.view(B, h // g, g, w // g, g, D).permute(0, 1, 3, 2, 4, 5).reshape(B, (h // g) * (w // g), g * g * D)
-        return self.merge(blocks)
+        return self.merge(rearrange(x_BND, "b (h g1 w g2) d -> b (h w) (g1 g2 d)", h=self.grid[0] // g, g1=g, g2=g))
 
     def _split(self, x_BMD: torch.Tensor) -> torch.Tensor:
         """The inverse layout of `_merge`: (B, h*w / g^2, D) -> (B, h*w, D)."""
         g = self.cfg.group
-        if g == 1:
-            return x_BMD
-        B, _, D = x_BMD.shape
-        h, w = self.grid
-        return self.split(x_BMD).view(B, h // g, w // g, g, g, D).permute(0, 1, 3, 2, 4, 5).reshape(B, h * w, D)
-
+        return rearrange(self.split(x_BMD), "b (h w) (g1 g2 d) -> b (h g1 w g2) d", h=self.grid[0] // g, g1=g, g2=g)
 
 def mask_ratio(r: torch.Tensor) -> torch.Tensor:
     """MUSE's cosine schedule: the share of tokens masked at noise level r in [0, 1]."""

@@ -55,8 +55,7 @@ def load_vq(directory: str | Path) -> torch.nn.Module:
 def load_t2i(directory: str | Path) -> T2IModel:
     directory = Path(directory)
     args = _args(directory)
-    cfg = load_yaml(T2IConfig, directory / "config.yaml")
-    model = T2IModel(cfg, args["codebook_size"], tuple(args["grid"]), args["text_width"])
+    model = T2IModel(load_yaml(T2IConfig, directory / "config.yaml"), args["codebook_size"], tuple(args["grid"]), args["text_width"])
     model.load_state_dict(load_file(directory / "model.safetensors"))
     return model.eval()
 

@@ -38,6 +38,13 @@ def llm_captions(run: Run) -> list[str]:
     return [r["caption"] for r in read_captions(captions(run)["path"])]
 
 
+def llm_captions_and_scenes(run: Run) -> tuple[list[dict], list]:
+    """The LLM caption records and the scene behind each (None where the world LLM, as
+    configured, would not have written that caption)."""
+    records = read_captions(captions(run)["path"])
+    return records, world_llm(run.config).described_scenes(records, run.config.captions.prompt)
+
+
 def caption_sources(run: Run) -> dict[str, list[str]]:
     """Every caption-only source: the text-only corpora and the LLM captions ("llm")."""
     data, _ = datasets(run)

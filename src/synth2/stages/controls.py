@@ -14,23 +14,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from synth2.data.arrays import load_pairs
-from synth2.data.corpus import read_captions
-from synth2.models.vq import to_model_pixels
+from synth2.encoding import encode_images
 from synth2.run import Run, StageResult
-from synth2.stages.captions import captions, world_llm
+from synth2.stages.captions import captions, llm_captions_and_scenes
 from synth2.stages.data import datasets, world_spec
 from synth2.stages.models import load_vq, vq
 from synth2.world.render import Renderer
 
 CONTROL_SOURCES = ("llm_true", "llm_blind")
-
-
-@torch.no_grad()
-def _encode(model, images_BHWC: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([model.encode(to_model_pixels(torch.from_numpy(images_BHWC[i : i + batch_size]))).numpy() for i in range(0, len(images_BHWC), batch_size)])
 
 
 def genpair_controls(run: Run) -> StageResult:
@@ -44,23 +37,21 @@ def genpair_controls(run: Run) -> StageResult:
     caps, v = captions(run), vq(run)
 
     def build(directory: Path) -> dict:
-        records = read_captions(caps["path"])
-        scenes = world_llm(cfg).described_scenes(records, cfg.captions.prompt)
+        records, scenes = llm_captions_and_scenes(run)
         missing = sum(scene is None for scene in scenes)
         if missing:
             raise ValueError(f"{caps['path']}: {missing} of {len(records)} captions are not the world LLM's; their scenes are unknown")
         model = load_vq(run)
         render = Renderer(spec)
-        true_tokens = _encode(model, np.stack([render(scene) for scene in scenes]))
+        true_tokens = encode_images(model, np.stack([render(scene) for scene in scenes]), cfg.world.resolution)
         paired = load_pairs(data["paired"], resolution=cfg.world.resolution).images
         mean_image = paired.mean(axis=0).round().astype(np.uint8)[None]
-        blind_tokens = np.repeat(_encode(model, mean_image), len(records), axis=0)
+        blind_tokens = np.repeat(encode_images(model, mean_image, cfg.world.resolution), len(records), axis=0)
         out = {}
         for name, tokens in (("llm_true", true_tokens), ("llm_blind", blind_tokens)):
             np.save(directory / f"{name}.tokens.npy", tokens.astype(np.int64))
             (directory / f"{name}.captions.json").write_text(json.dumps([r["caption"] for r in records]))
             out[name] = {"tokens": str(directory / f"{name}.tokens.npy"), "captions": str(directory / f"{name}.captions.json"), "count": len(records)}
-        out["blind_distinct_tokens"] = int(len(np.unique(blind_tokens[0])))
         return out
 
     return run.stage("controls", {"resolution": cfg.world.resolution, "seed": cfg.seed}, inputs + [caps, v], build)

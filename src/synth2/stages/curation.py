@@ -22,6 +22,7 @@ from synth2.curate.scores import ControlledScorer, HFClipScorer, clip_score
 from synth2.curate.synthesizers import DiffusersSynthesizer, OwnSynthesizer
 from synth2.data.arrays import load_pairs
 from synth2.data.corpus import read_captions
+from synth2.encoding import encode_images
 from synth2.models.clip import DualEncoder
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
@@ -89,7 +90,7 @@ def curate(run: Run) -> StageResult:
         kept_captions = [pool[i] for i in kept]
         synthesizer = DiffusersSynthesizer(cfg.curate.diffusers_path) if cfg.curate.synthesizer == "diffusers" else OwnSynthesizer(token_generator(run))
         best = curation.best_of_n(synthesizer, scorer(run), vq_model, kept_captions, cfg.curate, cfg.world.resolution, cfg.seed)
-        tokens = curation.tokens_of(vq_model, best["images"], cfg.world.resolution)
+        tokens = encode_images(vq_model, best["images"], cfg.world.resolution)
         k = cfg.curate.top_k or max(1, int(round(cfg.curate.ratio * len(kept_captions))))
         chosen = curation.selections(best["score"], k, cfg.seed)
         out = {"pool": len(pool), "after_filters": len(kept_captions), "filter_rejects": rejects, "k": k, "sets": {}}

@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from synth2.data.arrays import load_pairs
-from synth2.data.corpus import read_captions
 from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_metrics
 from synth2.eval.schema import field_names
 from synth2.models.sampler import SamplerConfig
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
-from synth2.stages.captions import caption_sources, captions, world_llm
+from synth2.stages.captions import caption_sources, captions, llm_captions_and_scenes
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
 from synth2.stages.models import encode, frozen_lm, lm, vq
 from synth2.synthesis import TokenGenerator
@@ -97,8 +96,7 @@ def oracle_context(run: Run) -> OracleContext | None:
     paired = [Scene.from_json(m["scene"]) for m in load_pairs(data["paired"], images=False).meta]
     genpair = None
     if run.config.captions.backend == "world":
-        records = read_captions(captions(run)["path"])
-        scenes = world_llm(run.config).described_scenes(records, run.config.captions.prompt)
+        records, scenes = llm_captions_and_scenes(run)
         genpair = [(r["caption"], scene) for r, scene in zip(records, scenes) if scene is not None]
     return OracleContext.from_paired(spec, paired, genpair)
 

@@ -117,16 +117,6 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def latest(directory: Path) -> Path | None:
-    found = list_checkpoints(directory)
-    return found[-1] if found else None
-
-
-def load_modules(path: Path, modules: dict[str, torch.nn.Module], strict: bool = True) -> None:
-    for name, module in modules.items():
-        module.load_state_dict(load_file(path / f"{name}.safetensors"), strict=strict)
-
-
 def _read(path: Path, read):
     try:
         return read(path)
