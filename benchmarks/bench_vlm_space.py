@@ -12,7 +12,6 @@ Models are built from the quick preset's configs (speed does not depend on weigh
 
 from __future__ import annotations
 
-import tempfile
 import time
 
 import numpy as np

@@ -21,8 +21,9 @@ FAULTS = ("429", "500", "malformed", "timeout", "drop")
 
 
 class ChatServer:
-    def __init__(self, faulty_every: int = 3, timeout_sleep: float = 1.5, delay: float = 0.0):
-        self.llm = WorldLLM(WorldSpec(WorldConfig(), 0), noise=0.0)
+    def __init__(self, faulty_every: int = 3, timeout_sleep: float = 1.5, delay: float = 0.0, answer=None):
+        # answer(prompt, seed) -> caption; the world LLM unless given
+        self.answer = answer or WorldLLM(WorldSpec(WorldConfig(), 0), noise=0.0).complete
         self.faulty_every, self.timeout_sleep, self.delay = faulty_every, timeout_sleep, delay
         self.attempts: Counter = Counter()
         self.successes: Counter = Counter()
@@ -59,7 +60,7 @@ class ChatServer:
                     self._send_raw(200, b"{this is not json")
                     return
                 time.sleep(server.delay)
-                text = server.llm.complete(prompt, seed)
+                text = server.answer(prompt, seed)
                 with server.lock:
                     server.successes[key] += 1
                 self._send(200, {

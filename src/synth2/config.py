@@ -72,8 +72,8 @@ class EvalConfig:
     curve_images: int = 150
     curve_arms: list[str] = field(default_factory=lambda: ["baseline", "genpair"])  # Figure 6's arms
     generator_captions: int = 200  # eval captions the generator draws, for its oracle accuracy
-    # A TorchScript Inception-v3 feature extractor (e.g. clean-fid's inception-2015-12-05.pt):
-    # FID with Inception features beside the FD with synth2's own features.
+    # A local copy of the FID Inception-v3 as TorchScript (clean-fid's inception-2015-12-05.pt):
+    # the standard FID (synth2.eval.fid; needs the `fid` extra) beside the FD on synth2's own features.
     inception_path: str = ""
 
 

@@ -15,8 +15,9 @@ tokens, and a generator that drew exactly those would score this.
 
 Fréchet distance (Heusel et al.) needs image features. Inception weights cannot be
 downloaded here, so synth2 always reports FD on features of its own VQ encoder
-(pooled pre-quantisation latents: a network trained on the paired data only), and
-FID with Inception when `eval.inception_path` names a local TorchScript Inception-v3.
+(pooled pre-quantisation latents: a network trained on the paired data only; comparable
+only within one run), and the standard FID (`synth2.eval.fid`) when `eval.inception_path`
+names a local copy of the FID Inception.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from scipy import linalg
 
 from synth2.data.inspect import write_grid
+from synth2.eval.fid import inception_fid
 from synth2.eval.schema import detail, metric
 from synth2.models.t2i import masked_prediction_loss
 from synth2.models.vq import to_model_pixels
@@ -70,7 +72,7 @@ class GeneratorMetrics:
     masked_token_accuracy_shuffled_captions: float | None = metric(_MASKED, pct=True)
     text_information_nats: float | None = metric("caption information: masked-token NLL shuffled - own (nats)")
     fd_vq: float | None = metric("Fréchet distance in VQ-embedding space")
-    fid_inception: float | None = detail()
+    fid_inception: float | None = metric("FID (Inception, clean-fid resize; with eval.inception_path)")
     oracle_seen_count: int | None = detail()
     oracle_heldout_count: int | None = detail()
     oracle_composition_count: int | None = detail()
@@ -121,20 +123,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def vq_features(vq, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     feats = []
     for start in range(0, len(images_uint8), batch_size):
-        z = vq.encoder(to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size])))
+        z = vq.features(to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size])))
         feats.append(torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1))
-    return torch.cat(feats).numpy().astype(np.float64)
-
-
-@torch.no_grad()
-def inception_features(path: str | Path, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Features from a TorchScript Inception taking uint8-range float (B, 3, H, W) images, as clean-fid's does."""
-    model = torch.jit.load(str(path), map_location="cpu").eval()
-    feats = []
-    for start in range(0, len(images_uint8), batch_size):
-        x = torch.from_numpy(images_uint8[start : start + batch_size]).permute(0, 3, 1, 2).float()
-        x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        feats.append(model(x).flatten(1))
     return torch.cat(feats).numpy().astype(np.float64)
 
 
@@ -231,7 +221,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, context: OracleContex
     real = real_images[: len(images)]
     metrics["fd_vq"] = frechet_distance(vq_features(gen.vq, real), vq_features(gen.vq, images))
     if eval_cfg.inception_path:
-        metrics["fid_inception"] = frechet_distance(inception_features(eval_cfg.inception_path, real), inception_features(eval_cfg.inception_path, images))
+        metrics["fid_inception"] = inception_fid(eval_cfg.inception_path, real, images)
     # Figure 3: eval images above the generator's images for the same captions
     count = min(8, len(images))
     samples = [(real[i], "real: " + prompts[i]) for i in range(count)] + [(images[i], "generated") for i in range(count)]

@@ -26,7 +26,7 @@ from synth2.progress import console, read_metrics
 from synth2.report.build import write_report
 from synth2.report.results import CURATED_ARMS, CURVE_ARMS, Results, arm_row, arm_tables, claims, seed_mean, table_arms
 from synth2.run import Run
-from synth2.stages.arms import run_arms
+from synth2.stages.arms import run_arms, skipped_arms
 from synth2.stages.captions import caption_sources
 from synth2.stages.curation import clip, curate
 from synth2.stages.data import datasets, world_spec
@@ -105,7 +105,11 @@ def reproduce(run: Run) -> Results:
     g = t2i_eval(run)
     seeds = list(cfg.experiments.seeds) if cfg.experiments.table_seeds else [cfg.seed]
     world = world_spec(run) is not None
-    per_seed = {seed: {name: vlm(run, name, seed).artifacts for name in table_arms(world)} for seed in seeds}
+    available = run_arms(run)
+    skipped = skipped_arms(run)
+    for name, why in skipped.items():
+        console.log(f"arm {name} skipped: {why}")
+    per_seed = {seed: {name: vlm(run, name, seed).artifacts for name in table_arms(world, available)} for seed in seeds}
     scores = per_seed[cfg.seed] if cfg.seed in per_seed else per_seed[seeds[0]]
     curation = curate(run).artifacts
     floor = blind(run).artifacts
@@ -113,10 +117,10 @@ def reproduce(run: Run) -> Results:
     div = diversity_table(run)
     corpus_of = added_corpus(run)
     by_seed = {
-        seed: {table.key: {arm: arm_row(table, arms[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms} for table in arm_tables(world)}
+        seed: {table.key: {arm: arm_row(table, arms[arm], div["corpora"].get(corpus_of.get(arm))) for arm in table.arms} for table in arm_tables(world, available)}
         for seed, arms in per_seed.items()
     }
-    tables = {table.key: {arm: seed_mean([by_seed[s][table.key][arm] for s in seeds]) for arm in table.arms} for table in arm_tables(world)}
+    tables = {table.key: {arm: seed_mean([by_seed[s][table.key][arm] for s in seeds]) for arm in table.arms} for table in arm_tables(world, available)}
     results = Results(
         preset=cfg.preset,
         seed=cfg.seed,
@@ -125,7 +129,8 @@ def reproduce(run: Run) -> Results:
         hardware=describe_hardware(),
         steps={"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
         tables=tables,
-        arm_data={name: arm.data for name, arm in run_arms(run).items()},
+        arm_data={name: arm.data for name, arm in available.items()},
+        skipped_arms=skipped,
         blind={"caption": floor["caption"], "cider_a": floor["CIDEr_a"], "cider_b": floor["CIDEr_b"], "distinct_a": floor["distinct_a"]},
         figure6=fig6,
         diversity={

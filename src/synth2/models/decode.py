@@ -27,6 +27,7 @@ def greedy(vlm: VLM, tokens_Bhw: torch.Tensor, prompt: str = "", max_new_tokens:
     B, device = tokens_Bhw.shape[0], tokens_Bhw.device
     condition = vlm.condition(tokens_Bhw)
     ids = _prompt_ids(vlm, prompt, B, device)
+    max_new_tokens = min(max_new_tokens, vlm.lm.max_length - ids.shape[1])  # the LM's position table
     mask = torch.ones_like(ids, dtype=torch.bool)
     out = vlm(ids, mask, condition=condition, use_cache=True)
     cache = vlm.cache_of(out)
@@ -56,6 +57,7 @@ def beam_search(
     B, device, eos = tokens_Bhw.shape[0], tokens_Bhw.device, vlm.lm.eos_id
     condition = vlm.condition(tokens_Bhw).repeat_interleave(beams)
     ids = _prompt_ids(vlm, prompt, B * beams, device)
+    max_new_tokens = min(max_new_tokens, vlm.lm.max_length - ids.shape[1])
     mask = torch.ones_like(ids, dtype=torch.bool)
     out = vlm(ids, mask, condition=condition, use_cache=True)
     cache = vlm.cache_of(out)

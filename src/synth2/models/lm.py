@@ -85,7 +85,9 @@ class FrozenLM(nn.Module):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        # never longer than the model's position table (a small local model may have fewer than asked)
+        positions = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.max_length = min(max_length, positions)
         if tokenizer.pad_token_id is None:
             # GPT-2-style tokenizers have no pad token; padded positions are masked anyway
             tokenizer.pad_token = tokenizer.eos_token

@@ -184,6 +184,11 @@ class VQModel(nn.Module):
         self.train(was_training)
         return ids_Bhw
 
+    @torch.no_grad()
+    def features(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] -> pre-quantisation latents (B, D, h, w): image features for the Fréchet distance."""
+        return self.encoder(pixels_BCHW)
+
     def embed(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
         """Token ids -> soft codebook embeddings (B, h, w, D): what the VLM reads."""
         if isinstance(self.quantizer, FSQ):

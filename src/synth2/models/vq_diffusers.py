@@ -1,7 +1,8 @@
 """A pretrained diffusers `VQModel` (e.g. a MUSE/aMUSEd or taming VQGAN port) behind synth2's VQ interface.
 
 Needs the optional `diffusers` extra. Loaded from a local directory (no hub access):
-`encode(pixels) -> ids (B, h, w)`, `decode(ids) -> pixels`, `embed(ids) -> (B, h, w, E)`.
+`encode(pixels) -> ids (B, h, w)`, `decode(ids) -> pixels`, `embed(ids) -> (B, h, w, E)`,
+`features(pixels) -> (B, E, h, w)`.
 
 Shape legend: B batch, h/w token grid, E codebook vector width.
 """
@@ -45,6 +46,11 @@ class DiffusersVQ(nn.Module):
         _, _, (_, _, indices) = self.model.quantize(latents)
         B, _, h, w = latents.shape
         return indices.view(B, h, w)
+
+    @torch.no_grad()
+    def features(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
+        """Pre-quantisation latents (B, E, h, w)."""
+        return self.model.encode(pixels_BCHW).latents
 
     def embed(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
         return self.model.quantize.embedding(ids_Bhw)

@@ -45,18 +45,29 @@ def arm_tables(results: Results) -> list[Table]:
     out = []
     for table in (t for t in ARM_TABLES if t.key in results.tables):
         header = ["arm", "training data"] + [ARM_COLUMNS[c].label for c in table.columns]
-        body = [[label, results.arm_data.get(arm, ""), *(_cell(results.tables[table.key][arm], c) for c in table.columns)] for label, arm in table.rows]
+        rows = results.tables[table.key]
+        body = [[label, results.arm_data.get(arm, ""), *(_cell(rows[arm], c) for c in table.columns)] for label, arm in table.rows if arm in rows]
         if table.key == "table2":
             blind = results.blind
             values = {"cider_a": blind["cider_a"], "cider_b": blind["cider_b"], "distinct_a": blind["distinct_a"], "gate_openness": 0.0}
             body.append(["Blind floor", f"none (untrained VLM = frozen LM): \"{blind['caption']}\"", *(_fmt(values[c], ARM_COLUMNS[c].pct) for c in table.columns)])
         note = setting(results) + (f"; {table.note}" if table.note else "")
+        skipped = {arm: results.skipped_arms[arm] for arm in table.arms if arm in results.skipped_arms}
+        note += "".join(f"; {arm} not trained: {why}" for arm, why in skipped.items())
         out.append((table.title, header, body, note))
     return out
 
 
 def metric_rows(cls: type, values: dict, model: str) -> list[list[str]]:
-    return [[model, label, " / ".join(_fmt(values.get(f.name), f.metadata["pct"]) for f in fields)] for label, fields in rows(cls)]
+    """One row per metric label; a label none of whose values was measured (the oracle's, off the
+    embedded world) is left out."""
+    return [[model, label, " / ".join(_fmt(values.get(f.name), f.metadata["pct"]) for f in fields)]
+            for label, fields in rows(cls) if any(values.get(f.name) is not None for f in fields)]
+
+
+def on_embedded_world(results: Results) -> bool:
+    """Whether the run's data is the embedded world (only there does an oracle read images)."""
+    return results.vq.get("oracle_accuracy") is not None
 
 
 def tables(results: Results) -> list[Table]:
@@ -66,7 +77,8 @@ def tables(results: Results) -> list[Table]:
         "The shared tokenizer and the generator",
         ["model", "metric", "value"],
         metric_rows(VQMetrics, results.vq, "VQ") + metric_rows(GeneratorMetrics, results.generator, "generator"),
-        f"preset `{results.preset}`: {results.steps['vq']} VQ steps, {results.steps['t2i']} generator steps; eval split A; oracle = the world's parser",
+        f"preset `{results.preset}`: {results.steps['vq']} VQ steps, {results.steps['t2i']} generator steps; eval split A"
+        + ("; oracle = the world's parser" if on_embedded_world(results) else ""),
     ))
     div = results.diversity
     for embedder in (e for e in ("concepts", "lm") if e in div):
@@ -75,21 +87,26 @@ def tables(results: Results) -> list[Table]:
             f"Table 8: caption diversity, {embedder} embedder (k = {d['k']}, elbow {d['elbow_k']})",
             ["corpus", "concentration top-3", "concentration top-5", "entropy (bits)"],
             [[name, _fmt(c["concentration_top3"], True), _fmt(c["concentration_top5"], True), _fmt(c["entropy"])] for name, c in d.items() if isinstance(c, dict)],
-            "concepts: the world shapes and colours each caption mentions; lm: the frozen LM's mean-pooled states; "
+            {"concepts": "concepts: the world shapes and colours each caption mentions; ", "lm": "lm: the frozen LM's mean-pooled states; "}[embedder]
             + ("each corpus centred before co-clustering" if div["centred"] else "embeddings co-clustered as they are (not centred)"),
         ))
-    cur = results.curation
-    oracle = cur["oracle_right"] or {}
-    counts = {"topk": cur["k"], "random": cur["k"], "all": cur["after_filters"]}
-    out.append((
-        "SynthVLM curation of the GenPair pool",
-        ["training data", "synthetic pairs", "images right (oracle)", "CIDEr eval A"],
-        [[results.arm_data.get(arm, arm), str(counts[which]), _fmt(oracle.get(which), True), _fmt(cur[f"{which}_cider_a"])] for which, arm in CURATED_ARMS.items()],
-        f"{setting(results)}; pool {cur['pool']} LLM captions, filter rejects {cur['filter_rejects']}; controlled CLIPScore AUC (matched vs shuffled eval pairs) = {_fmt(cur['auc'])}; "
-        "top K by CLIPScore + lambda SSIM; images right: the share of the selection's synthetic images in which the world's oracle reads exactly their caption's objects",
-    ))
+    out.append(curation_table(results))
     out.append(("The paper's claims on this run", ["claim", "target", "measured"], claim_rows(results), setting(results)))
     return out
+
+
+def curation_table(results: Results) -> Table:
+    cur = results.curation
+    oracle = cur["oracle_right"]
+    counts = {"topk": cur["k"], "random": cur["k"], "all": cur["after_filters"]}
+    header = ["training data", "synthetic pairs"] + (["images right (oracle)"] if oracle else []) + ["CIDEr eval A"]
+    body = [[results.arm_data.get(arm, arm), str(counts[which])] + ([_fmt(oracle.get(which), True)] if oracle else []) + [_fmt(cur[f"{which}_cider_a"])]
+            for which, arm in CURATED_ARMS.items()]
+    note = (f"{setting(results)}; pool {cur['pool']} LLM captions, filter rejects {cur['filter_rejects']}; "
+            f"controlled CLIPScore AUC (matched vs shuffled eval pairs) = {_fmt(cur['auc'])}; top K by CLIPScore + lambda SSIM")
+    if oracle:
+        note += "; images right: the share of the selection's synthetic images in which the world's oracle reads exactly their caption's objects"
+    return "SynthVLM curation of the GenPair pool", header, body, note
 
 
 def claim_rows(results: Results) -> list[list[str]]:
@@ -113,18 +130,26 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 def summary(results: Results) -> str:
     """The README's results table for one run: each table's headline numbers and the claims."""
-    t2, t3, controls = results.tables["table2"], results.tables["table3"], results.tables.get("controls")
+    t2, t3, controls = results.tables.get("table2", {}), results.tables["table3"], results.tables.get("controls")
     gen, vq = results.generator, results.vq
+
+    def cider(table: dict, arms: tuple[str, ...]) -> str:
+        return " / ".join(_fmt(table[a]["cider_a"] if a in table else None) for a in arms)
+
     body = [
-        ["Table 2: CIDEr A, Baseline / Synth² / Gold", " / ".join(_fmt(t2[a]["cider_a"]) for a in ("baseline", "synth2", "gold"))],
-        ["Table 3: CIDEr A, + GenPair / + extra real", " / ".join(_fmt(t3[a]["cider_a"]) for a in ("genpair", "real_extra"))],
-        *([["controls: CIDEr A, GenPair-blind / GenPair / GenPair-true", " / ".join(_fmt(controls[a]["cider_a"]) for a in ("genpair_blind", "genpair", "genpair_true"))]]
+        ["Table 2: CIDEr A, Baseline / Synth² / Gold", cider(t2, ("baseline", "synth2", "gold"))],
+        ["Table 3: CIDEr A, + GenPair / + extra real", cider(t3, ("genpair", "real_extra"))],
+        *([["controls: CIDEr A, GenPair-blind / GenPair / GenPair-true", cider(controls, ("genpair_blind", "genpair", "genpair_true"))]]
           if controls else []),
+    ] + ([
         ["VQ: oracle accuracy of reconstructions / codebook usage", f"{_fmt(vq['oracle_accuracy'], True)} / {_fmt(vq['codebook_usage'], True)}"],
         ["generator: oracle, seen / held-out combinations / novel compositions",
          " / ".join(_fmt(gen[k], True) for k in ("oracle_seen", "oracle_heldout", "oracle_composition"))],
         ["generator: oracle, the world LLM's captions / GenPair's own", f"{_fmt(gen['oracle_llm'], True)} / {_fmt(gen['oracle_genpair'], True)}"],
-    ] + [[f"claim: {text} (target {target})", value] for text, target, value in claim_rows(results)]
+    ] if on_embedded_world(results) else [
+        ["VQ: PSNR / codebook usage", f"{_fmt(vq['psnr'])} dB / {_fmt(vq['codebook_usage'], True)}"],
+        ["generator: Fréchet distance in VQ-embedding space", _fmt(gen["fd_vq"])],
+    ]) + [[f"claim: {text} (target {target})", value] for text, target, value in claim_rows(results)]
     return markdown_table(["measured", "value"], body) + f"\n\n*{setting(results)}*"
 
 
@@ -160,6 +185,8 @@ def write_report(root: Path, results: Results) -> tuple[Path, Path]:
 
     intro = (f"Wall time {results.wall_seconds} s for this invocation, {results.compute_seconds} s in all stages "
              f"(as they first ran) on {results.hardware}. CIDEr is pycocoevalcap's CIDEr-D on its own scale (1.0 = 100 in papers).")
+    if results.skipped_arms:
+        intro += " Not trained, for want of data: " + "; ".join(f"{arm} ({why})" for arm, why in results.skipped_arms.items()) + "."
     md = [f"# synth2 report: preset `{results.preset}`", "", intro, ""]
     for title, header, body, note in tables(results):
         md += [f"## {title}", "", markdown_table(header, body), "", f"*{note}*", ""]

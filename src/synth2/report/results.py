@@ -14,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -93,15 +93,21 @@ CURATED_ARMS = {"topk": "curated_topk", "random": "curated_random", "all": "cura
 CURVE_ARMS = ("baseline", "genpair")
 
 
-def arm_tables(world: bool) -> list[ArmTable]:
-    """The tables a run shows: all of them on the embedded world, those that need no world otherwise."""
-    return [table for table in ARM_TABLES if world or not table.world_only]
+def arm_tables(world: bool, available: Collection[str] | None = None) -> list[ArmTable]:
+    """The tables a run shows, each with the rows of the arms it can train (`available`; None =
+    all): the world-only tables only on the embedded world, and no table left with Baseline alone."""
+    out = []
+    for table in ARM_TABLES:
+        rows = tuple(row for row in table.rows if available is None or row[1] in available)
+        if (world or not table.world_only) and any(arm != "baseline" for _, arm in rows):
+            out.append(dataclasses.replace(table, rows=rows))
+    return out
 
 
-def table_arms(world: bool = True) -> list[str]:
+def table_arms(world: bool = True, available: Collection[str] | None = None) -> list[str]:
     """Every arm a table shows, in table order (the order reproduce trains them)."""
     names: list[str] = []
-    for table in arm_tables(world):
+    for table in arm_tables(world, available):
         names += [a for a in table.arms if a not in names]
     return names + [a for a in CURATED_ARMS.values() if a not in names]
 
@@ -159,10 +165,10 @@ def _ordering_margin(controls: dict) -> float:
 def claims(tables: dict, figure6: dict, seed_tables: dict[int, dict] | None = None) -> dict:
     """The paper's claims as numbers measured on this run (no thresholds tuned to pass); with
     tables on several seeds (`seed_tables`: seed -> table3), GenPair's gain on each seed too."""
-    t2, t3, t5, controls = tables["table2"], tables["table3"], tables["table5"], tables.get("controls")
+    t2, t3, t5, controls = tables.get("table2"), tables["table3"], tables["table5"], tables.get("controls")
     values = {
         "genpair_gain_over_baseline": _genpair_gain(t3),
-        "synth2_share_of_gold": t2["synth2"]["cider_a"] / t2["gold"]["cider_a"] if t2["gold"]["cider_a"] else None,
+        "synth2_share_of_gold": t2["synth2"]["cider_a"] / t2["gold"]["cider_a"] if t2 and t2["gold"]["cider_a"] else None,
         "parity_fraction": figure6["parity_fraction"],
         "genpair_ordering_margin": _ordering_margin(controls) if controls else None,
         "embedding_over_pixel_speed": t5["genpair"]["steps_per_s"] / t5["genpair_pixel"]["steps_per_s"],
@@ -194,6 +200,7 @@ class Results:
     arms: dict[str, dict]  # every arm's scores.json
     claims: dict[str, Any]
     table_seeds: list[int] = field(default_factory=list)  # the tables' seeds (several: mean ± std)
+    skipped_arms: dict[str, str] = field(default_factory=dict)  # arm -> why the run's data cannot train it
     wall_seconds: float = 0.0
     stage_seconds: dict[str, float | None] = field(default_factory=dict)
     compute_seconds: float = 0.0

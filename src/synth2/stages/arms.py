@@ -61,8 +61,6 @@ def define_arms(sizes: dict[str, int], genpair_size: int, real_extra_corpus: str
     its share of all the arm's examples (sampling the union uniformly, the paper's CCv2 + 1M
     GenPair), "equal" the paired data's share for every added corpus (their shares split it)."""
     text_only = sorted(n for n in sizes if n != "paired")
-    if real_extra_corpus not in text_only:
-        raise ValueError(f"experiments.real_extra_corpus {real_extra_corpus!r} is not a text-only corpus ({text_only})")
     by_size = mixing == "by_size"
 
     def weight(size: int, equal: float = 1.0) -> float:
@@ -77,6 +75,7 @@ def define_arms(sizes: dict[str, int], genpair_size: int, real_extra_corpus: str
     real_text = [added("real", n, sizes[n], n, equal=share) for n in text_only]
     genpair = added("synthetic", "llm", genpair_size, "llm", limit=genpair_size)
     extra = added("real", real_extra_corpus, genpair_size, real_extra_corpus, limit=genpair_size)
+    missing = missing_inputs(text_only, real_extra_corpus)
     arms = [
         Arm("baseline", "paired", [paired]),
         Arm("synth2", "paired + text-only captions with synthetic images", [paired, *synthetic_text]),
@@ -95,7 +94,17 @@ def define_arms(sizes: dict[str, int], genpair_size: int, real_extra_corpus: str
             for which in SELECTIONS
         ),
     ]
-    return {arm.name: arm for arm in arms}
+    return {arm.name: arm for arm in arms if arm.name not in missing}
+
+
+def missing_inputs(text_only: list[str], real_extra_corpus: str) -> dict[str, str]:
+    """The arms whose data a run lacks, each with why (the arms the others need are always there)."""
+    out = {}
+    if not text_only:
+        out["synth2"] = out["gold"] = "no text-only corpus (data.text_only)"
+    if real_extra_corpus not in text_only:
+        out["real_extra"] = f"experiments.real_extra_corpus {real_extra_corpus!r} is not a text-only corpus {text_only}"
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -111,6 +120,12 @@ def run_arms(run: Run) -> dict[str, Arm]:
     size = min(cfg.experiments.genpair_size or llm_count, llm_count)
     sizes = {"paired": _records(str(data["paired"])), **{name: _records(str(path)) for name, path in data["text_only"].items()}}
     return define_arms(sizes, size, cfg.experiments.real_extra_corpus, cfg.experiments.source_prompts, cfg.experiments.mixing)
+
+
+def skipped_arms(run: Run) -> dict[str, str]:
+    """The arms this run cannot train, each with why."""
+    data, _ = datasets(run)
+    return missing_inputs(sorted(data["text_only"]), run.config.experiments.real_extra_corpus)
 
 
 def vlm_stage_name(arm_name: str, seed: int, run_seed: int) -> str:

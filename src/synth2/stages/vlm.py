@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from synth2.data.arrays import load_pairs
+from synth2.errors import UserError
 from synth2.eval.captioning import METRICS, evaluate_captions
 from synth2.models.decode import beam_search, decode_texts
 from synth2.models.vlm import VLM
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
-from synth2.stages.arms import Arm, run_arms, vlm_stage_name
+from synth2.stages.arms import Arm, run_arms, skipped_arms, vlm_stage_name
 from synth2.stages.captions import caption_sources
 from synth2.stages.curation import curate
 from synth2.stages.controls import CONTROL_SOURCES, genpair_controls
@@ -40,7 +41,8 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
     seed = cfg.seed if seed is None else seed
     arms = run_arms(run)
     if arm_name not in arms:
-        raise ValueError(f"unknown arm {arm_name!r}; the arms are {sorted(arms)}")
+        why = skipped_arms(run).get(arm_name)
+        raise UserError(f"arm {arm_name!r} cannot train on this run's data: {why}" if why else f"unknown arm {arm_name!r}; the arms are {sorted(arms)}")
     arm = arms[arm_name]
     _, inputs = datasets(run)
     l, v, e = lm(run), vq(run), encode(run)

@@ -135,11 +135,12 @@ class VLMTask:
 
 
 def encode_captions(lm, prompts: list[str], captions: list[str], max_tokens: int):
-    """[BOS] prompt caption [EOS], right-padded; labels cover the caption and EOS only."""
+    """[BOS] prompt caption [EOS], right-padded; labels cover the caption and EOS only.
+    A row never outgrows the LM's `max_length` (its position table)."""
     rows, label_rows = [], []
     for prompt, caption in zip(prompts, captions):
         head = [lm.bos_id] + (lm.token_ids(prompt) if prompt else [])
-        body = lm.token_ids(caption)[: max_tokens - 1] + [lm.eos_id]
+        body = lm.token_ids(caption)[: min(max_tokens, lm.max_length - len(head)) - 1] + [lm.eos_id]
         rows.append(head + body)
         label_rows.append([-100] * len(head) + body)
     width = max(len(r) for r in rows)
