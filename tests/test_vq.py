@@ -171,3 +171,23 @@ def test_pretrained_diffusers_vq_behind_the_same_interface(tmp_path):
     # decoding the tokens equals the model's own quantise-then-decode path
     assert torch.allclose(pixels, tiny.decode(tiny.encode(x).latents).sample, atol=1e-5)
     assert to_uint8(pixels).shape == (2, 16, 16, 3)
+
+
+def test_amused_layout_pipeline_directory_with_codebook_lookup(tmp_path):
+    """aMUSEd ships its VQ in a pipeline's `vqvae/` folder and decodes token ids itself
+    (`lookup_from_codebook`); both work behind the same interface."""
+    from diffusers import VQModel as DiffusersVQModel
+
+    from synth2.stages.artifacts import load_vq
+
+    torch.manual_seed(0)
+    tiny = DiffusersVQModel(
+        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4, num_vq_embeddings=32, norm_num_groups=4, sample_size=16, layers_per_block=1, lookup_from_codebook=True,
+    )
+    tiny.save_pretrained(tmp_path / "pipeline" / "vqvae")
+    vq = load_vq(tmp_path / "pipeline")
+    x = to_model_pixels(torch.from_numpy(images(2)))
+    ids = vq.encode(x)
+    assert vq.features(x).shape == (2, 4, 8, 8)
+    assert torch.allclose(vq.decode(ids), tiny.decode(tiny.encode(x).latents).sample, atol=1e-5)

@@ -1,6 +1,7 @@
 """A pretrained diffusers `VQModel` (e.g. a MUSE/aMUSEd or taming VQGAN port) behind synth2's VQ interface.
 
-Needs the optional `diffusers` extra. Loaded from a local directory (no hub access):
+Needs the optional `diffusers` extra. Loaded from a local directory (no hub access): the
+VQModel's own, or a pipeline's with the VQ in `vqvae/` (aMUSEd, open-muse ports).
 `encode(pixels) -> ids (B, h, w)`, `decode(ids) -> pixels`, `embed(ids) -> (B, h, w, E)`,
 `features(pixels) -> (B, E, h, w)`.
 
@@ -28,8 +29,10 @@ class DiffusersVQ(nn.Module):
         except ImportError as e:
             raise ImportError("a pretrained VQ needs diffusers: pip install 'synth2[diffusers]'") from e
         path = Path(path)
+        if not (path / "config.json").exists() and (path / "vqvae" / "config.json").exists():
+            path = path / "vqvae"  # a whole pipeline directory (aMUSEd, open-muse ports): its VQ
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path}: not a diffusers VQModel directory (no config.json)")
+            raise FileNotFoundError(f"{path}: not a diffusers VQModel directory (no config.json, no vqvae/config.json)")
         return cls(VQModel.from_pretrained(path))
 
     @property
@@ -57,6 +60,9 @@ class DiffusersVQ(nn.Module):
 
     @torch.no_grad()
     def decode(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
+        if self.model.config.lookup_from_codebook:  # aMUSEd's layout: its decode reads token ids
+            B, h, w = ids_Bhw.shape
+            return self.model.decode(ids_Bhw, force_not_quantize=True, shape=(B, h, w, self.embed_dim)).sample
         quant = self.embed(ids_Bhw).permute(0, 3, 1, 2).contiguous()
         # the tokens are already codebook entries: skip re-quantisation
         return self.model.decode(quant, force_not_quantize=True).sample

@@ -43,9 +43,9 @@ def _args(directory: Path) -> dict:
 
 
 def load_vq(directory: str | Path) -> torch.nn.Module:
-    """synth2's VQ, or a diffusers VQModel directory."""
+    """synth2's VQ, or a diffusers VQModel directory (or a pipeline's, with the VQ in `vqvae/`)."""
     directory = Path(directory)
-    if (directory / "model_index.json").exists() or (directory / "config.json").exists():
+    if any((directory / name).exists() for name in ("model_index.json", "config.json", "vqvae/config.json")):
         return DiffusersVQ.from_pretrained(directory)
     model = VQModel(load_yaml(VQConfig, directory / "config.yaml"))
     model.load_state_dict(load_file(directory / "model.safetensors"))
