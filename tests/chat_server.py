@@ -21,10 +21,12 @@ FAULTS = ("429", "500", "malformed", "timeout", "drop")
 
 
 class ChatServer:
-    def __init__(self, faulty_every: int = 3, timeout_sleep: float = 1.5, delay: float = 0.0, answer=None):
+    def __init__(self, faulty_every: int = 3, timeout_sleep: float = 1.5, delay: float = 0.0, answer=None, retry_after: float | None = None):
         # answer(prompt, seed) -> caption; the world LLM unless given
         self.answer = answer or WorldLLM(WorldSpec(WorldConfig(), 0), noise=0.0).complete
         self.faulty_every, self.timeout_sleep, self.delay = faulty_every, timeout_sleep, delay
+        self.retry_after = retry_after  # seconds a 429 asks the client to wait (a Retry-After header)
+        self.times: list[float] = []  # when each request arrived (time.monotonic)
         self.attempts: Counter = Counter()
         self.successes: Counter = Counter()
         self.faults: Counter = Counter()
@@ -40,6 +42,7 @@ class ChatServer:
                 prompt, seed = body["messages"][-1]["content"], body.get("seed", 0)
                 key = (prompt, seed)
                 with server.lock:
+                    server.times.append(time.monotonic())
                     server.attempts[key] += 1
                     attempt = server.attempts[key]
                 fault = FAULTS[(seed // server.faulty_every) % len(FAULTS)] if server.faulty_every and seed % server.faulty_every == 0 and attempt == 1 else None
@@ -54,7 +57,8 @@ class ChatServer:
                     time.sleep(server.timeout_sleep)
                     return
                 if fault in ("429", "500"):
-                    self._send(int(fault), {"error": {"message": f"injected {fault}", "type": "server_error"}})
+                    headers = {"Retry-After": str(server.retry_after)} if fault == "429" and server.retry_after is not None else {}
+                    self._send(int(fault), {"error": {"message": f"injected {fault}", "type": "server_error"}}, headers)
                     return
                 if fault == "malformed":
                     self._send_raw(200, b"{this is not json")
@@ -69,12 +73,14 @@ class ChatServer:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 
-            def _send(self, status, payload):
-                self._send_raw(status, json.dumps(payload).encode())
+            def _send(self, status, payload, headers=None):
+                self._send_raw(status, json.dumps(payload).encode(), headers)
 
-            def _send_raw(self, status, data):
+            def _send_raw(self, status, data, headers=None):
                 try:
                     self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

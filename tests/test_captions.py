@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from synth2.captions.backends import OpenAIBackend, WorldBackend
@@ -70,7 +71,7 @@ def test_world_backend_generation_report(tmp_path):
 
 def test_openai_backend_survives_a_misbehaving_server(tmp_path):
     with ChatServer(faulty_every=3) as server:
-        backend = OpenAIBackend(server.url, "world-llm", concurrency=4, timeout=0.5, max_retries=4, backoff=0.01)
+        backend = OpenAIBackend(server.url, "world-llm", concurrency=4, timeout=0.5, max_retries=4)
         report = generate_captions(backend, SHAPES, _config(n=60, validation=ValidationConfig(reask=0)), tmp_path / "c.jsonl", seed=0)
     assert report["unanswered"] == 0 and report["written"] >= 55
     retries = report["backend"]["retries"]
@@ -80,11 +81,43 @@ def test_openai_backend_survives_a_misbehaving_server(tmp_path):
     assert max(server.successes.values()) == 1  # every prompt answered once
 
 
+def test_a_429_waits_as_long_as_its_retry_after_asks():
+    # seed 0 is the first faulty seed, and its fault is a 429
+    with ChatServer(faulty_every=1, retry_after=1.5) as server:
+        backend = OpenAIBackend(server.url, "world-llm", max_retries=2)
+        assert backend.complete("Make up a caption about: circle.", seed=0)
+    first, second = server.times
+    assert second - first >= 1.5  # the client's own backoff would have waited at most 0.5 s
+    assert backend.stats.to_json() == {"requests": 1, "attempts": 2, "retries": {"http_429": 1}, "failures": {}}
+
+
+def test_requests_per_minute_spaces_every_request():
+    with ChatServer(faulty_every=0) as server:
+        backend = OpenAIBackend(server.url, "world-llm", concurrency=4, requests_per_minute=300)  # one per 0.2 s
+        answers = backend.complete_batch(["Make up a caption about: circle."] * 5, list(range(5)))
+    assert all(isinstance(a, str) for a in answers)
+    gaps = np.diff(sorted(server.times))
+    assert len(gaps) == 4 and gaps.min() >= 0.18
+
+
+def test_openai_client_variables_and_cli_flags_reach_the_backend(monkeypatch, tmp_path):
+    from synth2.captions.backends import make_backend
+    from synth2.captions.generate import CaptionsConfig
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    backend = make_backend(CaptionsConfig(backend="openai", model="m", concurrency=3, timeout=7.0))
+    assert str(backend.client.base_url).startswith("http://127.0.0.1:9/v1") and backend.client.api_key == "sk-test"
+    assert backend.client.timeout == 7.0 and backend.concurrency == 3
+    with pytest.raises(ValueError, match="captions.model"):
+        make_backend(CaptionsConfig(backend="openai"))
+
+
 def test_refused_connections_are_counted_and_a_rerun_completes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    backend = OpenAIBackend(dead, "world-llm", concurrency=4, timeout=0.5, max_retries=1, backoff=0.01)
+    backend = OpenAIBackend(dead, "world-llm", concurrency=4, timeout=0.5, max_retries=1)
     # no caption at all is an error, not an empty success; the report still says what happened
     with pytest.raises(UserError, match="no usable caption"):
         generate_captions(backend, SHAPES, _config(n=10), tmp_path / "c.jsonl", seed=0)

@@ -284,14 +284,14 @@ def captions(
     classes: str = typer.Option("world", "--classes", help="world | imagenet21k | a txt/JSON class list"),
     n: int = typer.Option(1000, "--n"),
     seed: int = typer.Option(0, "--seed"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Requests in flight (openai)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per request (openai)."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", help="Requests per minute at most, retries included (openai)."),
     overrides: Optional[List[str]] = SetOpt,
 ):
     """Synthetic captions from the paper's class-based prompt; cached, resumable, validated, deduplicated."""
-    extra = list(overrides or [])
-    if base_url:
-        extra.append(f"captions.base_url={base_url}")
-    if model:
-        extra.append(f"captions.model={model}")
+    flags = {"base_url": base_url, "model": model, "concurrency": concurrency, "timeout": timeout, "requests_per_minute": rpm}
+    extra = list(overrides or []) + [f"captions.{key}={value}" for key, value in flags.items() if value is not None]
     report = api.captions(out_file, backend=backend, classes=classes, n=n, seed=seed, overrides=extra)
     out.print_json(json.dumps({k: v for k, v in report.items() if k != "config"}))
 

@@ -1,9 +1,9 @@
 """Caption backends behind one interface: `complete_batch(prompts, seeds, on_answer) -> answers`.
 
 - `OpenAIBackend`: any OpenAI-compatible chat-completions server (vLLM, llama.cpp
-  server, Ollama, OpenAI) through the official `openai` client; bounded concurrency,
-  timeouts, retries with exponential backoff on 429/5xx/timeouts/refused
-  connections/malformed bodies, a seed per request, retry counts by cause.
+  server, Ollama, OpenAI) through the official `openai` client and its retries (honouring
+  `Retry-After`); bounded concurrency, timeouts, a requests-per-minute limit, re-asking
+  malformed bodies, a seed per request, retry counts by cause.
 - `HFBackend`: a local transformers causal LM, batched generation.
 - `WorldBackend`: the embedded world's LLM.
 
@@ -15,8 +15,8 @@ it before the rest of the batch is done.
 
 from __future__ import annotations
 
+import importlib
 import os
-import random
 import threading
 import time
 from collections import Counter
@@ -43,8 +43,13 @@ def _report(on_answer: AnswerCallback | None, index: int, answer: str | BackendE
 
 @dataclass
 class BackendStats:
+    """`requests`: items asked; `attempts`: HTTP requests sent (retries included); `errors`:
+    failed attempts by cause; `failures`: items given up, by cause. Retries by cause are the
+    errors that were followed by another attempt (every failure ended in one error)."""
+
     requests: int = 0
-    retries: Counter = field(default_factory=Counter)
+    attempts: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -53,7 +58,8 @@ class BackendStats:
             getattr(self, counter)[cause] += 1
 
     def to_json(self) -> dict:
-        return {"requests": self.requests, "retries": dict(self.retries), "failures": dict(self.failures)}
+        retries = +(self.errors - self.failures)
+        return {"requests": self.requests, "attempts": self.attempts["all"], "retries": dict(retries), "failures": dict(self.failures)}
 
 
 @dataclass
@@ -83,48 +89,94 @@ class WorldBackend:
         return answers
 
 
+class RateLimit:
+    """At most `per_minute` requests a minute, spaced evenly, across threads (0 = no limit)."""
+
+    def __init__(self, per_minute: float):
+        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            slot = max(now, self.next_slot)
+            self.next_slot = slot + self.interval
+        time.sleep(max(0.0, slot - now))
+
+
+# The HTTP library the openai client is built on: httpx up to openai 2, httpx2 from openai 3.
+http = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
+
+
+class _CountingTransport(http.HTTPTransport):
+    """Every HTTP attempt the openai client makes (its own retries included): rate-limited, and
+    counted by outcome. The client's retry loop has no hook of its own for either."""
+
+    def __init__(self, stats: "BackendStats", limit: RateLimit, **kwargs):
+        super().__init__(**kwargs)
+        self.stats, self.limit = stats, limit
+
+    def handle_request(self, request):
+        self.limit.wait()
+        self.stats.count("attempts", "all")
+        try:
+            response = super().handle_request(request)
+        except http.TimeoutException:
+            self.stats.count("errors", "timeout")
+            raise
+        except http.TransportError:
+            self.stats.count("errors", "connection")
+            raise
+        if response.status_code >= 400:
+            self.stats.count("errors", f"http_{response.status_code}")
+        return response
+
+
 class OpenAIBackend:
-    RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+    """The openai client retries 408/409/429/5xx, timeouts and dropped connections itself, waiting
+    as the server's `Retry-After` asks (else exponential backoff with jitter); a body that is not
+    a chat completion is re-asked here, up to as many times."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None,
         model: str,
         params: GenerationParams | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = 8,
         timeout: float = 60.0,
         max_retries: int = 6,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        requests_per_minute: float = 0.0,
     ):
         self._openai = openai
         self.name, self.model = "openai", model
         self.params = params or GenerationParams()
-        # local servers (vLLM, llama.cpp) accept any key; OpenAI needs the real one
-        self.client = openai.OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", timeout=timeout, max_retries=0)
-        self.concurrency = concurrency
-        self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self.stats = BackendStats()
+        transport = _CountingTransport(self.stats, RateLimit(requests_per_minute), limits=http.Limits(max_connections=2 * concurrency))
+        # base_url None: the client reads OPENAI_BASE_URL; local servers (vLLM, llama.cpp) accept any key
+        self.client = openai.OpenAI(
+            base_url=base_url or None, api_key=os.environ.get(api_key_env) or "EMPTY", timeout=timeout, max_retries=max_retries,
+            http_client=openai.DefaultHttpxClient(transport=transport),
+        )
+        self.concurrency, self.max_retries = concurrency, max_retries
 
-    def _cause(self, error: Exception) -> tuple[str, bool]:
-        """(cause, retryable)."""
+    def _cause(self, error: Exception) -> str:
         openai = self._openai
         if isinstance(error, openai.APIStatusError):
-            return f"http_{error.status_code}", error.status_code in self.RETRY_STATUS or error.status_code >= 500
+            return f"http_{error.status_code}"
         if isinstance(error, openai.APITimeoutError):
-            return "timeout", True
+            return "timeout"
         if isinstance(error, openai.APIConnectionError):
-            return "connection", True
-        if isinstance(error, (openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError, IndexError)):
-            return "malformed_response", True
-        return type(error).__name__, False
+            return "connection"
+        return type(error).__name__
 
     def complete(self, prompt: str, seed: int) -> str:
-        rng = random.Random(seed)
+        with self.stats._lock:
+            self.stats.requests += 1
         for attempt in range(self.max_retries + 1):
-            with self.stats._lock:
-                self.stats.requests += 1
             try:
                 response = self.client.chat.completions.create(
                     model=self.model,
@@ -138,14 +190,18 @@ class OpenAIBackend:
                 if not isinstance(text, str):
                     raise ValueError("response has no message content")
                 return text
-            except Exception as error:  # noqa: BLE001 - classified below
-                cause, retryable = self._cause(error)
-                if not retryable or attempt == self.max_retries:
+            except openai.APIError as error:
+                if not isinstance(error, openai.APIResponseValidationError):  # the client retried it already
+                    cause = self._cause(error)
                     self.stats.count("failures", cause)
                     raise BackendError(f"{cause}: {error}") from error
-                self.stats.count("retries", cause)
-                # exponential backoff with jitter, seeded so runs are reproducible
-                time.sleep(min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + rng.random()))
+                malformed = error
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:  # a body that is not a completion
+                malformed = error
+            self.stats.count("errors", "malformed_response")
+            if attempt == self.max_retries:
+                self.stats.count("failures", "malformed_response")
+                raise BackendError(f"malformed_response: {malformed}") from malformed
         raise AssertionError("unreachable")
 
     def complete_batch(self, prompts: list[str], seeds: list[int], on_answer: AnswerCallback | None = None) -> list[str | BackendError]:
@@ -233,10 +289,9 @@ def make_backend(cfg, world_llm=None):
             raise ValueError("captions.backend=world needs the embedded world's LLM")
         return WorldBackend(world_llm, params)
     if cfg.backend == "openai":
-        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL", "")  # the openai client's own variable
-        if not base_url or not cfg.model:
-            raise ValueError("captions.backend=openai needs captions.base_url (or OPENAI_BASE_URL) and captions.model")
-        return OpenAIBackend(base_url, cfg.model, params, cfg.api_key_env, cfg.concurrency, cfg.timeout, cfg.max_retries)
+        if not cfg.model:
+            raise ValueError("captions.backend=openai needs captions.model (and captions.base_url, or OPENAI_BASE_URL, for a server other than OpenAI's)")
+        return OpenAIBackend(cfg.base_url, cfg.model, params, cfg.api_key_env, cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.requests_per_minute)
     if cfg.backend == "hf":
         if not cfg.model:
             raise ValueError("captions.backend=hf needs captions.model (a local model directory)")

@@ -36,6 +36,7 @@ class ValidationConfig:
 @dataclass
 class CaptionsConfig:
     backend: str = "world"  # world | openai | hf
+    # OpenAI-compatible server ("" = what the openai client reads: OPENAI_BASE_URL, else OpenAI's)
     base_url: str = ""
     model: str = ""
     api_key_env: str = "OPENAI_API_KEY"
@@ -48,6 +49,7 @@ class CaptionsConfig:
     concurrency: int = 8
     timeout: float = 60.0
     max_retries: int = 6
+    requests_per_minute: float = 0.0  # 0 = no limit; counts retries too
     batch_size: int = 64
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     near_duplicate_threshold: float = 0.9  # MinHash Jaccard above which captions count as duplicates
