@@ -179,9 +179,15 @@ def test_zero_shot_evaluate_on_user_shards_matches_the_pipelines_own_eval(tiny_r
     assert (stage / "eval.predictions.json").exists() and (stage / "eval.references.json").exists()
 
 
-def test_finetune_continues_an_arm_and_scores_it(tiny_run):
-    args = ["finetune", "--run", str(tiny_run), "--train", str(tiny_run / "world" / "eval_a"), "--eval", str(tiny_run / "world" / "eval_b"), "--steps", "3", "--limit", "20",
-            "--lr", "1e-5"]
+def test_finetune_continues_an_arm_and_scores_it(tiny_run, monkeypatch):
+    from synth2.models.vlm import VLM
+
+    dropouts = []
+    original = VLM.set_dropout
+    monkeypatch.setattr(VLM, "set_dropout", lambda self, p: (dropouts.append(p), original(self, p)))
+    args = ["finetune", "--run", str(tiny_run), "--train", str(tiny_run / "world" / "eval_a"), "--eval", str(tiny_run / "world" / "eval_b"), "--steps", "3", "--limit", "20"]
+    refused = CliRunner().invoke(app, args + ["--set", "vlm.train.lr=1"])
+    assert refused.exit_code != 0 and "finetune.* settings only" in refused.output
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
@@ -189,7 +195,7 @@ def test_finetune_continues_an_arm_and_scores_it(tiny_run):
     assert {"CIDEr", "Bleu_4", "METEOR", "ROUGE_L"} <= set(scores)
     metrics = [json.loads(l) for l in next((tiny_run / "finetune").glob("*/*/metrics.jsonl")).read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m][-1] == 3
-    assert max(m["lr"] for m in metrics if "lr" in m) <= 1e-5  # the paper's fine-tuning rate
+    assert max(m["lr"] for m in metrics if "lr" in m) <= 1e-5 and dropouts == [0.1]  # the paper's fine-tuning settings by default
 
 
 def test_curate_command_exports_llava_json_and_scored_shards(tiny_run):

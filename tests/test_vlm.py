@@ -208,3 +208,14 @@ def test_a_detached_vlm_leaves_the_lm_as_it_was_and_refuses_to_run(tiny_llama_di
     assert torch.equal(vlm.lm.model(input_ids=ids, attention_mask=mask).logits, lm_logits)
     with pytest.raises(RuntimeError, match="detached"):
         vlm.condition(tokens)
+
+
+def test_dropout_acts_on_the_trainable_branches_only_in_training(tiny_gpt2_dir):
+    vlm = make_vlm(tiny_gpt2_dir, gates=1.0).train()
+    ids, mask, labels, tokens = batch(vlm)
+    assert torch.equal(caption_loss(vlm, ids, mask, labels, tokens), caption_loss(vlm, ids, mask, labels, tokens))  # 0 by default
+    vlm.set_dropout(0.5)
+    assert not torch.equal(caption_loss(vlm, ids, mask, labels, tokens), caption_loss(vlm, ids, mask, labels, tokens))
+    assert all(m.p != 0.5 for m in vlm.lm.modules() if isinstance(m, torch.nn.Dropout))  # the frozen LM is left alone
+    vlm.eval()
+    assert torch.equal(caption_loss(vlm, ids, mask, labels, tokens), caption_loss(vlm, ids, mask, labels, tokens))

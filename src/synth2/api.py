@@ -132,10 +132,12 @@ def evaluate(run: Run, shards: str | Path, arm: str = "baseline", seed: int | No
     return zero_shot(run, str(shards), arm, seed, limit).artifacts
 
 
-def finetune(run: Run, train_shards: str | Path, eval_shards: str | Path, arm: str = "baseline", steps: int = 1000, seed: int | None = None,
-             limit: int | None = None, lr: float | None = None) -> dict:
-    """Fine-tune an arm's VLM on benchmark training pairs, then score it on `eval_shards` (Table 4's setting)."""
-    return run_finetune(run, str(train_shards), str(eval_shards), arm, steps, seed, limit, lr).artifacts
+def finetune(run: Run, train_shards: str | Path, eval_shards: str | Path, arm: str = "baseline", seed: int | None = None,
+             limit: int | None = None) -> dict:
+    """Fine-tune an arm's VLM on benchmark training pairs, then score it on `eval_shards` (Table 4's
+    setting), with `run.config.finetune`'s steps, learning rate and dropout (open the run with
+    `overrides=["finetune.lr=..."]` to change them)."""
+    return run_finetune(run, str(train_shards), str(eval_shards), arm, seed, limit).artifacts
 
 
 def curate(run: Run) -> dict:

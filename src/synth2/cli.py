@@ -181,13 +181,20 @@ def finetune(
     train_shards: Path = typer.Option(..., "--train", help="Training pair shards (every reference becomes a training caption)."),
     eval_shards: Path = typer.Option(..., "--eval", help="Evaluation shards with json 'references'."),
     arm: str = typer.Option("baseline", "--arm"),
-    steps: int = typer.Option(1000, "--steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Default finetune.steps (1000)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many images."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the VLM's; the paper's is 1e-5)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default finetune.lr: the paper's 1e-5."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Default finetune.dropout: the paper's 0.1."),
+    overrides: Optional[List[str]] = SetOpt,
 ):
     """Fine-tune an arm's VLM on a benchmark's training split, then score it (the paper's Table 4 setting)."""
-    print(json.dumps(api.finetune(_open(run, None, None, None), train_shards, eval_shards, arm=arm, steps=steps, seed=seed, limit=limit, lr=lr)))
+    flags = {"steps": steps, "lr": lr, "dropout": dropout}
+    settings = list(overrides or []) + [f"finetune.{key}={value}" for key, value in flags.items() if value is not None]
+    other = [item for item in settings if not item.startswith("finetune.")]
+    if other:  # the rest of the config belongs to the stages the run has trained
+        raise typer.BadParameter(f"finetune takes finetune.* settings only, not {other[0]!r}", param_hint="--set")
+    print(json.dumps(api.finetune(_open(run, None, None, settings), train_shards, eval_shards, arm=arm, seed=seed, limit=limit)))
 
 
 @app.command()

@@ -29,7 +29,7 @@ from synth2.train.clip import ClipStageConfig
 from synth2.train.lm import LMStageConfig
 from synth2.train.loop import TrainConfig
 from synth2.train.t2i import T2IStageConfig
-from synth2.train.vlm import VLMStageConfig
+from synth2.train.vlm import FinetuneConfig, VLMStageConfig
 from synth2.train.vq import VQStageConfig
 from synth2.world.scene import WorldConfig
 
@@ -110,6 +110,8 @@ class Config:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     vlm: VLMStageConfig = field(default_factory=VLMStageConfig)
+    # `synth2 finetune` (Table 4's setting); no other stage reads it
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
     clip: ClipStageConfig = field(default_factory=ClipStageConfig)

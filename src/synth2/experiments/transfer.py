@@ -5,7 +5,7 @@ Real benchmarks are ingested first, one record per image with all its references
     synth2 ingest karpathy dataset_coco.json --images COCO_ROOT --split test --out coco_test
     synth2 evaluate --run RUN --arm genpair coco_test
     synth2 ingest karpathy dataset_coco.json --images COCO_ROOT --split train --out coco_train
-    synth2 finetune --run RUN --arm genpair --train coco_train --eval coco_test --steps 2000
+    synth2 finetune --run RUN --arm genpair --train coco_train --eval coco_test --steps 2000 --lr 1e-5 --dropout 0.1
 
 Both are run stages keyed by the shard paths, the arm and the settings, so a rerun is
 free and an interrupted fine-tune resumes from its last checkpoint.
@@ -64,21 +64,21 @@ def zero_shot(run: Run, shards: str, arm: str = "baseline", seed: int | None = N
     return run.stage(name, {"shards": str(shards), "limit": limit, "eval": run.config.eval}, [vlm_stage, vq(run)], build)
 
 
-def finetune(
-    run: Run, train_shards: str, eval_shards: str, arm: str = "baseline", steps: int = 1000, seed: int | None = None, limit: int | None = None,
-    lr: float | None = None,
-) -> StageResult:
+def finetune(run: Run, train_shards: str, eval_shards: str, arm: str = "baseline", seed: int | None = None, limit: int | None = None) -> StageResult:
     """Continue an arm's VLM on a benchmark's training pairs (every reference is a training caption), then score.
-    `lr`: the fine-tuning learning rate (default: the VLM's pre-training one; the paper's is 1e-5)."""
+    Steps, learning rate and dropout are `run.config.finetune` (the paper's by default); the
+    optimizer is the pre-training one (AdamW, same betas and weight decay)."""
     cfg = run.config
     seed = cfg.seed if seed is None else seed
     vlm_stage = vlm(run, arm, seed)
-    train_cfg = dataclasses.replace(cfg.vlm.train, steps=steps, eval_every=0, lr=cfg.vlm.train.lr if lr is None else lr)
+    settings = cfg.finetune
+    train_cfg = dataclasses.replace(cfg.vlm.train, steps=settings.steps, eval_every=0, lr=settings.lr)
     name = f"finetune/{arm}-s{seed}/{_tag(train_shards, eval_shards)}"
-    stage_cfg = {"train": str(train_shards), "eval": str(eval_shards), "steps": steps, "seed": seed, "limit": limit, "train_cfg": train_cfg, "eval_cfg": cfg.eval}
+    stage_cfg = {"train": str(train_shards), "eval": str(eval_shards), "finetune": settings, "seed": seed, "limit": limit, "train_cfg": train_cfg, "eval_cfg": cfg.eval}
 
     def build(directory: Path) -> dict:
         with trained_vlm(run, arm, seed) as model:
+            model.set_dropout(settings.dropout)
             model.train()
             pairs = load_pairs(_encoded(run, model.vq, train_shards, directory / "train_tokens"), images=False, tokens=True)
             image_index = [i for i, refs in enumerate(pairs.references()) for _ in refs]

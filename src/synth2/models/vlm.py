@@ -36,6 +36,7 @@ class VLMConfig:
     ff_mult: int = 2
     xattn_every: int = 1
     xattn_heads: int = 4
+    # on the resampler's and the gated blocks' residual branches (the paper fine-tunes with 0.1)
     dropout: float = 0.0
 
 
@@ -44,9 +45,10 @@ def _ff(width: int, mult: int, out: int | None = None) -> nn.Sequential:
 
 
 class PerceiverLayer(nn.Module):
-    def __init__(self, width: int, heads: int, ff_mult: int):
+    def __init__(self, width: int, heads: int, ff_mult: int, dropout: float = 0.0):
         super().__init__()
         self.heads = heads
+        self.drop = nn.Dropout(dropout)
         self.norm_media = nn.LayerNorm(width)
         self.norm_latents = nn.LayerNorm(width)
         self.q = nn.Linear(width, width, bias=False)
@@ -63,15 +65,15 @@ class PerceiverLayer(nn.Module):
         q = self.q(latents).view(B, M, self.heads, -1).transpose(1, 2)
         k, v = self.kv(source).view(B, source.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, M, W)
-        latents_BMW = latents_BMW + self.out(attended)
-        return latents_BMW + self.ff(latents_BMW)
+        latents_BMW = latents_BMW + self.drop(self.out(attended))
+        return latents_BMW + self.drop(self.ff(latents_BMW))
 
 
 class PerceiverResampler(nn.Module):
     def __init__(self, cfg: VLMConfig):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(cfg.latents, cfg.width) * 0.02)
-        self.layers = nn.ModuleList(PerceiverLayer(cfg.width, cfg.heads, cfg.ff_mult) for _ in range(cfg.perceiver_layers))
+        self.layers = nn.ModuleList(PerceiverLayer(cfg.width, cfg.heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.perceiver_layers))
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, media_BNW: torch.Tensor) -> torch.Tensor:
@@ -96,9 +98,10 @@ class XAttnCondition:
 
 
 class GatedCrossAttentionBlock(nn.Module):
-    def __init__(self, lm_width: int, visual_width: int, heads: int, ff_mult: int):
+    def __init__(self, lm_width: int, visual_width: int, heads: int, ff_mult: int, dropout: float = 0.0):
         super().__init__()
         self.heads = heads
+        self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(lm_width)
         self.q = nn.Linear(lm_width, lm_width, bias=False)
         self.kv = nn.Linear(visual_width, 2 * lm_width, bias=False)
@@ -117,8 +120,8 @@ class GatedCrossAttentionBlock(nn.Module):
         q = self.q(self.norm(hidden_BTD)).view(B, T, self.heads, -1).transpose(1, 2)
         k, v = kv
         attended = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype)).transpose(1, 2).reshape(B, T, D)
-        hidden_BTD = hidden_BTD + torch.tanh(self.attn_gate) * self.out(attended)
-        return hidden_BTD + torch.tanh(self.ff_gate) * self.ff(hidden_BTD)
+        hidden_BTD = hidden_BTD + torch.tanh(self.attn_gate) * self.drop(self.out(attended))
+        return hidden_BTD + torch.tanh(self.ff_gate) * self.drop(self.ff(hidden_BTD))
 
 
 class VLM(nn.Module):
@@ -139,7 +142,7 @@ class VLM(nn.Module):
         layers = lm.decoder_layers
         self.xattn_layers = [i for i in range(len(layers)) if i % cfg.xattn_every == 0]
         self.xattn = nn.ModuleList(
-            GatedCrossAttentionBlock(lm.hidden_size, cfg.width, cfg.xattn_heads, cfg.ff_mult) for _ in self.xattn_layers
+            GatedCrossAttentionBlock(lm.hidden_size, cfg.width, cfg.xattn_heads, cfg.ff_mult, cfg.dropout) for _ in self.xattn_layers
         )
         self._hooks = [layer.register_forward_pre_hook(_xattn_hook(weakref.ref(self), i), with_kwargs=True) for i, layer in enumerate(layers)]
 
@@ -157,6 +160,13 @@ class VLM(nn.Module):
     def gate_openness(self) -> float:
         """Mean |tanh(gate)| of the cross-attention gates: 0 = the frozen LM, blind to images."""
         return float(torch.stack([torch.tanh(block.attn_gate).abs() for block in self.xattn]).mean())
+
+    def set_dropout(self, p: float) -> None:
+        """Dropout of every trainable residual branch (e.g. the paper's 0.1 for fine-tuning)."""
+        for part in self.trainable_modules().values():
+            for module in part.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = p
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"media_proj": self.media_proj, "resampler": self.resampler, "xattn": self.xattn}

@@ -37,6 +37,16 @@ class SourceConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """`synth2 finetune` on a benchmark's training split: the paper's settings (appendix A.2:
+    AdamW with the pre-training betas, learning rate 1e-5, dropout 0.1)."""
+
+    steps: int = 1000
+    lr: float = 1e-5
+    dropout: float = 0.1
+
+
+@dataclass
 class VLMStageConfig:
     model: VLMConfig = field(default_factory=VLMConfig)
     train: TrainConfig = field(
