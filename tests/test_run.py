@@ -102,3 +102,22 @@ def test_every_command_has_help():
             walk(sub, path + [name])
 
     walk(root, [])
+
+
+def test_warnings_that_change_results_reach_the_console(tmp_path, capsys, monkeypatch):
+    import logging
+
+    from synth2.progress import console
+
+    monkeypatch.setattr(console, "width", 400)  # one line per message
+
+    def work(directory):
+        logging.getLogger("synth2").warning("vq: perceptual loss OFF: no local LPIPS weights")
+        return {}
+
+    run = Run(tmp_path, tiny())
+    run.stage("s", {"k": 1}, [], work)
+    run.stage("s", {"k": 2}, [], work)
+    err = capsys.readouterr().err
+    assert err.count("perceptual loss OFF") == 2 and "stage s: config or inputs changed, recomputing" in err
+    assert "perceptual loss OFF" in (tmp_path / "s" / "log.txt").read_text()

@@ -7,6 +7,7 @@ appended to `metrics.jsonl`, one JSON object per line, by rank 0 only.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -30,6 +31,22 @@ from synth2.files import atomic_write_text
 T = TypeVar("T")
 
 console = Console(stderr=True)
+
+
+def warn(message: str) -> None:
+    """A warning that changes results, on the console."""
+    console.log(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+
+
+class ConsoleWarnings(logging.Handler):
+    """Warnings that change results (a loss turned off, a stage recomputed) on the console, not
+    only in a stage's log.txt."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
 
 
 def progress_enabled() -> bool:

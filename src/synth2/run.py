@@ -28,7 +28,7 @@ from typing import Any, Callable
 from synth2.configtools import dump_yaml, to_dict
 from synth2.errors import UserError
 from synth2.files import atomic_write_text
-from synth2.progress import console, is_rank_zero
+from synth2.progress import ConsoleWarnings, console, is_rank_zero, warn
 
 # Bump when a stage's outputs change meaning, so old runs recompute it.
 STAGE_VERSION = 1
@@ -151,7 +151,7 @@ class Run:
             return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
         self.hold_lock()
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
-            logger.info("stage %s: config or inputs changed, recomputing", name)
+            warn(f"stage {name}: config or inputs changed, recomputing (its old outputs are deleted)")
             shutil.rmtree(directory)
         resumed = bool(entry and entry.get("fingerprint") == fp)
         if is_rank_zero():
@@ -187,21 +187,23 @@ def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
 
 
 class _stage_log:
-    """Mirror the synth2 logger into `<stage>/log.txt` while the stage runs."""
+    """Mirror the synth2 logger into `<stage>/log.txt` while the stage runs, its warnings also to the console."""
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.handler: logging.Handler | None = None
+        self.handlers: list[logging.Handler] = []
 
     def __enter__(self):
         if is_rank_zero():
-            self.handler = logging.FileHandler(self.directory / "log.txt")
-            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            logger.addHandler(self.handler)
+            file = logging.FileHandler(self.directory / "log.txt")
+            file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            self.handlers = [file, ConsoleWarnings()]
+            for handler in self.handlers:
+                logger.addHandler(handler)
             logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc):
-        if self.handler is not None:
-            logger.removeHandler(self.handler)
-            self.handler.close()
+        for handler in self.handlers:
+            logger.removeHandler(handler)
+            handler.close()
