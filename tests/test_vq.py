@@ -191,3 +191,23 @@ def test_amused_layout_pipeline_directory_with_codebook_lookup(tmp_path):
     ids = vq.encode(x)
     assert vq.features(x).shape == (2, 4, 8, 8)
     assert torch.allclose(vq.decode(ids), tiny.decode(tiny.encode(x).latents).sample, atol=1e-5)
+
+
+def test_lpips_gives_the_lpips_packages_distances_for_the_same_weights(tmp_path):
+    """Reference values: `scripts/lpips_reference.py`, run once with the `lpips` package (v0.1,
+    VGG) on seeded weights, since the ImageNet VGG16 weights cannot be downloaded here."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("lpips_reference", Path(__file__).parents[1] / "scripts" / "lpips_reference.py")
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    features, lin = reference.fixture_weights()
+    torch.save({f"features.{k}": v for k, v in features.items()}, tmp_path / "vgg16.pth")
+    torch.save(lin, tmp_path / "vgg.pth")
+    a, b = reference.fixture_pairs()
+    expected = json.loads((Path(__file__).parent / "data" / "lpips_reference.json").read_text())["distances"]
+    with torch.no_grad():
+        distances = LPIPS.from_directory(tmp_path)(a, b)
+    assert distances.tolist() == pytest.approx(expected, rel=1e-4, abs=1e-6)
