@@ -160,3 +160,15 @@ def test_a_wrong_path_fails_before_any_stage_runs(tmp_path, capsys, key, value):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and key in err and value in err
     assert not (tmp_path / "run" / "manifest.json").exists()  # no stage ran
+
+
+@pytest.mark.parametrize("key", ["lm.path", "vq.pretrained", "vq.lpips_path", "eval.inception_path", "captions.classes"])
+def test_a_path_that_holds_the_wrong_thing_fails_before_any_stage_runs(tmp_path, capsys, key):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", f"{key}={empty}"])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert key in err and "is not what it should be" in err
+    assert not (tmp_path / "run" / "manifest.json").exists()

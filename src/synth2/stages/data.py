@@ -74,11 +74,26 @@ def eval_images_and_oracle(run: Run, shards: str, limit: int | None = None):
 def check_inputs(cfg) -> None:
     """Every path the config names exists, before any stage runs: a wrong path fails in a second,
     not after the stages before the one that reads it. Raises UserError naming the key."""
-    files = {"lm.path": cfg.lm.path, "vq.pretrained": cfg.vq.pretrained, "vq.lpips_path": cfg.vq.lpips_path,
-             "eval.inception_path": cfg.eval.inception_path}
-    for key, value in files.items():
-        if value and not Path(value).exists():
+    # key -> (path, alternatives: each a set of files the path must hold; "" = the path is a file)
+    models = {
+        "lm.path": (cfg.lm.path, [("config.json",)]),
+        "vq.pretrained": (cfg.vq.pretrained, [("config.json",), ("vqvae/config.json",), ("config.yaml", "model.safetensors")]),
+        "vq.lpips_path": (cfg.vq.lpips_path, [("vgg16.pth", "vgg.pth")]),
+        "eval.inception_path": (cfg.eval.inception_path, [("",)]),
+        "clip.hf_path": (cfg.clip.hf_path, [("config.json",)]),
+        "curate.diffusers_path": (cfg.curate.diffusers_path, [("model_index.json",)]),
+        "captions.model": (cfg.captions.model if cfg.captions.backend == "hf" else "", [("config.json",)]),
+        "captions.classes": (cfg.captions.classes if cfg.captions.classes not in ("world", "imagenet21k") else "", [("",)]),
+    }
+    for key, (value, alternatives) in models.items():
+        if not value:
+            continue
+        path = Path(value)
+        if not path.exists():
             raise UserError(f"{key}: {value} does not exist")
+        if not any(all((path / name).exists() if name else path.is_file() for name in files) for files in alternatives):
+            wanted = " or ".join("a file" if files == ("",) else " + ".join(files) for files in alternatives)
+            raise UserError(f"{key}: {value} is not what it should be ({wanted})")
     shards = {"data.paired": cfg.data.paired, "data.vq_images": cfg.data.vq_images,
               **{f"data.text_only.{k}": v for k, v in cfg.data.text_only.items()}, **{f"data.eval.{k}": v for k, v in cfg.data.eval.items()}}
     for key, value in shards.items():
