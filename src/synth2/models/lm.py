@@ -210,8 +210,8 @@ class CaptionStates:
         if self.rows is None:
             return self.lm.encode_texts([self.texts[i] for i in indices], self.layer)
         rows = [self.rows[i] for i in indices]
-        states = torch.zeros(len(rows), max(len(r) for r in rows), rows[0].shape[-1])
-        mask = torch.zeros(states.shape[:2], dtype=torch.bool)
+        states = rows[0].new_zeros(len(rows), max(len(r) for r in rows), rows[0].shape[-1])  # on the LM's device
+        mask = torch.zeros(states.shape[:2], dtype=torch.bool, device=states.device)
         for i, row in enumerate(rows):
             states[i, : len(row)] = row
             mask[i, : len(row)] = True

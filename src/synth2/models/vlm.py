@@ -116,12 +116,16 @@ class GatedCrossAttentionBlock(nn.Module):
         return k, v
 
     def forward(self, hidden_BTD: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The LM's hidden states in, in the LM's dtype (a bf16/fp16 frozen LM beside float32 blocks)."""
         B, T, D = hidden_BTD.shape
-        q = self.q(self.norm(hidden_BTD)).view(B, T, self.heads, -1).transpose(1, 2)
+        lm_dtype = hidden_BTD.dtype
+        x = hidden_BTD.to(self.q.weight.dtype) if not torch.is_autocast_enabled() else hidden_BTD
+        q = self.q(self.norm(x)).view(B, T, self.heads, -1).transpose(1, 2)
         k, v = kv
         attended = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype)).transpose(1, 2).reshape(B, T, D)
-        hidden_BTD = hidden_BTD + torch.tanh(self.attn_gate) * self.drop(self.out(attended))
-        return hidden_BTD + torch.tanh(self.ff_gate) * self.drop(self.ff(hidden_BTD))
+        x = x + torch.tanh(self.attn_gate) * self.drop(self.out(attended))
+        x = x + torch.tanh(self.ff_gate) * self.drop(self.ff(x))
+        return x.to(lm_dtype)
 
 
 class VLM(nn.Module):

@@ -73,9 +73,9 @@ def load_vlm(directory: str | Path, lm: FrozenLM, vq: torch.nn.Module) -> VLM:
 
 
 @lru_cache(maxsize=4)
-def load_lm(path: str, max_length: int) -> FrozenLM:
+def load_lm(path: str, max_length: int, dtype: str = "float32") -> FrozenLM:
     """A frozen LM, loaded once per process: every arm, generator and scorer of a run shares it."""
-    return FrozenLM.from_pretrained(path, max_length=max_length)
+    return FrozenLM.from_pretrained(path, max_length=max_length, dtype=getattr(torch, dtype))
 
 
 def token_generator(lm: FrozenLM, t2i_dir: str | Path, vq_dir: str | Path, sampler) -> TokenGenerator:

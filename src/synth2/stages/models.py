@@ -51,7 +51,7 @@ def lm(run: Run) -> StageResult:
 
 def frozen_lm(run: Run) -> FrozenLM:
     """The run's frozen LM (loaded once per process and shared)."""
-    return artifacts.load_lm(lm(run)["path"], run.config.lm.max_text_length)
+    return artifacts.load_lm(lm(run)["path"], run.config.lm.max_text_length, run.config.lm.dtype)
 
 
 def vq(run: Run) -> StageResult:

@@ -29,7 +29,8 @@ class ClipTask:
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
         self.images, self.captions = torch.from_numpy(images), captions
-        self.model = DualEncoder(cfg.model, lm.hidden_size)
+        lm.to(dist.device)
+        self.model = DualEncoder(cfg.model, lm.hidden_size).to(dist.device)
         self.modules = {"clip": self.model}
         self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}
         self.ddp = wrap(self.model, dist)
@@ -38,7 +39,8 @@ class ClipTask:
     def batch(self, step: int):
         indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
         states, mask = self.text[indices.tolist()]
-        return to_model_pixels(self.images[indices]), states, mask
+        device = self.dist.device
+        return to_model_pixels(self.images[indices]).to(device), states.to(device), mask.to(device)
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():

@@ -8,6 +8,7 @@ eval references, before the generator and the VLM use it frozen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +28,15 @@ class LMStageConfig:
     )
     # Longest text the generator and the VLM see (tokens, BOS included).
     max_text_length: int = 64
+    # The frozen LM's weights as later stages load them (bfloat16 / float16 halve its memory on
+    # GPUs; the states it hands the generator and the scorers are float32 either way).
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
 class LMTask:
     def __init__(self, cfg: LMStageConfig, lm: FrozenLM, texts: list[str], dist: DistInfo, seed: int):
         self.cfg, self.dist, self.seed = cfg, dist, seed
-        self.lm = lm
+        self.lm = lm.to(dist.device)
         self.model = lm.model
         self.model.requires_grad_(True)
         self.texts = texts
@@ -42,7 +46,8 @@ class LMTask:
 
     def batch(self, step: int):
         indices = rank_slice(cycle_indices(len(self.texts), self.cfg.train.batch_size, step, self.seed), self.dist)
-        return self.lm.tokenize([self.texts[i] for i in indices.tolist()], add_eos=True, max_length=self.cfg.model.max_length)
+        ids, mask = self.lm.tokenize([self.texts[i] for i in indices.tolist()], add_eos=True, max_length=self.cfg.model.max_length)
+        return ids.to(self.dist.device), mask.to(self.dist.device)
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         ids, mask = batch

@@ -50,7 +50,7 @@ class T2ITask:
                  weights: np.ndarray | None = None):
         """`weights`: per-example sampling probabilities (None: epochs over the data in a seeded order)."""
         torch.manual_seed(seed)
-        self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
+        self.cfg, self.lm, self.dist, self.seed = cfg, lm.to(dist.device), dist, seed
         self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
         self.tokens = torch.from_numpy(tokens.reshape(len(tokens), -1).astype(np.int64))
         self.captions = captions

@@ -93,6 +93,7 @@ class VLMTask:
         torch.manual_seed(seed)
         self.cfg, self.vlm, self.sources, self.dist, self.seed = cfg, vlm, sources, dist, seed
         self.generator, self.space = generator, space
+        vlm.to(dist.device)  # its frozen LM and VQ with it
         self.shares = batch_shares([s.cfg for s in sources], cfg.train.batch_size)
         if dist.enabled and any(share % dist.world_size for share in self.shares):
             raise ValueError(f"per-source batch shares {self.shares} must divide over {dist.world_size} ranks")
