@@ -55,8 +55,7 @@ def steps_per_s(cfg, lm, vq, grid, generator, captions, space: str, on_the_fly: 
     tokens = None if on_the_fly else np.random.default_rng(0).integers(0, cfg.vq.model.codebook_size, (len(captions), 1, *grid))
     source = SourceData("llm", SourceConfig(kind="synthetic", data="llm"), captions, tokens)
     stage = cfg.vlm
-    stage.space = space
-    task = VLMTask(stage, vlm, [source], DistInfo(), 0, generator if on_the_fly else None)
+    task = VLMTask(stage, vlm, [source], DistInfo(), 0, generator if on_the_fly else None, space=space)
     ctx = StepContext(stage.train, DistInfo())
     task.step(task.batch(0), 0, ctx)  # warm-up
     start = time.perf_counter()
