@@ -280,3 +280,33 @@ def test_reproduce_runs_end_to_end_on_the_users_own_shards_and_llm(tiny_run, tmp
     assert results["generator"]["oracle_seen"] is None and results["table3"]["genpair"]["cider_a"] >= 0
     assert not (tmp_path / "run" / "world").exists()
     assert "Table 2" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_path):
+    """Copied from the README: rank 0 alone evaluates, writes and prints; no rank resumes."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "vlm" / "genpair")
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["stages"]["vlm/genpair"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    command = re.search(r"`(torchrun --nproc_per_node 2 -m synth2.cli train vlm [^`]*)`", readme).group(1).replace("RUN", str(run)).split()
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNTH2_PROGRESS": "0"}
+    result = subprocess.run([torchrun, *command[1:]], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)  # one rank printed one result
+    assert printed["stage"] == "vlm/genpair" and not printed["skipped"]
+    assert "resuming" not in result.stderr and result.stderr.count("stage vlm/genpair") == 1
+    scores = json.loads((run / "vlm" / "genpair" / "scores.json").read_text())
+    assert {"CIDEr_a", "CIDEr_b"} <= set(scores)
+    curve = [json.loads(l) for l in (run / "vlm" / "genpair" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in curve if "eval/cider_a" in m] == [10, 20]  # evaluated once per point, by rank 0

@@ -1,4 +1,5 @@
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -219,3 +220,24 @@ def test_dropout_acts_on_the_trainable_branches_only_in_training(tiny_gpt2_dir):
     assert all(m.p != 0.5 for m in vlm.lm.modules() if isinstance(m, torch.nn.Dropout))  # the frozen LM is left alone
     vlm.eval()
     assert torch.equal(caption_loss(vlm, ids, mask, labels, tokens), caption_loss(vlm, ids, mask, labels, tokens))
+
+
+def _evaluate_in_ddp(dist, out):
+    from types import SimpleNamespace
+
+    from synth2.progress import MetricsWriter
+    from synth2.train.loop import _evaluate
+
+    def evaluate(step):
+        (out / f"evaluated_by_rank{dist.rank}").write_text(str(step))
+        return {"cider_a": 0.5}
+
+    result = _evaluate(evaluate, 10, SimpleNamespace(modules={}), MetricsWriter(out / f"metrics{dist.rank}.jsonl"), dist)
+    (out / f"result_rank{dist.rank}.json").write_text(json.dumps(result))
+
+
+def test_under_ddp_rank_0_alone_evaluates(tmp_path):
+    run_ddp(_evaluate_in_ddp, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("evaluated_by_*")) == ["evaluated_by_rank0"]
+    assert json.loads((tmp_path / "result_rank0.json").read_text()) == {"cider_a": 0.5}
+    assert json.loads((tmp_path / "result_rank1.json").read_text()) == {}

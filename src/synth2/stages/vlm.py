@@ -76,12 +76,16 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
             evaluate = curve if cfg.eval.curve_every and arm_name in cfg.eval.curve_arms else None
             train_cfg = dataclasses.replace(cfg.vlm.train, eval_every=cfg.eval.curve_every)
             result = train(task, train_cfg, directory, dist, name, evaluate=evaluate, config_to_save=stage_cfg)
+            if not dist.is_main:  # rank 0 saves, captions and scores; the others are done
+                distributed.barrier(dist)
+                return {}
             save_vlm(directory / "model", task.modules["vlm"], model, cfg)
             scores = score_splits(model, run, directory)
             scores["gate_openness"] = model.gate_openness()
         scores["train_seconds"] = result.seconds
         scores["steps_per_s"] = cfg.vlm.train.steps / max(result.seconds, 1e-9)
         (directory / "scores.json").write_text(json.dumps(scores, indent=2))
+        distributed.barrier(dist)
         return scores
 
     return run.stage(name, stage_cfg, inputs + [l, v, e, *extra], build)

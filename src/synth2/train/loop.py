@@ -22,7 +22,7 @@ import torch
 
 from synth2.progress import MetricsWriter, progress_bar
 from synth2.train import checkpoint
-from synth2.train.distributed import DistInfo, mean_across_ranks
+from synth2.train.distributed import DistInfo, barrier, mean_across_ranks
 
 logger = logging.getLogger("synth2")
 
@@ -176,7 +176,7 @@ def train(
                 window_start, window_steps = time.time(), 0
             paused = time.time()
             if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-                eval_metrics = _evaluate(evaluate, done, task, metrics)
+                eval_metrics = _evaluate(evaluate, done, task, metrics, dist)
             if done % cfg.checkpoint_every == 0 or done == end:
                 saved = save(done) or saved
             # evaluation and checkpoints do not count against steps/s
@@ -186,18 +186,22 @@ def train(
             bar.advance(1, **{k: v for k, v in list(last.items())[:3]})
     wall = time.time() - began
     if evaluate is not None and end == cfg.steps:
-        eval_metrics = _evaluate(evaluate, end, task, metrics)
+        eval_metrics = _evaluate(evaluate, end, task, metrics, dist)
     return TrainResult(end, saved, last, eval_metrics, wall - not_training, time.time() - began)
 
 
-def _evaluate(evaluate, step: int, task: Task, metrics: MetricsWriter) -> dict[str, float]:
+def _evaluate(evaluate, step: int, task: Task, metrics: MetricsWriter, dist: DistInfo) -> dict[str, float]:
+    """Rank 0 evaluates (the other ranks wait for it, and get {})."""
     for module in task.modules.values():
         module.eval()
-    with torch.no_grad():
-        result = evaluate(step)
+    result = {}
+    if dist.is_main:
+        with torch.no_grad():
+            result = evaluate(step)
+        metrics.write(step, **{f"eval/{k}": v for k, v in result.items()})
+    barrier(dist)
     for module in task.modules.values():
         module.train()
-    metrics.write(step, **{f"eval/{k}": v for k, v in result.items()})
     return result
 
 

@@ -94,9 +94,10 @@ class VLMTask:
         self.cfg, self.vlm, self.sources, self.dist, self.seed = cfg, vlm, sources, dist, seed
         self.generator, self.space = generator, space
         vlm.to(dist.device)  # its frozen LM and VQ with it
-        self.shares = batch_shares([s.cfg for s in sources], cfg.train.batch_size)
-        if dist.enabled and any(share % dist.world_size for share in self.shares):
-            raise ValueError(f"per-source batch shares {self.shares} must divide over {dist.world_size} ranks")
+        if cfg.train.batch_size % dist.world_size:
+            raise ValueError(f"vlm.train.batch_size {cfg.train.batch_size} does not divide over {dist.world_size} ranks")
+        # each rank takes the same whole number of every source's examples
+        self.shares = [share * dist.world_size for share in batch_shares([s.cfg for s in sources], cfg.train.batch_size // dist.world_size)]
         for source in sources:
             if source.cfg.kind == "synthetic" and source.tokens is None and generator is None:
                 raise ValueError(f"synthetic source {source.name!r} has no cached tokens and no generator")
