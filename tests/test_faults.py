@@ -172,3 +172,13 @@ def test_a_path_that_holds_the_wrong_thing_fails_before_any_stage_runs(tmp_path,
     err = " ".join(capsys.readouterr().err.split())
     assert key in err and "is not what it should be" in err
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_asking_for_cuda_without_it_fails_before_any_stage_runs(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--preset", "paper", "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2 and "no CUDA device" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from synth2.experiments.sampler_sweep import sampler_sweep as run_sweep
 from synth2.experiments.transfer import finetune as run_finetune
 from synth2.experiments.transfer import zero_shot
 from synth2.models.decode import beam_search, decode_texts
+from synth2.models.device import device_of
 from synth2.models.lm import FrozenLM
 from synth2.models.vq import to_model_pixels
 from synth2.report.arm_table import arm_scores, seed_table
@@ -123,7 +124,7 @@ def caption(run: Run, images: list, arm: str = "baseline", seed: int | None = No
     cfg = run.config
     pixels = np.stack([resize_center_crop(read_image_file(p)[0], cfg.world.resolution) for p in images])
     with trained_vlm(run, arm, seed) as model:
-        tokens = model.vq.encode(to_model_pixels(torch.from_numpy(pixels)))
+        tokens = model.vq.encode(to_model_pixels(torch.from_numpy(pixels)).to(device_of(model.vq)))
         return decode_texts(model, beam_search(model, tokens, cfg.vlm.eval_prompt, cfg.eval.beams, cfg.eval.max_new_tokens))
 
 

@@ -99,6 +99,8 @@ class Config:
     # the preset this config started from ("" = the defaults below, no preset)
     preset: str = ""
     seed: int = 0
+    # where every stage puts its models: auto (this process's GPU when CUDA is present, else the
+    # CPU), cpu, cuda, cuda:N, mps. The CPU-budget presets say cpu, `paper` says cuda.
     device: str = "auto"
     world: WorldConfig = field(default_factory=WorldConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -140,7 +142,7 @@ def _cpu_vq() -> VQConfig:
 
 
 def quick() -> Config:
-    cfg = Config(preset="quick")
+    cfg = Config(preset="quick", device="cpu")
     cfg.world.paired = 4000
     cfg.world.eval = 200
     cfg.world.images = 4000
@@ -233,7 +235,7 @@ def small() -> Config:
 
 def paper() -> Config:
     """The paper's hyperparameters (Synth² section 4.1.2 and appendix A.1), for GPUs."""
-    cfg = Config(preset="paper")
+    cfg = Config(preset="paper", device="cuda")
     cfg.world.resolution = 256
     cfg.world.sizes = ["small", "medium", "large"]
     cfg.world.paired = 200_000

@@ -11,6 +11,7 @@ import torch
 from synth2.data.images import resize_center_crop
 from synth2.data.quality import QualityReport
 from synth2.data.shards import Pair, ShardWriter, read_pairs, valid_key
+from synth2.models.device import device_of
 from synth2.models.vq import to_model_pixels, to_uint8
 
 
@@ -19,7 +20,9 @@ def encode_images(vq, images_BHWC: np.ndarray, resolution: int, batch_size: int 
     """VQ token ids (N, h, w) of uint8 images, resized to the tokenizer's resolution first."""
     if images_BHWC.shape[1:3] != (resolution, resolution):
         images_BHWC = np.stack([resize_center_crop(image, resolution) for image in images_BHWC])
-    return np.concatenate([vq.encode(to_model_pixels(torch.from_numpy(images_BHWC[s : s + batch_size]))).numpy() for s in range(0, len(images_BHWC), batch_size)])
+    device = device_of(vq)
+    return np.concatenate([vq.encode(to_model_pixels(torch.from_numpy(images_BHWC[s : s + batch_size])).to(device)).cpu().numpy()
+                           for s in range(0, len(images_BHWC), batch_size)])
 
 
 @torch.no_grad()
@@ -34,8 +37,9 @@ def encode_shards(model, shards, out: Path, report: QualityReport | None, resolu
             if not batch:
                 return
             pixels = np.stack([p.image if p.image.shape[:2] == (resolution, resolution) else resize_center_crop(p.image, resolution) for p in batch])
-            ids = model.encode(to_model_pixels(torch.from_numpy(pixels)))
-            decoded = to_uint8(model.decode(ids)).numpy() if png else None
+            ids = model.encode(to_model_pixels(torch.from_numpy(pixels)).to(device_of(model)))
+            decoded = to_uint8(model.decode(ids)).cpu().numpy() if png else None
+            ids = ids.cpu()
             for i, p in enumerate(batch):
                 writer.write(Pair(p.key, p.caption, image=None if decoded is None else decoded[i], tokens=ids[i].numpy().astype(np.uint16), meta=p.meta))
             count += len(batch)

@@ -14,6 +14,7 @@ import torch
 
 from synth2.data.text import first_sentence
 from synth2.models.lm import FrozenLM
+from synth2.models.device import device_of
 from synth2.models.sampler import SamplerConfig, sample
 from synth2.models.t2i import T2IModel
 from synth2.models.vq import to_uint8
@@ -49,7 +50,7 @@ class TokenGenerator:
     def tokens(self, captions: list[str], seed: int) -> torch.Tensor:
         """(B, h, w) token ids for `captions`; the same seed gives the same tokens."""
         states, mask = self.lm.encode_texts([self.prompt(c) for c in captions], self.model.cfg.text_layer)
-        device = next(self.model.parameters()).device
+        device = device_of(self.model)
         generator = torch.Generator(device=device).manual_seed(seed)
         ids = sample(self.model, states.to(device), mask.to(device), *(e.to(device) for e in self.empty), self.sampler, generator)
         return ids.view(len(captions), *self.grid)
@@ -58,7 +59,7 @@ class TokenGenerator:
     def pixels(self, tokens_Bhw: torch.Tensor) -> np.ndarray:
         if self.vq is None:
             raise ValueError("decoding tokens to pixels needs the VQ")
-        return to_uint8(self.vq.decode(tokens_Bhw)).cpu().numpy()
+        return to_uint8(self.vq.decode(tokens_Bhw.to(device_of(self.vq)))).cpu().numpy()
 
     def generate(self, captions: list[str], seed: int, batch_size: int = 64, pixels: bool = False):
         """(tokens (N, h, w) uint16 array, pixels (N, H, W, 3) uint8 or None), batched."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from synth2.models.device import device_of
+
 
 @dataclass
 class FilterConfig:
@@ -78,7 +80,7 @@ def caption_perplexities(lm, captions: list[str], batch_size: int = 128) -> list
     out = []
     with torch.no_grad():
         for start in range(0, len(captions), batch_size):
-            ids, mask = lm.tokenize(captions[start : start + batch_size], add_eos=True)
+            ids, mask = (t.to(device_of(lm)) for t in lm.tokenize(captions[start : start + batch_size], add_eos=True))
             logits = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             targets = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
             nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none").sum(1)

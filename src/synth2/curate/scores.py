@@ -20,6 +20,7 @@ import torch
 
 from synth2.data.images import resize_center_crop
 from synth2.eval.vq import ssim
+from synth2.models.device import device_of
 from synth2.models.vq import to_model_pixels, to_uint8
 
 
@@ -33,9 +34,10 @@ class ControlledScorer:
     def cosine(self, images_uint8: np.ndarray, captions: list[str], batch_size: int = 256) -> np.ndarray:
         out = []
         for start in range(0, len(captions), batch_size):
-            pixels = to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size]))
-            states, mask = self.lm.encode_texts(captions[start : start + batch_size])
-            out.append((self.model.embed_images(pixels) * self.model.embed_texts(states, mask)).sum(-1))
+            device = device_of(self.model)
+            pixels = to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size])).to(device)
+            states, mask = (t.to(device) for t in self.lm.encode_texts(captions[start : start + batch_size]))
+            out.append((self.model.embed_images(pixels) * self.model.embed_texts(states, mask)).sum(-1).cpu())
         return torch.cat(out).numpy()
 
 
@@ -75,7 +77,7 @@ def reconstruction_ssim(vq, images_uint8: np.ndarray, resolution: int, batch_siz
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        recon = to_uint8(vq.decode(vq.encode(to_model_pixels(torch.from_numpy(chunk))))).numpy()
+        recon = to_uint8(vq.decode(vq.encode(to_model_pixels(torch.from_numpy(chunk)).to(device_of(vq))))).cpu().numpy()
         out.append(ssim(chunk, recon))
     return np.concatenate(out)
 

@@ -52,7 +52,8 @@ def embed_with_lm(lm, captions: list[str], batch_size: int = 128) -> np.ndarray:
         weights = mask.clone()
         weights[:, 0] = False
         weights = weights.float().unsqueeze(-1)
-        rows.append((states * weights).sum(1) / weights.sum(1).clamp(min=1))
+        weights = weights.to(states.device)
+        rows.append(((states * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu())
     return torch.cat(rows).numpy()
 
 

@@ -33,6 +33,7 @@ from scipy import linalg
 from synth2.data.inspect import write_grid
 from synth2.eval.fid import inception_fid
 from synth2.eval.schema import detail, metric
+from synth2.models.device import device_of
 from synth2.models.t2i import masked_prediction_loss
 from synth2.models.vq import to_model_pixels
 from synth2.world.llm import WorldLLM
@@ -123,8 +124,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def vq_features(vq, images_uint8: np.ndarray, batch_size: int = 256) -> np.ndarray:
     feats = []
     for start in range(0, len(images_uint8), batch_size):
-        z = vq.features(to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size])))
-        feats.append(torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1))
+        z = vq.features(to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size])).to(device_of(vq)))
+        feats.append(torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1).cpu())
     return torch.cat(feats).numpy().astype(np.float64)
 
 
@@ -134,8 +135,9 @@ def masked_token_scores(gen, tokens: np.ndarray, captions: list[str], seed: int,
     generator = torch.Generator().manual_seed(seed)
     right = nll = total = 0.0
     for start in range(0, len(captions), batch_size):
-        ids = torch.from_numpy(tokens[start : start + batch_size].reshape(-1, gen.model.num_tokens)).long()
-        states, mask = gen.lm.encode_texts(captions[start : start + batch_size], gen.model.cfg.text_layer)
+        device = device_of(gen.model)
+        ids = torch.from_numpy(tokens[start : start + batch_size].reshape(-1, gen.model.num_tokens)).long().to(device)
+        states, mask = (t.to(device) for t in gen.lm.encode_texts(captions[start : start + batch_size], gen.model.cfg.text_layer))
         loss, accuracy, share = masked_prediction_loss(gen.model, ids, states, mask, generator)
         n = share.item() * ids.numel()
         right, nll, total = right + accuracy.item() * n, nll + loss.item() * n, total + n

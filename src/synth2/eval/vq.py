@@ -10,6 +10,7 @@ import torch
 from pytorch_msssim import ssim as ms_ssim
 
 from synth2.eval.schema import metric
+from synth2.models.device import device_of
 from synth2.models.vq import to_model_pixels, to_uint8
 from synth2.world.oracle import ERROR_CAUSES, hits_by_shape, object_accuracy, object_errors
 
@@ -53,10 +54,10 @@ def reconstruct(model, images_uint8: np.ndarray, batch_size: int = 256) -> tuple
     """(token ids (N, h, w), reconstructions (N, H, W, 3) uint8)."""
     ids, recon = [], []
     for start in range(0, len(images_uint8), batch_size):
-        x = to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size]))
+        x = to_model_pixels(torch.from_numpy(images_uint8[start : start + batch_size])).to(device_of(model))
         batch_ids = model.encode(x)
-        ids.append(batch_ids)
-        recon.append(to_uint8(model.decode(batch_ids)))
+        ids.append(batch_ids.cpu())
+        recon.append(to_uint8(model.decode(batch_ids)).cpu())
     return torch.cat(ids).numpy(), torch.cat(recon).numpy()
 
 

@@ -78,9 +78,9 @@ def load_lm(path: str, max_length: int, dtype: str = "float32") -> FrozenLM:
     return FrozenLM.from_pretrained(path, max_length=max_length, dtype=getattr(torch, dtype))
 
 
-def token_generator(lm: FrozenLM, t2i_dir: str | Path, vq_dir: str | Path, sampler) -> TokenGenerator:
-    """The trained generator with `sampler`, and the VQ for pixels."""
-    return TokenGenerator(lm, load_t2i(Path(t2i_dir)), sampler, load_vq(vq_dir))
+def token_generator(lm: FrozenLM, t2i_dir: str | Path, vq_dir: str | Path, sampler, device: torch.device | str = "cpu") -> TokenGenerator:
+    """The trained generator with `sampler`, and the VQ for pixels, on `device` (the LM with them)."""
+    return TokenGenerator(lm.to(device), load_t2i(Path(t2i_dir)).to(device), sampler, load_vq(vq_dir).to(device))
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from synth2.data.arrays import load_pairs
 from synth2.data.shards import shard_urls
 from synth2.errors import UserError
@@ -74,6 +76,8 @@ def eval_images_and_oracle(run: Run, shards: str, limit: int | None = None):
 def check_inputs(cfg) -> None:
     """Every path the config names exists, before any stage runs: a wrong path fails in a second,
     not after the stages before the one that reads it. Raises UserError naming the key."""
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {cfg.device} asked for, but torch sees no CUDA device (set device=cpu, or auto)")
     # key -> (path, alternatives: each a set of files the path must hold; "" = the path is a file)
     models = {
         "lm.path": (cfg.lm.path, [("config.json",)]),

@@ -19,7 +19,7 @@ from synth2.run import Run, StageResult
 from synth2.stages import artifacts
 from synth2.stages.captions import caption_sources, captions, llm_captions_and_scenes
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
-from synth2.stages.models import encode, frozen_lm, lm, vq
+from synth2.stages.models import encode, frozen_lm, lm, stage_device, vq
 from synth2.synthesis import TokenGenerator
 from synth2.train import distributed
 from synth2.train.loop import train
@@ -54,7 +54,7 @@ def t2i(run: Run) -> StageResult:
 
 def token_generator(run: Run, sampler: SamplerConfig | None = None) -> TokenGenerator:
     """The trained generator with `sampler` (default: the config's)."""
-    return artifacts.token_generator(frozen_lm(run), t2i(run)["path"], vq(run)["path"], sampler or run.config.sampler)
+    return artifacts.token_generator(frozen_lm(run), t2i(run)["path"], vq(run)["path"], sampler or run.config.sampler, stage_device(run))
 
 
 def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -> StageResult:

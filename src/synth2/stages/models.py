@@ -49,9 +49,14 @@ def lm(run: Run) -> StageResult:
     return run.stage("lm", {"lm": cfg.lm, "seed": cfg.seed}, inputs + [caps], build)
 
 
+def stage_device(run: Run) -> torch.device:
+    """The device the run's stages put their models on (`device`; `auto` = this process's GPU when CUDA is present)."""
+    return distributed.resolve_device(run.config.device, distributed.local_rank())
+
+
 def frozen_lm(run: Run) -> FrozenLM:
-    """The run's frozen LM (loaded once per process and shared)."""
-    return artifacts.load_lm(lm(run)["path"], run.config.lm.max_text_length, run.config.lm.dtype)
+    """The run's frozen LM (loaded once per process and shared), on the stages' device."""
+    return artifacts.load_lm(lm(run)["path"], run.config.lm.max_text_length, run.config.lm.dtype).to(stage_device(run))
 
 
 def vq(run: Run) -> StageResult:
@@ -83,7 +88,7 @@ def vq(run: Run) -> StageResult:
 
 
 def load_vq(run: Run) -> torch.nn.Module:
-    return artifacts.load_vq(vq(run)["path"])
+    return artifacts.load_vq(vq(run)["path"]).to(stage_device(run))
 
 
 def encode(run: Run) -> StageResult:

@@ -20,6 +20,7 @@ from synth2.data.arrays import load_pairs
 from synth2.errors import UserError
 from synth2.eval.captioning import METRICS, evaluate_captions
 from synth2.models.decode import beam_search, decode_texts
+from synth2.models.device import device_of
 from synth2.models.vlm import VLM
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
@@ -131,7 +132,7 @@ def caption_and_score(model, pairs, cfg, directory: Path, name: str, metrics=Non
     model.eval()
     predictions = []
     for start in range(0, len(pairs), 64):
-        tokens = torch.from_numpy(pairs.tokens[start : start + 64]).long()
+        tokens = torch.from_numpy(pairs.tokens[start : start + 64]).long().to(device_of(model))
         ids = beam_search(model, tokens, cfg.vlm.eval_prompt, cfg.eval.beams, cfg.eval.max_new_tokens)
         predictions += decode_texts(model, ids)
     model.train(was_training)

@@ -33,6 +33,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def local_rank() -> int:
+    """This process's GPU index under torchrun (0 alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """`auto`: this process's GPU when CUDA is present, else the CPU; `cuda`: this process's GPU
     (its local rank); anything else as torch reads it (`cpu`, `cuda:1`, `mps`, `meta`)."""
