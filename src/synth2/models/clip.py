@@ -72,8 +72,12 @@ class DualEncoder(nn.Module):
     def embed_texts(self, states_BLD: torch.Tensor, mask_BL: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text(states_BLD, mask_BL), dim=-1)
 
+    def forward(self, pixels_BCHW, states_BLD, mask_BL) -> torch.Tensor:
+        """The training loss (what DDP and torch.compile wrap)."""
+        return self.contrastive_loss(pixels_BCHW, states_BLD, mask_BL)
+
     def contrastive_loss(self, pixels_BCHW, states_BLD, mask_BL) -> torch.Tensor:
-        """Symmetric InfoNCE over the batch (Radford et al., 2021)."""
+        """Symmetric InfoNCE over the batch (Radford et al., 2021); under DDP, over this rank's share."""
         image, text = self.embed_images(pixels_BCHW), self.embed_texts(states_BLD, mask_BL)
         logits = self.logit_scale.exp().clamp(max=100) * image @ text.T
         targets = torch.arange(len(logits), device=logits.device)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -79,6 +80,7 @@ class T2IModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.codebook_size = codebook_size
+        self.checkpoint_blocks = False  # set by the trainer (TrainConfig.checkpoint_activations)
         self.mask_id = codebook_size  # the extra "dropped token"
         self.grid = tuple(grid)
         h, w = self.grid
@@ -113,8 +115,10 @@ class T2IModel(nn.Module):
         text = self.text_proj(text_BLC)
         if self.text_conv is not None:
             text = text + self.text_conv((text * text_mask_BL[..., None]).transpose(1, 2)).transpose(1, 2)
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, text, text_mask_BL)
+            # activation checkpointing: keep each block's input only, recompute the block in backward
+            x = checkpoint(block, x, text, text_mask_BL, use_reentrant=False) if recompute else block(x, text, text_mask_BL)
         return self.head(self.norm(self._split(x)))
 
     def _merge(self, x_BND: torch.Tensor) -> torch.Tensor:

@@ -17,12 +17,16 @@ Shape legend: B batch, N media tokens, M latents, W perceiver width, T text leng
 
 from __future__ import annotations
 
+import functools
 import weakref
+from contextlib import contextmanager
+from typing import Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from synth2.models.lm import FrozenLM
 
@@ -165,6 +169,23 @@ class VLM(nn.Module):
         """Mean |tanh(gate)| of the cross-attention gates: 0 = the frozen LM, blind to images."""
         return float(torch.stack([torch.tanh(block.attn_gate).abs() for block in self.xattn]).mean())
 
+    @contextmanager
+    def checkpointed_lm(self, enabled: bool = True) -> Iterator[None]:
+        """Activation checkpointing of the frozen LM's decoder layers for the forward passes run
+        inside (their backward recomputes them): the LM's activations are most of a step's memory.
+        The LM is shared, so its layers are only changed for the duration."""
+        if not enabled:
+            yield
+            return
+        layers = list(self.lm.decoder_layers)
+        for layer in layers:
+            layer.forward = functools.partial(checkpoint, layer.forward, use_reentrant=False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                del layer.forward  # the class's own forward again
+
     def set_dropout(self, p: float) -> None:
         """Dropout of every trainable residual branch (e.g. the paper's 0.1 for fine-tuning)."""
         for part in self.trainable_modules().values():
@@ -250,7 +271,7 @@ def caption_loss(vlm: VLM, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bh
     gradients over ranks gives the single-process gradient even when ranks hold
     different numbers of caption tokens).
     """
-    logits = vlm(input_ids_BT, attention_mask_BT, tokens_Bhw).logits
+    logits = vlm(input_ids_BT, attention_mask_BT, tokens_Bhw, use_cache=False).logits  # training builds no KV cache
     reduction = "mean" if normaliser is None else "sum"
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels_BT[:, 1:].flatten(), ignore_index=-100, reduction=reduction)
     return loss if normaliser is None else loss / normaliser

@@ -33,7 +33,7 @@ class ClipTask:
         self.model = DualEncoder(cfg.model, lm.hidden_size).to(dist.device)
         self.modules = {"clip": self.model}
         self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}
-        self.ddp = wrap(self.model, dist)
+        self.ddp = wrap(self.model, dist, cfg.train.compile)
         self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
 
     def batch(self, step: int):
@@ -44,5 +44,5 @@ class ClipTask:
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():
-            loss = self.model.contrastive_loss(*batch)
+            loss = self.ddp(*batch)  # DDP syncs the gradients only through its own forward
         return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["clip"])}

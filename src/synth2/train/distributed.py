@@ -67,11 +67,12 @@ def init(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world_size, local_rank, dev)
 
 
-def wrap(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    if not info.enabled:
-        return module
-    ids = [info.local_rank] if info.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+def wrap(module: torch.nn.Module, info: DistInfo, compile: bool = False) -> torch.nn.Module:
+    """What a task's forward calls: `module`, in DDP under torchrun, compiled with `compile`
+    (DDP first: torch.compile splits the graph at DDP's gradient buckets)."""
+    if info.enabled:
+        module = DistributedDataParallel(module, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    return torch.compile(module) if compile else module
 
 
 def barrier(info: DistInfo) -> None:

@@ -42,7 +42,7 @@ class LMTask:
         self.texts = texts
         self.modules = {"lm": self.model}
         self.optimizers = {"lm": adamw(self.model.parameters(), cfg.train)}
-        self.ddp = wrap(self.model, dist)
+        self.ddp = wrap(self.model, dist, cfg.train.compile)
 
     def batch(self, step: int):
         indices = rank_slice(cycle_indices(len(self.texts), self.cfg.train.batch_size, step, self.seed), self.dist)

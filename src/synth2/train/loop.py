@@ -38,7 +38,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # bf16: autocast; fp16: autocast with a dynamic loss scale (torch.amp.GradScaler, checkpointed)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False  # torch.compile the trained model's forward (first steps pay for compiling)
+    # recompute activations in backward instead of keeping them: the generator's blocks, the
+    # frozen LM's layers under the VLM (less memory, about a third more compute)
+    checkpoint_activations: bool = False
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 25
@@ -68,23 +73,31 @@ class StepContext:
     def __init__(self, cfg: TrainConfig, dist: DistInfo):
         self.cfg = cfg
         self.dist = dist
+        # fp16 gradients underflow without a loss scale; disabled, the scaler passes everything through
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=cfg.precision == "fp16")
 
     def autocast(self):
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        if self.cfg.precision in ("bf16", "fp16"):
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
         return contextlib.nullcontext()
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
-        """backward, clip, step, zero_grad; returns the gradient norm before clipping."""
-        loss.backward()
+        """backward, clip, step, zero_grad; returns the gradient norm before clipping (with fp16,
+        a step whose gradients overflowed is skipped and the loss scale lowered)."""
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if self.cfg.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         else:
             norm = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
-        optimizer.step()
+        self.scaler.step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         return norm
+
+    def end_step(self) -> None:
+        """After every optimizer of a step has stepped: adjust the fp16 loss scale once."""
+        self.scaler.update()
 
 
 def adamw(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.AdamW:
@@ -135,10 +148,13 @@ def train(
         resume_from, optim_state, state = loaded
         for name, opt in task.optimizers.items():
             opt.load_state_dict(optim_state["optimizers"][name])
+        scaler_state = optim_state.get("scaler")
         start = state["step"]
         logger.info("%s: resumed from %s", description, resume_from)
     metrics.truncate_after(start)  # rows of steps no checkpoint kept are written again
     ctx = StepContext(cfg, dist)
+    if loaded is not None and scaler_state:
+        ctx.scaler.load_state_dict(scaler_state)
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     began = time.time()
@@ -149,7 +165,7 @@ def train(
     def save(step: int) -> Path | None:
         if not dist.is_main:
             return None
-        optim_state = {"optimizers": {n: o.state_dict() for n, o in task.optimizers.items()}}
+        optim_state = {"optimizers": {n: o.state_dict() for n, o in task.optimizers.items()}, "scaler": ctx.scaler.state_dict()}
         return checkpoint.save(ckpt_dir, step, task.modules, optim_state, {"metrics": last}, config_to_save, cfg.keep_checkpoints)
 
     saved: Path | None = resume_from
@@ -162,6 +178,7 @@ def train(
                     group["lr"] = group["initial_lr"] * cfg.lr_factor(step)
             batch = task.batch(step)
             last = task.step(batch, step, ctx)
+            ctx.end_step()
             for name, value in last.items():
                 if not math.isfinite(value):
                     raise FloatingPointError(f"{description}: {name} = {value} at step {step} ({directory})")

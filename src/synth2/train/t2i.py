@@ -55,9 +55,10 @@ class T2ITask:
         self.tokens = torch.from_numpy(tokens.reshape(len(tokens), -1).astype(np.int64))
         self.captions = captions
         self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size).to(dist.device)
+        self.model.checkpoint_blocks = cfg.train.checkpoint_activations
         self.modules = {"t2i": self.model}
         self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}
-        self.ddp = wrap(self.model, dist)
+        self.ddp = wrap(self.model, dist, cfg.train.compile)
         self.empty_states, self.empty_mask = empty_caption(lm, cfg.model.text_layer)
         self.text = CaptionStates(lm, captions, cache=cfg.cache_text, layer=cfg.model.text_layer)
 

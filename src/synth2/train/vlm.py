@@ -103,7 +103,7 @@ class VLMTask:
                 raise ValueError(f"synthetic source {source.name!r} has no cached tokens and no generator")
         self.modules = {"vlm": TrainableParts(vlm)}
         self.optimizers = {"vlm": adamw([p for p in vlm.parameters() if p.requires_grad], cfg.train)}
-        self.ddp = wrap(self.modules["vlm"], dist)
+        self.ddp = wrap(self.modules["vlm"], dist, cfg.train.compile)
 
     def _tokens(self, source: SourceData, indices: np.ndarray, step: int, which: int) -> torch.Tensor:
         if source.cfg.kind == "real":
@@ -141,7 +141,7 @@ class VLMTask:
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         input_ids, mask, labels, tokens = batch
         normaliser = token_normaliser(float((labels[:, 1:] != -100).sum()), self.dist)
-        with ctx.autocast():
+        with ctx.autocast(), self.vlm.checkpointed_lm(self.cfg.train.checkpoint_activations):
             loss = self.ddp(input_ids, mask, labels, tokens, normaliser)
         return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["vlm"])}
 

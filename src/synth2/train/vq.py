@@ -58,8 +58,8 @@ class VQTask:
             "vq": torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, betas=betas),
             "disc": torch.optim.Adam(self.disc.parameters(), lr=cfg.train.lr, betas=betas),
         }
-        self.ddp_model = wrap(self.model, dist)
-        self.ddp_disc = wrap(self.disc, dist)
+        self.ddp_model = wrap(self.model, dist, cfg.train.compile)
+        self.ddp_disc = wrap(self.disc, dist, cfg.train.compile)
         self.lpips = None
         if cfg.perceptual_weight > 0 and cfg.lpips_path:
             self.lpips = LPIPS.from_directory(cfg.lpips_path).to(dist.device)
