@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import numpy as np
 import torch
 
-from common import save
+from common import save, training_steps_per_s
 
 from synth2.config import paper
 from synth2.models.lm import FrozenLM, build_embedded_lm, train_tokenizer
 from synth2.models.vlm import VLM
 from synth2.models.vq import VQModel
 from synth2.train.distributed import DistInfo
-from synth2.train.loop import StepContext
 from synth2.train.vlm import SourceConfig, SourceData, VLMTask
 
 PAPER = {"embedding_steps_per_s": 2.08, "pixel_steps_per_s": 1.66, "ratio": 1.25}
@@ -59,12 +57,7 @@ def steps_per_s(cfg, lm, vq, grid, space: str, batch: int, steps: int) -> float:
     source = SourceData("llm", SourceConfig(kind="synthetic", data="llm"), CAPTIONS, tokens)
     stage = dataclasses.replace(cfg.vlm, train=dataclasses.replace(cfg.vlm.train, batch_size=batch, precision="fp32"))
     task = VLMTask(stage, vlm, [source], DistInfo(), 0, space=space)
-    ctx = StepContext(stage.train, DistInfo())
-    task.step(task.batch(0), 0, ctx)  # warm-up
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        task.step(task.batch(step), step, ctx)
-    return steps / (time.perf_counter() - start)
+    return training_steps_per_s(task, stage.train, steps)
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ Models are built from the quick preset's configs (speed does not depend on weigh
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
-from common import save
+from common import save, training_steps_per_s
 
 from synth2.config import quick
 from synth2.models.lm import FrozenLM, build_embedded_lm, train_tokenizer
@@ -31,7 +30,6 @@ from synth2.train.vlm import SourceConfig, SourceData, VLMTask
 from synth2.world.annotate import annotators
 from synth2.world.scene import WorldSpec, sample_scene
 
-from synth2.train.loop import StepContext
 
 
 def build(cfg):
@@ -56,12 +54,7 @@ def steps_per_s(cfg, lm, vq, grid, generator, captions, space: str, on_the_fly: 
     source = SourceData("llm", SourceConfig(kind="synthetic", data="llm"), captions, tokens)
     stage = cfg.vlm
     task = VLMTask(stage, vlm, [source], DistInfo(), 0, generator if on_the_fly else None, space=space)
-    ctx = StepContext(stage.train, DistInfo())
-    task.step(task.batch(0), 0, ctx)  # warm-up
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        task.step(task.batch(step), step, ctx)
-    return steps / (time.perf_counter() - start)
+    return training_steps_per_s(task, stage.train, steps)
 
 
 def main(repeats: int = 3) -> None:

@@ -23,6 +23,20 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def training_steps_per_s(task, train_cfg, steps: int) -> float:
+    """Steps/s of a training task's `steps` steps after one warm-up step, on one process."""
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import StepContext
+
+    ctx = StepContext(train_cfg, DistInfo())
+    task.step(task.batch(0), 0, ctx)  # warm-up
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        task.step(task.batch(step), step, ctx)
+        ctx.end_step()
+    return steps / (time.perf_counter() - start)
+
+
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
