@@ -160,7 +160,7 @@ def shard_urls(spec: str | Path | Iterable[str | Path]) -> list[str]:
     return matches
 
 
-def _decode_sample(raw: dict[str, Any], decode_images: bool, report: QualityReport | None) -> Pair | None:
+def decode_sample(raw: dict[str, Any], decode_images: bool, report: QualityReport | None) -> Pair | None:
     key = raw["__key__"]
     where = f"{raw.get('__url__', '?')}:{key}"
     try:
@@ -224,7 +224,7 @@ def read_pairs(
 
     stages.append(wds.tarfile_to_samples(handler=wds.reraise_exception if report is None else skip_broken_shard))
     for raw in wds.DataPipeline(*stages):
-        pair = _decode_sample(raw, decode_images, report)
+        pair = decode_sample(raw, decode_images, report)
         if pair is not None:
             yield pair
 

@@ -9,6 +9,7 @@ import torch
 
 from synth2.data.arrays import load_pairs
 from synth2.data.quality import QualityReport
+from synth2.data.stream import ImageStream
 from synth2.encoding import encode_shards
 from synth2.eval.vq import evaluate_vq
 from synth2.models.lm import FrozenLM, build_embedded_lm, train_tokenizer
@@ -70,9 +71,13 @@ def vq(run: Run) -> StageResult:
             source = {}
         else:
             source = {"trained_on": data["vq_images"]}
-            report = QualityReport(source=data["vq_images"], max_bad_fraction=cfg.data.max_bad_fraction)
-            images = load_pairs(data["vq_images"], report=report, resolution=cfg.world.resolution).images
             dist = distributed.init(cfg.device)
+            if cfg.data.stream:
+                images = ImageStream(str(data["vq_images"]), cfg.vq.train.batch_size // dist.world_size, cfg.seed, cfg.world.resolution,
+                                     dist.rank, dist.world_size, cfg.data.workers)
+            else:
+                report = QualityReport(source=data["vq_images"], max_bad_fraction=cfg.data.max_bad_fraction)
+                images = load_pairs(data["vq_images"], report=report, resolution=cfg.world.resolution).images
             task = VQTask(cfg.vq, images, dist, cfg.seed)
             train(task, cfg.vq.train, directory, dist, "vq", config_to_save=cfg.vq)
             model_dir = artifacts.save_module(directory / "model", task.model, cfg.vq.model)
@@ -84,6 +89,8 @@ def vq(run: Run) -> StageResult:
     # the user's image source, not data["vq_images"]: that holds the run's own path, and the
     # world's images reach this stage through the world stage's fingerprint
     fingerprint = {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution, "images": cfg.data.vq_images or cfg.data.paired}
+    if cfg.data.stream:  # another order of batches, which the number of workers sets
+        fingerprint["stream_workers"] = cfg.data.workers
     return run.stage("vq", fingerprint, inputs, build)
 
 

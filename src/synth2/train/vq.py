@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from synth2.data.stream import ImageStream
 from synth2.models.lpips import LPIPS
 from synth2.models.patchgan import PatchGAN, PatchGANConfig, hinge_d_loss, hinge_g_loss
 from synth2.models.vq import VQConfig, VQModel, to_model_pixels
@@ -41,12 +43,15 @@ class VQStageConfig:
 
 
 class VQTask:
-    def __init__(self, cfg: VQStageConfig, images_uint8: np.ndarray, dist: DistInfo, seed: int):
+    def __init__(self, cfg: VQStageConfig, images: np.ndarray | ImageStream, dist: DistInfo, seed: int):
+        """`images`: uint8 (N, H, W, 3) in memory, or a stream of batches from shards."""
         torch.manual_seed(seed)
         self.cfg = cfg
         self.dist = dist
         self.seed = seed
-        self.images = torch.from_numpy(images_uint8)
+        self.images = images if isinstance(images, ImageStream) else torch.from_numpy(images)
+        self._batches: Iterator[torch.Tensor] | None = None  # the stream's batches from `_next_step` on
+        self._next_step = -1
         self.model = VQModel(cfg.model).to(dist.device)
         self.disc = PatchGAN(cfg.disc).to(dist.device)
         if cfg.channels_last:
@@ -68,8 +73,13 @@ class VQTask:
             logger.warning("vq: perceptual loss OFF: no local LPIPS weights (set vq.lpips_path to a directory with vgg16.pth and vgg.pth)")
 
     def batch(self, step: int) -> torch.Tensor:
-        indices = rank_slice(cycle_indices(len(self.images), self.cfg.train.batch_size, step, self.seed), self.dist)
-        pixels = to_model_pixels(self.images[indices]).to(self.dist.device)
+        if isinstance(self.images, ImageStream):
+            if step != self._next_step:  # the first step, or a resume: the stream restarts there
+                self._batches = iter(self.images.loader(step))
+            images, self._next_step = next(self._batches), step + 1
+        else:
+            images = self.images[rank_slice(cycle_indices(len(self.images), self.cfg.train.batch_size, step, self.seed), self.dist)]
+        pixels = to_model_pixels(images).to(self.dist.device)
         return pixels.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else pixels
 
     def step(self, pixels: torch.Tensor, step: int, ctx: StepContext) -> dict[str, float]:
