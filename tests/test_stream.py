@@ -1,12 +1,10 @@
 """Image batches streamed from shards: every image once per epoch, split over ranks, and a
 resumed stream gives the batches an uninterrupted one gives."""
 
-import dataclasses
 import itertools
 
 import numpy as np
 import pytest
-import torch
 from resume import assert_resume_equals_uninterrupted
 
 from synth2.data.shards import Pair, ShardWriter
@@ -64,12 +62,13 @@ def test_too_few_shards_for_the_readers_is_a_clear_error(shards):
 def test_a_streamed_vq_stage_resumes_exactly(shards, tmp_path):
     from test_vq import _task
 
+    from synth2.train.distributed import DistInfo
     from synth2.train.vq import VQTask
 
     _, cfg = _task()
 
     def make_task():
-        return VQTask(cfg, ImageStream(str(shards), batch_size=cfg.train.batch_size, seed=0, resolution=16, workers=2, shuffle_buffer=8),
-                      __import__("synth2.train.distributed", fromlist=["DistInfo"]).DistInfo(), 0)
+        stream = ImageStream(str(shards), batch_size=cfg.train.batch_size, seed=0, resolution=16, workers=2, shuffle_buffer=8)
+        return VQTask(cfg, stream, DistInfo(), 0)
 
     assert_resume_equals_uninterrupted(make_task, cfg.train, tmp_path, "vq", stop_after=4)
