@@ -14,7 +14,7 @@ import numpy as np
 
 from synth2.data.images import resize_center_crop
 from synth2.data.quality import QualityReport
-from synth2.data.shards import read_pairs
+from synth2.data.shards import count_records, read_pairs
 
 
 @dataclass
@@ -50,8 +50,14 @@ def load_pairs(
     report: QualityReport | None = None,
     resolution: int | None = None,
 ) -> PairArrays:
-    """Read shards into arrays. With `resolution`, images of other sizes are resized and centre-cropped."""
+    """Read shards into arrays. With `resolution`, images of other sizes are resized and centre-cropped,
+    and decoded straight into one preallocated array (a list of images and its stacked copy would
+    hold every image twice)."""
     keys, captions, image_list, token_list, meta = [], [], [], [], []
+    filled = None
+    if images and resolution:
+        capacity = count_records(shards) if limit is None else min(limit, count_records(shards))
+        filled = np.empty((capacity, resolution, resolution, 3), dtype=np.uint8)
     for pair in read_pairs(shards, decode_images=images, report=report, split=False):
         if images:
             if pair.image is None:
@@ -59,7 +65,10 @@ def load_pairs(
             image = pair.image
             if resolution and image.shape[:2] != (resolution, resolution):
                 image = resize_center_crop(image, resolution)
-            image_list.append(image)
+            if filled is not None:
+                filled[len(keys)] = image
+            else:
+                image_list.append(image)
         if tokens:
             if pair.tokens is None:
                 raise ValueError(f"{shards}: record {pair.key} has no .tokens.npy (run `synth2 encode` first)")
@@ -69,10 +78,14 @@ def load_pairs(
         meta.append(pair.meta)
         if limit and len(keys) >= limit:
             break
+    if filled is not None:
+        image_array = filled[: len(keys)] if keys else None  # skipped bad records leave a few unused rows behind
+    else:
+        image_array = np.stack(image_list) if image_list else None
     return PairArrays(
         keys,
         captions,
-        np.stack(image_list) if image_list else None,
+        image_array,
         np.stack(token_list) if token_list else None,
         meta,
     )
