@@ -8,7 +8,7 @@ from resume import assert_resume_equals_uninterrupted
 from test_t2i import _t2i_task
 
 from synth2.train.distributed import DistInfo
-from synth2.train.loop import train
+from synth2.train.loop import TrainConfig, train
 
 
 def _fp16_task(lm_dir):
@@ -82,3 +82,38 @@ def test_checkpointed_lm_layers_give_the_vlm_the_same_gradients_and_are_restored
     assert torch.equal(results[0][0], results[1][0])
     assert all(torch.allclose(results[0][1][n], results[1][1][n], atol=1e-6) for n in results[0][1])
     assert all("forward" not in vars(layer) for layer in vlm.lm.decoder_layers)  # the shared LM is as it was
+
+
+def test_two_accumulated_micro_batches_give_the_update_of_the_whole_batch(tiny_llama_dir, tmp_path):
+    """Captions of one length, so a micro-batch's token mean weighs as the whole batch's does."""
+    import numpy as np
+
+    from test_vlm import CFG, make_vlm
+
+    from synth2.train.vlm import SourceConfig, SourceData, VLMStageConfig, VLMTask
+
+    caption = "a small red circle above a large blue square"
+    tokens = np.random.default_rng(0).integers(0, 16, (16, 4, 4))
+
+    def run(accumulate: int, out: str):
+        vlm = make_vlm(tiny_llama_dir, seed=0)
+        cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=4, accumulate=accumulate))
+        task = VLMTask(cfg, vlm, [SourceData("paired", SourceConfig(kind="real", data="paired"), [caption] * 16, tokens)], DistInfo(), 0)
+        result = train(task, cfg.train, tmp_path / out, DistInfo(), "vlm")
+        return result, task.modules["vlm"].state_dict()
+
+    (whole, whole_state), (accumulated, accumulated_state) = run(1, "whole"), run(2, "accumulated")
+    assert accumulated.last_metrics["loss"] == pytest.approx(whole.last_metrics["loss"], rel=1e-5)
+    assert accumulated.last_metrics["grad_norm"] == pytest.approx(whole.last_metrics["grad_norm"], rel=1e-4)  # the whole batch's gradient
+    for name, value in whole_state.items():
+        assert torch.allclose(value, accumulated_state[name], atol=1e-5), name
+
+
+def test_a_batch_that_does_not_split_into_micro_batches_is_a_clear_error():
+    from synth2.train.loop import split_batch
+
+    assert [t.tolist() for t in split_batch(torch.arange(4), 2)] == [[0, 1], [2, 3]]
+    pieces = split_batch((torch.zeros(4, 2), torch.ones(4)), 2)
+    assert len(pieces) == 2 and isinstance(pieces[0], tuple) and pieces[1][0].shape == (2, 2)
+    with pytest.raises(ValueError, match="does not split into 3 micro-batches"):
+        split_batch(torch.zeros(4), 3)

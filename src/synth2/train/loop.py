@@ -30,7 +30,10 @@ logger = logging.getLogger("synth2")
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    batch_size: int = 32  # global, across all ranks
+    batch_size: int = 32  # global: per-device micro-batch x accumulate x world size
+    # Micro-batches per optimizer step on each rank: their gradients add up before the update, so
+    # a large batch fits a small device (each micro-batch's loss counts 1/accumulate).
+    accumulate: int = 1
     lr: float = 3e-4
     warmup: int = 100
     schedule: Literal["cosine", "constant"] = "cosine"
@@ -68,11 +71,13 @@ class Task(Protocol):
 
 
 class StepContext:
-    """What a task's step may use from the loop: autocast and the backward/clip/update sequence."""
+    """What a task's step may use from the loop: autocast and the backward/clip/update sequence,
+    and `micro`, the micro-batch of the step being run (0 without accumulation)."""
 
     def __init__(self, cfg: TrainConfig, dist: DistInfo):
         self.cfg = cfg
         self.dist = dist
+        self.micro = 0
         # fp16 gradients underflow without a loss scale; disabled, the scaler passes everything through
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=cfg.precision == "fp16")
 
@@ -83,8 +88,12 @@ class StepContext:
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         """backward, clip, step, zero_grad; returns the gradient norm before clipping (with fp16,
-        a step whose gradients overflowed is skipped and the loss scale lowered)."""
-        self.scaler.scale(loss).backward()
+        a step whose gradients overflowed is skipped and the loss scale lowered). Before the last
+        micro-batch of a step, only backward (the gradients accumulate) and 0.0."""
+        accumulate = self.cfg.accumulate
+        self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
+        if self.micro < accumulate - 1:
+            return 0.0
         self.scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if self.cfg.grad_clip > 0:
@@ -176,8 +185,7 @@ def train(
             for opt in task.optimizers.values():
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * cfg.lr_factor(step)
-            batch = task.batch(step)
-            last = task.step(batch, step, ctx)
+            last = _accumulated_step(task, task.batch(step), step, ctx)
             ctx.end_step()
             for name, value in last.items():
                 if not math.isfinite(value):
@@ -205,6 +213,33 @@ def train(
     if evaluate is not None and end == cfg.steps:
         eval_metrics = _evaluate(evaluate, end, task, metrics, dist)
     return TrainResult(end, saved, last, eval_metrics, wall - not_training, time.time() - began)
+
+
+def _accumulated_step(task: Task, batch: Any, step: int, ctx: StepContext) -> dict[str, float]:
+    """`task.step` on each of the step's micro-batches (the batch's tensors split along their first
+    dimension); metrics are the micro-batches' mean, the gradient norm the update's."""
+    parts = ctx.cfg.accumulate
+    if parts == 1:
+        ctx.micro = 0
+        return task.step(batch, step, ctx)
+    totals: dict[str, float] = {}
+    for ctx.micro, micro_batch in enumerate(split_batch(batch, parts)):
+        metrics = task.step(micro_batch, step, ctx)
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value / parts
+    totals["grad_norm"] = metrics.get("grad_norm", 0.0)
+    ctx.micro = 0
+    return totals
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """A batch (a tensor, or a tuple or list of them, batch dimension first) in `parts` equal pieces."""
+    if isinstance(batch, torch.Tensor):
+        if len(batch) % parts:
+            raise ValueError(f"a batch of {len(batch)} does not split into {parts} micro-batches (train.accumulate)")
+        return list(batch.chunk(parts))
+    pieces = [split_batch(item, parts) for item in batch]
+    return [type(batch)(piece[i] for piece in pieces) for i in range(parts)]
 
 
 def _evaluate(evaluate, step: int, task: Task, metrics: MetricsWriter, dist: DistInfo) -> dict[str, float]:

@@ -76,7 +76,8 @@ class T2ITask:
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         ids, text, mask = batch
-        generator = torch.Generator(device=ids.device).manual_seed(self.seed * 7_368_787 + step * (self.dist.rank + 1))
+        # masks and caption dropout of this step, rank and micro-batch
+        generator = torch.Generator(device=ids.device).manual_seed(self.seed * 7_368_787 + step * (self.dist.rank + 1) + ctx.micro * 1_000_003)
         text, mask, dropped = drop_text(text, mask, self.empty_states, self.empty_mask, self.cfg.p_uncond, generator)
         token_mask = random_mask(ids.shape[0], ids.shape[1], generator, ids.device)
         normaliser = token_normaliser(float(token_mask.sum()), self.dist)  # ranks mask different counts
