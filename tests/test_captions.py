@@ -132,7 +132,7 @@ def test_kill_9_then_resume_asks_nothing_already_answered(tmp_path):
     with ChatServer(faulty_every=0, delay=0.05) as server:
         out = tmp_path / "c.jsonl"
         cmd = [sys.executable, "-m", "synth2.cli", "captions", "--backend", "openai", "--base-url", server.url, "--model", "world-llm",
-               "--n", "80", "--out", str(out), "--set", "captions.concurrency=2", "--set", "captions.batch_size=8"]
+               "--n", "80", "--out", str(out), "--concurrency", "2", "--set", "captions.batch_size=8"]
         env = {**os.environ, "SYNTH2_PROGRESS": "0"}
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
