@@ -282,8 +282,10 @@ def test_reproduce_runs_end_to_end_on_the_users_own_shards_and_llm(tiny_run, tmp
     assert "Table 2" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_path):
-    """Copied from the README: rank 0 alone evaluates, writes and prints; no rank resumes."""
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_path, parallel):
+    """Copied from the README: rank 0 alone evaluates, writes and prints; no rank resumes. With
+    FSDP the ranks gather the weights, and rank 0 exports and scores them."""
     import os
     import re
     import shutil
@@ -301,7 +303,7 @@ def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_pa
     command = re.search(r"`(torchrun --nproc_per_node 2 -m synth2.cli train vlm [^`]*)`", readme).group(1).replace("RUN", str(run)).split()
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SYNTH2_PROGRESS": "0"}
-    result = subprocess.run([torchrun, *command[1:]], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([torchrun, *command[1:], "--set", f"vlm.train.parallel={parallel}"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout)  # one rank printed one result
     assert printed["stage"] == "vlm/genpair" and not printed["skipped"]
@@ -309,4 +311,6 @@ def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_pa
     scores = json.loads((run / "vlm" / "genpair" / "scores.json").read_text())
     assert {"CIDEr_a", "CIDEr_b"} <= set(scores)
     curve = [json.loads(l) for l in (run / "vlm" / "genpair" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in curve if "eval/cider_a" in m] == [10, 20]  # evaluated once per point, by rank 0
+    assert [m["step"] for m in curve if "eval/cider_a" in m] == ([10, 20] if parallel == "ddp" else [])  # by rank 0; none when sharded
+    assert (run / "vlm" / "genpair" / "model" / "model.safetensors").exists()
+    assert (run / "vlm" / "genpair" / "checkpoints" / "step-20" / "dcp").is_dir() == (parallel == "fsdp")

@@ -132,13 +132,13 @@ def test_batch_shares():
         batch_shares([SourceConfig(weight=0.0)], 4)
 
 
-def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding", on_the_fly=False):
+def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding", on_the_fly=False, parallel="ddp"):
     vlm = make_vlm(lm_dir, seed=seed)
     rng = np.random.default_rng(0)
     real = SourceData("paired", SourceConfig(kind="real", data="paired"), CAPTIONS, rng.integers(0, 16, (len(CAPTIONS), 4, 4)))
     cached = None if on_the_fly else rng.integers(0, 16, (10, 2, 4, 4))
     synth = SourceData("llm", SourceConfig(kind="synthetic", data="llm", prompt="<llm>"), CAPTIONS[:10], cached)
-    cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1))
+    cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel))
     generator = _token_generator(vlm.lm) if on_the_fly else None
     return VLMTask(cfg, vlm, [real, synth], dist, seed, generator, space=space), cfg
 
@@ -241,3 +241,37 @@ def test_under_ddp_rank_0_alone_evaluates(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("evaluated_by_*")) == ["evaluated_by_rank0"]
     assert json.loads((tmp_path / "result_rank0.json").read_text()) == {"cider_a": 0.5}
     assert json.loads((tmp_path / "result_rank1.json").read_text()) == {}
+
+
+def _train_in_fsdp(dist, lm_dir, out):
+    from synth2.train.loop import train
+    from synth2.train.sharded import full_state_dict
+
+    whole, cfg = _task(lm_dir, dist=dist, parallel="fsdp")
+    result = train(whole, cfg.train, out / "whole", dist, "vlm")
+    state = full_state_dict(whole.modules["vlm"])
+    interrupted, _ = _task(lm_dir, dist=dist, parallel="fsdp")
+    train(interrupted, cfg.train, out / "split", dist, "vlm", stop_after=3)
+    resumed, _ = _task(lm_dir, dist=dist, parallel="fsdp")
+    torch.manual_seed(999)  # the checkpoint restores every rank's RNG
+    resumed_result = train(resumed, cfg.train, out / "split", dist, "vlm")
+    resumed_state = full_state_dict(resumed.modules["vlm"])
+    if dist.is_main:
+        torch.save({"whole": state, "resumed": resumed_state}, out / "fsdp.pt")
+        (out / "fsdp_metrics.json").write_text(json.dumps([result.last_metrics, resumed_result.last_metrics]))
+
+
+def test_fsdp_on_two_processes_matches_one_and_resumes_exactly(tiny_llama_dir, tmp_path):
+    """FSDP2 shards on 2 gloo processes: the same weights as one process with the same global
+    batch, and a run stopped at step 3 and resumed from its sharded checkpoint equals one that
+    never stopped."""
+    run_ddp(_train_in_fsdp, tiny_llama_dir, tmp_path)
+    single, cfg = _task(tiny_llama_dir)
+    train(single, cfg.train, tmp_path / "single", DistInfo(), "vlm")
+    saved = torch.load(tmp_path / "fsdp.pt")
+    for name, value in single.modules["vlm"].state_dict().items():
+        assert torch.allclose(value, saved["whole"][name], atol=1e-4), (name, (value - saved["whole"][name]).abs().max())
+        assert torch.equal(saved["whole"][name], saved["resumed"][name]), name
+    whole_metrics, resumed_metrics = json.loads((tmp_path / "fsdp_metrics.json").read_text())
+    assert whole_metrics == resumed_metrics
+    assert (tmp_path / "split" / "checkpoints" / "step-6" / "dcp").is_dir()  # sharded, through torch.distributed.checkpoint

@@ -73,6 +73,20 @@ class PerceiverLayer(nn.Module):
         return latents_BMW + self.drop(self.ff(latents_BMW))
 
 
+class MediaInput(nn.Module):
+    """VQ code vectors (B, h, w, E) -> the resampler's width, plus a learnt position per token."""
+
+    def __init__(self, embed_dim: int, width: int, grid: tuple[int, int]):
+        super().__init__()
+        h, w = grid
+        self.proj = nn.Linear(embed_dim, width)
+        self.row_embed = nn.Parameter(torch.randn(h, 1, width) * 0.02)
+        self.col_embed = nn.Parameter(torch.randn(1, w, width) * 0.02)
+
+    def forward(self, codes_BhwE: torch.Tensor) -> torch.Tensor:
+        return self.proj(codes_BhwE) + self.row_embed + self.col_embed
+
+
 class PerceiverResampler(nn.Module):
     def __init__(self, cfg: VLMConfig):
         super().__init__()
@@ -142,10 +156,7 @@ class VLM(nn.Module):
         self.vq = vq
         self.vq.requires_grad_(False)
         self.grid = tuple(grid)
-        h, w = self.grid
-        self.media_proj = nn.Linear(vq.embed_dim, cfg.width)
-        self.row_embed = nn.Parameter(torch.randn(h, 1, cfg.width) * 0.02)
-        self.col_embed = nn.Parameter(torch.randn(1, w, cfg.width) * 0.02)
+        self.media = MediaInput(vq.embed_dim, cfg.width, self.grid)
         self.resampler = PerceiverResampler(cfg)
         layers = lm.decoder_layers
         self.xattn_layers = [i for i in range(len(layers)) if i % cfg.xattn_every == 0]
@@ -194,7 +205,7 @@ class VLM(nn.Module):
                     module.p = p
 
     def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"media_proj": self.media_proj, "resampler": self.resampler, "xattn": self.xattn}
+        return {"media": self.media, "resampler": self.resampler, "xattn": self.xattn}
 
     def train(self, mode: bool = True) -> "VLM":
         super().train(mode)
@@ -208,8 +219,7 @@ class VLM(nn.Module):
             raise RuntimeError("this VLM was detached from its LM; build it again to use it")
         with torch.no_grad():
             soft = self.vq.embed(tokens_Bhw)  # (B, h, w, E)
-        media = self.media_proj(soft) + self.row_embed + self.col_embed
-        return XAttnCondition(self.resampler(media.flatten(1, 2)), self)
+        return XAttnCondition(self.resampler(self.media(soft).flatten(1, 2)), self)
 
     def forward(self, input_ids_BT, attention_mask_BT, tokens_Bhw=None, condition: XAttnCondition | None = None, cache=None, **lm_kwargs):
         """The LM's output; `cache` is its KV cache (read it back with `self.cache_of(output)`)."""
@@ -255,8 +265,8 @@ class TrainableParts(nn.Module):
 
     def __init__(self, vlm: VLM):
         super().__init__()
+        # the VLM's own submodules (no parameter registered twice: FSDP replaces them in place)
         self.parts = nn.ModuleDict(vlm.trainable_modules())
-        self.row_embed, self.col_embed = vlm.row_embed, vlm.col_embed
         object.__setattr__(self, "vlm", vlm)  # not a submodule: the frozen LM and VQ stay out of checkpoints
 
     def forward(self, input_ids_BT, attention_mask_BT, labels_BT, tokens_Bhw, normaliser=None):

@@ -27,11 +27,11 @@ from synth2.synthesis import TokenGenerator
 from synth2.train.checkpoint import untie
 
 
-def save_module(directory: str | Path, module: torch.nn.Module, config, **args) -> Path:
-    """Weights, config and constructor arguments of `module` in `directory`."""
+def save_module(directory: str | Path, module: torch.nn.Module, config, state: dict | None = None, **args) -> Path:
+    """Weights (`state`, else `module`'s own), config and constructor arguments of `module` in `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in (module.state_dict() if state is None else state).items()}
     save_file(untie(tensors), directory / "model.safetensors")
     dump_yaml(config, directory / "config.yaml")
     (directory / "args.json").write_text(json.dumps(args, indent=2) + "\n")

@@ -21,7 +21,7 @@ from synth2.stages.captions import caption_sources, captions, llm_captions_and_s
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
 from synth2.stages.models import encode, frozen_lm, lm, stage_device, vq
 from synth2.synthesis import TokenGenerator
-from synth2.train import distributed
+from synth2.train import distributed, sharded
 from synth2.train.loop import train
 from synth2.train.t2i import T2ITask, class_balance_weights
 from synth2.world.scene import Scene
@@ -46,7 +46,11 @@ def t2i(run: Run) -> StageResult:
         task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, codebook, dist, cfg.seed, weights)
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         model = task.model
-        artifacts.save_module(directory / "model", model, cfg.t2i.model, codebook_size=model.codebook_size, grid=list(model.grid), text_width=frozen.hidden_size)
+        weights = sharded.full_state_dict(model) if sharded.is_sharded(task.modules) else None  # every rank gathers
+        if dist.is_main:
+            artifacts.save_module(directory / "model", model, cfg.t2i.model, weights, codebook_size=model.codebook_size, grid=list(model.grid),
+                                  text_width=frozen.hidden_size)
+        distributed.barrier(dist)
         return {"path": str(directory / "model")}
 
     return run.stage("t2i", {"t2i": cfg.t2i, "seed": cfg.seed}, inputs + [l, v, e], build)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +22,7 @@ from synth2.errors import UserError
 from synth2.eval.captioning import METRICS, evaluate_captions
 from synth2.models.decode import beam_search, decode_texts
 from synth2.models.device import device_of
-from synth2.models.vlm import VLM
+from synth2.models.vlm import VLM, TrainableParts
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
 from synth2.stages.arms import Arm, run_arms, skipped_arms, vlm_stage_name
@@ -31,10 +32,12 @@ from synth2.stages.controls import CONTROL_SOURCES, genpair_controls
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets
 from synth2.stages.generator import synthesize, t2i, token_generator
 from synth2.stages.models import encode, frozen_lm, lm, load_vq, token_grid, vq
-from synth2.train import distributed
+from synth2.train import distributed, sharded
 from synth2.train.loop import train
 from synth2.train.vlm import SourceData, VLMTask
 
+
+logger = logging.getLogger("synth2")
 
 def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageResult:
     """Train one experiment arm's VLM, with a CIDEr curve, then caption and score both eval splits."""
@@ -74,15 +77,21 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
             def curve(step: int) -> dict:
                 return {"cider_a": caption_and_score(model, eval_a, cfg, directory / "curve", f"step{step}", ("CIDEr",))["CIDEr"]}
 
+            fsdp = sharded.is_sharded(task.modules)
             evaluate = curve if cfg.eval.curve_every and arm_name in cfg.eval.curve_arms else None
+            if evaluate is not None and fsdp:
+                logger.warning("%s: no CIDEr curve with train.parallel=fsdp (rank 0 alone cannot run a sharded model)", name)
+                evaluate = None
             train_cfg = dataclasses.replace(cfg.vlm.train, eval_every=cfg.eval.curve_every)
             result = train(task, train_cfg, directory, dist, name, evaluate=evaluate, config_to_save=stage_cfg)
+            weights = sharded.full_state_dict(task.modules["vlm"]) if fsdp else None  # every rank gathers
             if not dist.is_main:  # rank 0 saves, captions and scores; the others are done
                 distributed.barrier(dist)
                 return {}
-            save_vlm(directory / "model", task.modules["vlm"], model, cfg)
-            scores = score_splits(model, run, directory)
-            scores["gate_openness"] = model.gate_openness()
+            with artifacts.attached(_whole(model, weights) if fsdp else model) as whole:
+                save_vlm(directory / "model", TrainableParts(whole), whole, cfg)
+                scores = score_splits(whole, run, directory)
+                scores["gate_openness"] = whole.gate_openness()
         scores["train_seconds"] = result.seconds
         scores["steps_per_s"] = cfg.vlm.train.steps / max(result.seconds, 1e-9)
         (directory / "scores.json").write_text(json.dumps(scores, indent=2))
@@ -90,6 +99,13 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         return scores
 
     return run.stage(name, stage_cfg, inputs + [l, v, e, *extra], build)
+
+
+def _whole(model: VLM, weights: dict) -> VLM:
+    """An unsharded copy of a sharded VLM's trainable parts, around the same frozen LM and VQ."""
+    copy = VLM(model.cfg, model.lm, model.vq, model.grid)
+    TrainableParts(copy).load_state_dict(weights)
+    return copy.eval()
 
 
 def save_vlm(directory: Path, trainable: torch.nn.Module, model: VLM, cfg) -> Path:

@@ -39,7 +39,7 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint file that cannot be loaded; the message names it."""
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     # numpy's state holds an ndarray, which weights_only loading refuses: store it as a tensor
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached], "python": random.getstate()}
@@ -48,7 +48,7 @@ def _rng_state() -> dict:
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -86,7 +86,7 @@ def save(
         tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(untie(tensors), tmp / f"{name}.safetensors")
     torch.save(optim_state, tmp / "optim.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=float))
     if config is not None:
         dump_yaml(config, tmp / "config.yaml")
@@ -133,7 +133,7 @@ def load(path: Path, modules: dict[str, torch.nn.Module]) -> tuple[dict, dict]:
     state = _read(path / "state.json", lambda p: json.loads(p.read_text()))
     for name, module in modules.items():
         module.load_state_dict(weights[name])
-    _set_rng_state(rng)
+    set_rng_state(rng)
     return optim_state, state
 
 

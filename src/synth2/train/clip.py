@@ -32,8 +32,8 @@ class ClipTask:
         lm.to(dist.device)
         self.model = DualEncoder(cfg.model, lm.hidden_size).to(dist.device)
         self.modules = {"clip": self.model}
-        self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}
-        self.ddp = wrap(self.model, dist, cfg.train.compile)
+        self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
+        self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
         self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
 
     def batch(self, step: int):

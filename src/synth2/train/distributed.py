@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -67,11 +68,16 @@ def init(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world_size, local_rank, dev)
 
 
-def wrap(module: torch.nn.Module, info: DistInfo, compile: bool = False) -> torch.nn.Module:
-    """What a task's forward calls: `module`, in DDP under torchrun, compiled with `compile`
-    (DDP first: torch.compile splits the graph at DDP's gradient buckets)."""
-    if info.enabled:
+def wrap(module: torch.nn.Module, info: DistInfo, compile: bool = False, parallel: str = "ddp") -> torch.nn.Module:
+    """What a task's forward calls: `module` under torchrun in DDP, or sharded in place with FSDP2's
+    `fully_shard` (build its optimizer after this: sharding replaces its parameters); compiled
+    with `compile` (after DDP: torch.compile splits the graph at DDP's gradient buckets)."""
+    if info.enabled and parallel == "fsdp":
+        fully_shard(module)
+    elif info.enabled:
         module = DistributedDataParallel(module, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    elif parallel not in ("ddp", "fsdp"):
+        raise ValueError(f"train.parallel must be ddp or fsdp, not {parallel!r}")
     return torch.compile(module) if compile else module
 
 

@@ -41,8 +41,8 @@ class LMTask:
         self.model.requires_grad_(True)
         self.texts = texts
         self.modules = {"lm": self.model}
-        self.optimizers = {"lm": adamw(self.model.parameters(), cfg.train)}
-        self.ddp = wrap(self.model, dist, cfg.train.compile)
+        self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
+        self.optimizers = {"lm": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
 
     def batch(self, step: int):
         indices = rank_slice(cycle_indices(len(self.texts), self.cfg.train.batch_size, step, self.seed), self.dist)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Protocol
 import torch
 
 from synth2.progress import MetricsWriter, progress_bar
-from synth2.train import checkpoint
+from synth2.train import checkpoint, sharded
 from synth2.train.distributed import DistInfo, barrier, mean_across_ranks
 
 logger = logging.getLogger("synth2")
@@ -47,6 +47,9 @@ class TrainConfig:
     # recompute activations in backward instead of keeping them: the generator's blocks, the
     # frozen LM's layers under the VLM (less memory, about a third more compute)
     checkpoint_activations: bool = False
+    # under torchrun: ddp (every rank a whole copy) or fsdp (parameters, gradients and optimizer
+    # state sharded over the ranks, checkpoints through torch.distributed.checkpoint)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 25
@@ -152,11 +155,15 @@ def train(
             group.setdefault("initial_lr", group["lr"])
     start = 0
     resume_from = None
-    loaded = checkpoint.load_latest(ckpt_dir, task.modules)
+    fsdp = sharded.is_sharded(task.modules)
+    if fsdp and evaluate is not None:  # rank 0 alone cannot run a sharded model
+        raise ValueError(f"{description}: evaluation during training is not available with train.parallel=fsdp")
+    loaded = sharded.load_latest(ckpt_dir, task.modules, task.optimizers, dist) if fsdp else checkpoint.load_latest(ckpt_dir, task.modules)
     if loaded is not None:
         resume_from, optim_state, state = loaded
-        for name, opt in task.optimizers.items():
-            opt.load_state_dict(optim_state["optimizers"][name])
+        if not fsdp:  # the sharded load restored them
+            for name, opt in task.optimizers.items():
+                opt.load_state_dict(optim_state["optimizers"][name])
         scaler_state = optim_state.get("scaler")
         start = state["step"]
         logger.info("%s: resumed from %s", description, resume_from)
@@ -172,6 +179,10 @@ def train(
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
     def save(step: int) -> Path | None:
+        if fsdp:  # every rank writes its shard
+            path = sharded.save(ckpt_dir, step, task.modules, task.optimizers, {"scaler": ctx.scaler.state_dict()}, {"metrics": last}, dist,
+                                config_to_save, cfg.keep_checkpoints)
+            return path if dist.is_main else None
         if not dist.is_main:
             return None
         optim_state = {"optimizers": {n: o.state_dict() for n, o in task.optimizers.items()}, "scaler": ctx.scaler.state_dict()}

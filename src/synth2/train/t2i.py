@@ -57,8 +57,8 @@ class T2ITask:
         self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size).to(dist.device)
         self.model.checkpoint_blocks = cfg.train.checkpoint_activations
         self.modules = {"t2i": self.model}
-        self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}
-        self.ddp = wrap(self.model, dist, cfg.train.compile)
+        self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
+        self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
         self.empty_states, self.empty_mask = empty_caption(lm, cfg.model.text_layer)
         self.text = CaptionStates(lm, captions, cache=cfg.cache_text, layer=cfg.model.text_layer)
 

@@ -102,8 +102,9 @@ class VLMTask:
             if source.cfg.kind == "synthetic" and source.tokens is None and generator is None:
                 raise ValueError(f"synthetic source {source.name!r} has no cached tokens and no generator")
         self.modules = {"vlm": TrainableParts(vlm)}
+        self.ddp = wrap(self.modules["vlm"], dist, cfg.train.compile, cfg.train.parallel)
+        # after wrapping: FSDP replaces the parameters with their shards
         self.optimizers = {"vlm": adamw([p for p in vlm.parameters() if p.requires_grad], cfg.train)}
-        self.ddp = wrap(self.modules["vlm"], dist, cfg.train.compile)
 
     def _tokens(self, source: SourceData, indices: np.ndarray, step: int, which: int) -> torch.Tensor:
         if source.cfg.kind == "real":

@@ -58,13 +58,13 @@ class VQTask:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.disc = self.disc.to(memory_format=torch.channels_last)
         self.modules = {"vq": self.model, "disc": self.disc}
+        self.ddp_model = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
+        self.ddp_disc = wrap(self.disc, dist, cfg.train.compile, cfg.train.parallel)
         betas = tuple(cfg.train.betas)
-        self.optimizers = {
+        self.optimizers = {  # after FSDP's sharding
             "vq": torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, betas=betas),
             "disc": torch.optim.Adam(self.disc.parameters(), lr=cfg.train.lr, betas=betas),
         }
-        self.ddp_model = wrap(self.model, dist, cfg.train.compile)
-        self.ddp_disc = wrap(self.disc, dist, cfg.train.compile)
         self.lpips = None
         if cfg.perceptual_weight > 0 and cfg.lpips_path:
             self.lpips = LPIPS.from_directory(cfg.lpips_path).to(dist.device)
