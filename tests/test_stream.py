@@ -72,3 +72,26 @@ def test_a_streamed_vq_stage_resumes_exactly(shards, tmp_path):
         return VQTask(cfg, stream, DistInfo(), 0)
 
     assert_resume_equals_uninterrupted(make_task, cfg.train, tmp_path, "vq", stop_after=4)
+
+
+def test_streamed_pairs_carry_their_captions(shards):
+    stream = ImageStream(str(shards), batch_size=4, seed=0, resolution=16, workers=2, shuffle_buffer=8, captions=True)
+    images, captions = next(iter(stream.loader()))
+    assert captions == [f"caption {i}" for i in images[:, 0, 0, 0].tolist()]
+
+
+def test_a_streamed_clip_stage_resumes_exactly(shards, tmp_path, tiny_gpt2_dir):
+    from synth2.models.lm import FrozenLM
+    from synth2.train.clip import ClipStageConfig, ClipTask
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import TrainConfig
+
+    cfg = ClipStageConfig(train=TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup=1, checkpoint_every=3, log_every=1))
+    cfg.model.channels, cfg.model.embed_dim = 8, 16
+    lm = FrozenLM.from_pretrained(tiny_gpt2_dir)
+
+    def make_task():
+        stream = ImageStream(str(shards), batch_size=8, seed=0, resolution=16, workers=2, shuffle_buffer=8, captions=True)
+        return ClipTask(cfg, lm, stream, [], DistInfo(), 0)
+
+    assert_resume_equals_uninterrupted(make_task, cfg.train, tmp_path, "clip", stop_after=3)

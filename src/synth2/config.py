@@ -49,8 +49,8 @@ class DataConfig:
     vq_images: str = ""
     # Stop a stage when more than this share of its records are bad.
     max_bad_fraction: float = 0.2
-    # Stream the VQ's training images from their shards (DataLoader workers, never all in memory)
-    # instead of loading them; the batches come in another order than loaded ones.
+    # Stream the VQ's and CLIP's training images from their shards (DataLoader workers, never all
+    # in memory) instead of loading them; the batches come in another order than loaded ones.
     stream: bool = False
     workers: int = 2  # DataLoader worker processes per rank when streaming
 

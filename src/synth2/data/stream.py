@@ -41,6 +41,7 @@ class ImageStream(torch.utils.data.IterableDataset):
     workers: int = 2
     shuffle_buffer: int = 1000
     start_step: int = 0
+    captions: bool = False  # batches of (images, their captions) instead of images
 
     def __post_init__(self):
         self.urls = shard_urls(self.shards)
@@ -53,14 +54,14 @@ class ImageStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         return (0, 1) if info is None else (info.id, info.num_workers)
 
-    def _samples(self, reader: int, readers: int) -> Iterator[np.ndarray]:
+    def _samples(self, reader: int, readers: int) -> Iterator[tuple[np.ndarray, str]]:
         """Reader `reader`'s images (of `readers` on this rank), epoch after epoch, shuffled within a seeded buffer."""
         epoch = 0
         while True:
             order = random.Random(self.seed * 1_000_003 + epoch).sample(self.urls, len(self.urls))
             mine = order[self.rank :: self.world_size][reader::readers]
             rng = random.Random((self.seed * 1_000_003 + epoch) * 1009 + self.rank * 101 + reader)
-            buffer: list[np.ndarray] = []
+            buffer: list[tuple[np.ndarray, str]] = []
             for raw in wds.DataPipeline(wds.SimpleShardList(mine), wds.tarfile_to_samples(handler=_log_and_skip)):
                 try:
                     pair = decode_sample(raw, True, None)
@@ -70,14 +71,14 @@ class ImageStream(torch.utils.data.IterableDataset):
                 if pair.image is None:  # a token-only record
                     continue
                 image = pair.image if pair.image.shape[:2] == (self.resolution, self.resolution) else resize_center_crop(pair.image, self.resolution)
-                buffer.append(image)
+                buffer.append((image, pair.caption))
                 if len(buffer) >= self.shuffle_buffer:
                     yield buffer.pop(rng.randrange(len(buffer)))
             rng.shuffle(buffer)
             yield from buffer
             epoch += 1
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, list[str]]]:
         worker, workers = self._worker()
         # The loader takes its workers in turn from worker 0, and batch i belongs to reader i % n:
         # from `start_step` on, worker k plays reader (k + start_step) % n, skipping the batches of
@@ -87,13 +88,14 @@ class ImageStream(torch.utils.data.IterableDataset):
         samples = self._samples(reader, workers)
         taken = 0
         while True:
-            batch = np.stack([next(samples) for _ in range(self.batch_size)])
+            batch = [next(samples) for _ in range(self.batch_size)]
             if taken >= skip:
-                yield torch.from_numpy(batch)
+                images = torch.from_numpy(np.stack([image for image, _ in batch]))
+                yield (images, [caption for _, caption in batch]) if self.captions else images
             taken += 1
 
     def loader(self, start_step: int = 0) -> torch.utils.data.DataLoader:
-        """Batches (B, H, W, 3) uint8 from step `start_step` on."""
+        """Batches (B, H, W, 3) uint8 (with `captions`, and their captions) from step `start_step` on."""
         self.start_step = start_step
         return torch.utils.data.DataLoader(self, batch_size=None, num_workers=self.workers, persistent_workers=False,
                                            prefetch_factor=2 if self.workers else None)

@@ -22,6 +22,7 @@ from synth2.curate.scores import ControlledScorer, HFClipScorer, clip_score
 from synth2.curate.synthesizers import DiffusersSynthesizer, OwnSynthesizer
 from synth2.data.arrays import load_pairs
 from synth2.data.corpus import read_captions
+from synth2.data.stream import ImageStream
 from synth2.encoding import encode_images
 from synth2.models.clip import DualEncoder
 from synth2.run import Run, StageResult
@@ -42,16 +43,24 @@ def clip(run: Run) -> StageResult:
 
     def build(directory: Path) -> dict:
         frozen = frozen_lm(run)
-        paired = load_pairs(data["paired"], resolution=cfg.world.resolution)
         dist = distributed.init(cfg.device)
-        task = ClipTask(cfg.clip, frozen, paired.images, paired.captions, dist, cfg.seed)
+        if cfg.data.stream:
+            stream = ImageStream(str(data["paired"]), cfg.clip.train.batch_size // dist.world_size, cfg.seed, cfg.world.resolution,
+                                 dist.rank, dist.world_size, cfg.data.workers, captions=True)
+            task = ClipTask(cfg.clip, frozen, stream, [], dist, cfg.seed)
+        else:
+            paired = load_pairs(data["paired"], resolution=cfg.world.resolution)
+            task = ClipTask(cfg.clip, frozen, paired.images, paired.captions, dist, cfg.seed)
         train(task, cfg.clip.train, directory, dist, "clip", config_to_save=cfg.clip)
         artifacts.save_module(directory / "model", task.model, cfg.clip.model, text_width=frozen.hidden_size)
         auc = matched_vs_shuffled_auc(scorer(run, task.model.eval()), run, data["eval"]["a"])
         (directory / "metrics.json").write_text(json.dumps({"auc": auc}, indent=2))
         return {"path": str(directory / "model"), "auc": auc}
 
-    return run.stage("clip", {"clip": cfg.clip, "seed": cfg.seed}, inputs + [l], build)
+    fingerprint = {"clip": cfg.clip, "seed": cfg.seed}
+    if cfg.data.stream:  # another order of batches, which the number of workers sets
+        fingerprint["stream_workers"] = cfg.data.workers
+    return run.stage("clip", fingerprint, inputs + [l], build)
 
 
 def load_clip(run: Run) -> DualEncoder:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from synth2.data.stream import ImageStream
 from synth2.models.clip import ClipConfig, DualEncoder
 from synth2.models.lm import CaptionStates
 from synth2.models.vq import to_model_pixels
@@ -25,22 +26,32 @@ class ClipStageConfig:
 
 
 class ClipTask:
-    def __init__(self, cfg: ClipStageConfig, lm, images: np.ndarray, captions: list[str], dist, seed: int):
+    def __init__(self, cfg: ClipStageConfig, lm, images: np.ndarray | ImageStream, captions: list[str], dist, seed: int):
+        """`images` with their `captions` in memory, or a stream of (images, captions) batches
+        (`captions` then unused: each batch's captions run through the LM as it comes)."""
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
-        self.images, self.captions = torch.from_numpy(images), captions
+        self.stream = images if isinstance(images, ImageStream) else None
+        self.images, self.captions = (None, []) if self.stream else (torch.from_numpy(images), captions)
+        self._batches, self._next_step = None, -1
         lm.to(dist.device)
         self.model = DualEncoder(cfg.model, lm.hidden_size).to(dist.device)
         self.modules = {"clip": self.model}
         self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
         self.optimizers = {"clip": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
-        self.text = CaptionStates(lm, captions, cache=cfg.cache_text)
+        self.text = CaptionStates(lm, self.captions, cache=cfg.cache_text and self.stream is None)
 
     def batch(self, step: int):
-        indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
-        states, mask = self.text[indices.tolist()]
+        if self.stream is not None:
+            if step != self._next_step:  # the first step, or a resume: the stream restarts there
+                self._batches = iter(self.stream.loader(step))
+            (images, captions), self._next_step = next(self._batches), step + 1
+            states, mask = self.lm.encode_texts(captions)
+        else:
+            indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)
+            images, (states, mask) = self.images[indices], self.text[indices.tolist()]
         device = self.dist.device
-        return to_model_pixels(self.images[indices]).to(device), states.to(device), mask.to(device)
+        return to_model_pixels(images).to(device), states.to(device), mask.to(device)
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():
