@@ -101,6 +101,22 @@ class ImageStream(torch.utils.data.IterableDataset):
                                            prefetch_factor=2 if self.workers else None)
 
 
+class StreamCursor:
+    """A training task's view of a stream: the batch of each step, in order, restarting the
+    loader at a step that does not follow the last one (the first step, or a resume)."""
+
+    def __init__(self, stream: ImageStream):
+        self.stream = stream
+        self._batches: Iterator | None = None
+        self._next_step = -1
+
+    def batch(self, step: int):
+        if step != self._next_step:
+            self._batches = iter(self.stream.loader(step))
+        self._next_step = step + 1
+        return next(self._batches)
+
+
 def _log_and_skip(exn: Exception) -> bool:
     logger.warning("stream: skipped a broken shard (%s)", str(exn)[:200])
     return True

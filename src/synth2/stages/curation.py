@@ -22,13 +22,12 @@ from synth2.curate.scores import ControlledScorer, HFClipScorer, clip_score
 from synth2.curate.synthesizers import DiffusersSynthesizer, OwnSynthesizer
 from synth2.data.arrays import load_pairs
 from synth2.data.corpus import read_captions
-from synth2.data.stream import ImageStream
 from synth2.encoding import encode_images
 from synth2.models.clip import DualEncoder
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
 from synth2.stages.captions import captions, world_llm
-from synth2.stages.data import datasets, world_spec
+from synth2.stages.data import datasets, image_stream, stream_fingerprint, world_spec
 from synth2.stages.generator import t2i, token_generator
 from synth2.stages.models import frozen_lm, lm, load_vq, vq
 from synth2.train import distributed
@@ -45,9 +44,7 @@ def clip(run: Run) -> StageResult:
         frozen = frozen_lm(run)
         dist = distributed.init(cfg.device)
         if cfg.data.stream:
-            stream = ImageStream(str(data["paired"]), cfg.clip.train.batch_size // dist.world_size, cfg.seed, cfg.world.resolution,
-                                 dist.rank, dist.world_size, cfg.data.workers, captions=True)
-            task = ClipTask(cfg.clip, frozen, stream, [], dist, cfg.seed)
+            task = ClipTask(cfg.clip, frozen, image_stream(run, data["paired"], cfg.clip.train.batch_size, dist, captions=True), [], dist, cfg.seed)
         else:
             paired = load_pairs(data["paired"], resolution=cfg.world.resolution)
             task = ClipTask(cfg.clip, frozen, paired.images, paired.captions, dist, cfg.seed)
@@ -57,10 +54,7 @@ def clip(run: Run) -> StageResult:
         (directory / "metrics.json").write_text(json.dumps({"auc": auc}, indent=2))
         return {"path": str(directory / "model"), "auc": auc}
 
-    fingerprint = {"clip": cfg.clip, "seed": cfg.seed}
-    if cfg.data.stream:  # another order of batches, which the number of workers sets
-        fingerprint["stream_workers"] = cfg.data.workers
-    return run.stage("clip", fingerprint, inputs + [l], build)
+    return run.stage("clip", {"clip": cfg.clip, "seed": cfg.seed, **stream_fingerprint(cfg)}, inputs + [l], build)
 
 
 def load_clip(run: Run) -> DualEncoder:

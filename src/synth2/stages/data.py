@@ -8,6 +8,7 @@ import torch
 
 from synth2.data.arrays import load_pairs
 from synth2.data.shards import shard_urls
+from synth2.data.stream import ImageStream
 from synth2.errors import UserError
 from synth2.run import Run, StageResult
 from synth2.world.oracle import Oracle
@@ -71,6 +72,19 @@ def eval_images_and_oracle(run: Run, shards: str, limit: int | None = None):
     if spec is None:
         return pairs.images, None, None
     return pairs.images, [Scene.from_json(m["scene"]) for m in pairs.meta], Oracle(spec)
+
+
+def image_stream(run: Run, shards, batch_size: int, dist, captions: bool = False) -> ImageStream:
+    """A training stage's images streamed from `shards` (`data.stream`), this rank's share of
+    each global batch of `batch_size`."""
+    cfg = run.config
+    return ImageStream(str(shards), batch_size // dist.world_size, cfg.seed, cfg.world.resolution, dist.rank, dist.world_size, cfg.data.workers,
+                       captions=captions)
+
+
+def stream_fingerprint(cfg) -> dict:
+    """What a streamed stage adds to its fingerprint: the number of workers sets the batches' order."""
+    return {"stream_workers": cfg.data.workers} if cfg.data.stream else {}
 
 
 def check_inputs(cfg) -> None:

@@ -9,14 +9,13 @@ import torch
 
 from synth2.data.arrays import load_pairs
 from synth2.data.quality import QualityReport
-from synth2.data.stream import ImageStream
 from synth2.encoding import encode_shards
 from synth2.eval.vq import evaluate_vq
 from synth2.models.lm import FrozenLM, build_embedded_lm, train_tokenizer
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
 from synth2.stages.captions import captions, lm_texts
-from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, eval_images_and_oracle
+from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, eval_images_and_oracle, image_stream, stream_fingerprint
 from synth2.train import distributed
 from synth2.train.lm import LMTask, perplexity
 from synth2.train.loop import train
@@ -73,8 +72,7 @@ def vq(run: Run) -> StageResult:
             source = {"trained_on": data["vq_images"]}
             dist = distributed.init(cfg.device)
             if cfg.data.stream:
-                images = ImageStream(str(data["vq_images"]), cfg.vq.train.batch_size // dist.world_size, cfg.seed, cfg.world.resolution,
-                                     dist.rank, dist.world_size, cfg.data.workers)
+                images = image_stream(run, data["vq_images"], cfg.vq.train.batch_size, dist)
             else:
                 report = QualityReport(source=data["vq_images"], max_bad_fraction=cfg.data.max_bad_fraction)
                 images = load_pairs(data["vq_images"], report=report, resolution=cfg.world.resolution).images
@@ -88,9 +86,8 @@ def vq(run: Run) -> StageResult:
 
     # the user's image source, not data["vq_images"]: that holds the run's own path, and the
     # world's images reach this stage through the world stage's fingerprint
-    fingerprint = {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution, "images": cfg.data.vq_images or cfg.data.paired}
-    if cfg.data.stream:  # another order of batches, which the number of workers sets
-        fingerprint["stream_workers"] = cfg.data.workers
+    fingerprint = {"vq": cfg.vq, "seed": cfg.seed, "resolution": cfg.world.resolution, "images": cfg.data.vq_images or cfg.data.paired,
+                   **stream_fingerprint(cfg)}
     return run.stage("vq", fingerprint, inputs, build)
 
 

@@ -63,9 +63,37 @@ def _tuples(value):
 
 
 def _fsync_tree(directory: Path) -> None:
-    for path in directory.iterdir():
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def begin(directory: Path, step: int) -> Path:
+    """The empty `step-N.tmp/` a checkpoint is written into."""
+    tmp = directory / f"step-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_state(tmp: Path, step: int, state: dict[str, Any], config: Any = None) -> None:
+    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=float))
+    if config is not None:
+        dump_yaml(config, tmp / "config.yaml")
+
+
+def publish(tmp: Path, keep: int) -> Path:
+    """fsync `step-N.tmp/`, rename it `step-N/`, and drop all but the newest `keep` checkpoints."""
+    _fsync_tree(tmp)
+    final = tmp.with_name(tmp.name.removesuffix(".tmp"))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(tmp.parent)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    return final
 
 
 def save(
@@ -77,26 +105,14 @@ def save(
     config: Any = None,
     keep: int = 2,
 ) -> Path:
-    final = directory / f"step-{step}"
-    tmp = directory / f"step-{step}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = begin(directory, step)
     for name, module in modules.items():
         tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(untie(tensors), tmp / f"{name}.safetensors")
     torch.save(optim_state, tmp / "optim.pt")
     torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=float))
-    if config is not None:
-        dump_yaml(config, tmp / "config.yaml")
-    _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
-    return final
+    write_state(tmp, step, state, config)
+    return publish(tmp, keep)
 
 
 def untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

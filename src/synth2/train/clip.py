@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from synth2.data.stream import ImageStream
+from synth2.data.stream import ImageStream, StreamCursor
 from synth2.models.clip import ClipConfig, DualEncoder
 from synth2.models.lm import CaptionStates
 from synth2.models.vq import to_model_pixels
@@ -31,9 +31,8 @@ class ClipTask:
         (`captions` then unused: each batch's captions run through the LM as it comes)."""
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm, dist, seed
-        self.stream = images if isinstance(images, ImageStream) else None
+        self.stream = StreamCursor(images) if isinstance(images, ImageStream) else None
         self.images, self.captions = (None, []) if self.stream else (torch.from_numpy(images), captions)
-        self._batches, self._next_step = None, -1
         lm.to(dist.device)
         self.model = DualEncoder(cfg.model, lm.hidden_size).to(dist.device)
         self.modules = {"clip": self.model}
@@ -43,9 +42,7 @@ class ClipTask:
 
     def batch(self, step: int):
         if self.stream is not None:
-            if step != self._next_step:  # the first step, or a resume: the stream restarts there
-                self._batches = iter(self.stream.loader(step))
-            (images, captions), self._next_step = next(self._batches), step + 1
+            images, captions = self.stream.batch(step)
             states, mask = self.lm.encode_texts(captions)
         else:
             indices = rank_slice(cycle_indices(len(self.captions), self.cfg.train.batch_size, step, self.seed), self.dist)

@@ -52,8 +52,8 @@ def init(device: str = "auto") -> DistInfo:
     device every model of the calling stage goes to."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    rank_on_host = local_rank()
+    dev = resolve_device(device, rank_on_host)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         # TF32 matmuls and convolutions: what the field trains with on Ampere and later
@@ -65,7 +65,7 @@ def init(device: str = "auto") -> DistInfo:
         torch.set_flush_denormal(True)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, local_rank, dev)
+    return DistInfo(rank, world_size, rank_on_host, dev)
 
 
 def wrap(module: torch.nn.Module, info: DistInfo, compile: bool = False, parallel: str = "ddp") -> torch.nn.Module:

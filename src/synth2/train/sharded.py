@@ -11,8 +11,6 @@ whole model to rank 0 for export and evaluation, which run on rank 0 alone.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
 from torch.distributed.fsdp import FSDPModule
 
-from synth2.configtools import dump_yaml
-from synth2.train.checkpoint import list_checkpoints, rng_state, set_rng_state
+from synth2.train import checkpoint
 from synth2.train.distributed import DistInfo, barrier
 
 
@@ -38,38 +35,30 @@ def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save(directory: Path, step: int, modules: dict, optimizers: dict, extra: dict[str, Any], state: dict[str, Any], dist: DistInfo,
          config: Any = None, keep: int = 2) -> Path:
     """Every rank writes its shards; rank 0 publishes `step-N/` once all have."""
-    final, tmp = directory / f"step-{step}", directory / f"step-{step}.tmp"
+    tmp = directory / f"step-{step}.tmp"
     if dist.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        checkpoint.begin(directory, step)
     barrier(dist)
     payload = {}
     for name, module in modules.items():
         model_state, optim_state = get_state_dict(module, optimizers[name])
         payload[f"model.{name}"], payload[f"optim.{name}"] = model_state, optim_state
     dcp.save(payload, checkpoint_id=str(tmp / "dcp"))
-    torch.save(rng_state(), tmp / f"rng-{dist.rank}.pt")
+    torch.save(checkpoint.rng_state(), tmp / f"rng-{dist.rank}.pt")
     if dist.is_main:
         torch.save(extra, tmp / "extra.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=float))
-        if config is not None:
-            dump_yaml(config, tmp / "config.yaml")
-    barrier(dist)
+        checkpoint.write_state(tmp, step, state, config)
+    barrier(dist)  # every shard is written
     if dist.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old)
+        checkpoint.publish(tmp, keep)
     barrier(dist)
-    return final
+    return directory / f"step-{step}"
 
 
 def load_latest(directory: Path, modules: dict, optimizers: dict, dist: DistInfo) -> tuple[Path, dict, dict] | None:
     """Restore modules, optimizers and this rank's RNG from the newest checkpoint: (its path, the
     extra state rank 0 saved, state.json), or None when there is none."""
-    found = list_checkpoints(directory)
+    found = checkpoint.list_checkpoints(directory)
     if not found:
         return None
     path = found[-1]
@@ -80,6 +69,6 @@ def load_latest(directory: Path, modules: dict, optimizers: dict, dist: DistInfo
     dcp.load(payload, checkpoint_id=str(path / "dcp"))
     for name, module in modules.items():
         set_state_dict(module, optimizers[name], model_state_dict=payload[f"model.{name}"], optim_state_dict=payload[f"optim.{name}"])
-    set_rng_state(torch.load(path / f"rng-{dist.rank}.pt", weights_only=True))
+    checkpoint.set_rng_state(torch.load(path / f"rng-{dist.rank}.pt", weights_only=True))
     extra = torch.load(path / "extra.pt", weights_only=True)
     return path, extra, json.loads((path / "state.json").read_text())

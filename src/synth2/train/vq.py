@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from synth2.data.stream import ImageStream
+from synth2.data.stream import ImageStream, StreamCursor
 from synth2.models.lpips import LPIPS
 from synth2.models.patchgan import PatchGAN, PatchGANConfig, hinge_d_loss, hinge_g_loss
 from synth2.models.vq import VQConfig, VQModel, to_model_pixels
@@ -49,9 +48,8 @@ class VQTask:
         self.cfg = cfg
         self.dist = dist
         self.seed = seed
-        self.images = images if isinstance(images, ImageStream) else torch.from_numpy(images)
-        self._batches: Iterator[torch.Tensor] | None = None  # the stream's batches from `_next_step` on
-        self._next_step = -1
+        self.stream = StreamCursor(images) if isinstance(images, ImageStream) else None
+        self.images = None if self.stream else torch.from_numpy(images)
         self.model = VQModel(cfg.model).to(dist.device)
         self.disc = PatchGAN(cfg.disc).to(dist.device)
         if cfg.channels_last:
@@ -73,10 +71,8 @@ class VQTask:
             logger.warning("vq: perceptual loss OFF: no local LPIPS weights (set vq.lpips_path to a directory with vgg16.pth and vgg.pth)")
 
     def batch(self, step: int) -> torch.Tensor:
-        if isinstance(self.images, ImageStream):
-            if step != self._next_step:  # the first step, or a resume: the stream restarts there
-                self._batches = iter(self.images.loader(step))
-            images, self._next_step = next(self._batches), step + 1
+        if self.stream is not None:
+            images = self.stream.batch(step)
         else:
             images = self.images[rank_slice(cycle_indices(len(self.images), self.cfg.train.batch_size, step, self.seed), self.dist)]
         pixels = to_model_pixels(images).to(self.dist.device)
