@@ -41,7 +41,7 @@ def encode_shards(model, shards, out: Path, report: QualityReport | None, resolu
             decoded = to_uint8(model.decode(ids)).cpu().numpy() if png else None
             ids = ids.cpu()
             for i, p in enumerate(batch):
-                writer.write(Pair(p.key, p.caption, image=None if decoded is None else decoded[i], tokens=ids[i].numpy().astype(np.uint16), meta=p.meta))
+                writer.write(Pair(p.key, p.caption, image=None if decoded is None else decoded[i], tokens=ids[i].numpy(), meta=p.meta))  # the shard writer checks they fit uint16
             count += len(batch)
             batch.clear()
 
