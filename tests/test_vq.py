@@ -42,7 +42,7 @@ def test_fsq_quantizer_has_no_codebook_loss_and_names_bad_choices():
     # each of the 16 ids is its own point of the 4 x 4 grid of levels
     codes = model.embed(torch.arange(16).view(1, 4, 4))
     assert torch.unique(codes.reshape(16, -1), dim=0).shape[0] == 16
-    with pytest.raises(ValueError, match="'vq' or 'fsq'"):
+    with pytest.raises(ValueError, match="'vq', 'fsq' or 'product'"):
         VQModel(dataclasses.replace(TINY, quantizer="lfq"))
 
 
@@ -65,6 +65,59 @@ def test_golden_reconstruction_of_a_tiny_seeded_model():
 # recorded from this implementation: a change that alters them changes the model
 GOLDEN_IDS = [[8, 8, 8, 8], [8, 3, 8, 11], [2, 8, 11, 8], [8, 11, 0, 8]]
 GOLDEN_RECON = [-0.1737738, 0.1463667, -0.4821086, 0.1314231, -0.1541948]
+
+
+TINY_PRODUCT = dataclasses.replace(TINY, quantizer="product", product_codebooks=[4, 4])
+
+
+def test_product_codes_are_one_id_made_of_parts():
+    torch.manual_seed(0)
+    model = VQModel(TINY_PRODUCT).eval()
+    assert model.codebook_size == 16 and model.code_factors == (4, 4)
+    x = to_model_pixels(torch.from_numpy(images(4)))
+    ids = model.encode(x)
+    assert ids.shape == (4, 4, 4) and int(ids.max()) < 16
+    structure, colour = model.quantizer.split_ids(ids)
+    assert torch.equal(ids, structure * 4 + colour) and torch.equal(model.quantizer.join_ids([structure, colour]), ids)
+    # each part's code vector sits in its own half of the embedding
+    d = TINY_PRODUCT.latent_dim // 2
+    same_structure = model.quantizer.join_ids([structure, (colour + 1) % 4])
+    assert torch.equal(model.embed(ids)[..., :d], model.embed(same_structure)[..., :d])
+    assert not torch.equal(model.embed(ids)[..., d:], model.embed(same_structure)[..., d:])
+    recon, ids2, _ = model(x)
+    assert torch.equal(ids, ids2) and torch.allclose(model.decode(ids), recon, atol=1e-5)
+    with pytest.raises(ValueError, match="product_codebooks"):
+        VQModel(dataclasses.replace(TINY_PRODUCT, product_codebooks=[16]))
+
+
+@pytest.mark.parametrize("maps", ["linear", "channels"])
+def test_recolouring_keeps_every_blend_weight_and_follows_the_seed(maps):
+    from synth2.train.vq import recolour
+
+    alpha = torch.rand(6, 1, 8, 8)
+    foreground, background = torch.rand(6, 3, 1, 1) * 0.5 + 0.1, torch.rand(6, 3, 1, 1) * 0.3
+    unit = alpha * foreground + (1 - alpha) * background
+    out = recolour(unit * 2 - 1, 3, 5, maps).add(1).div(2)
+    # the recoloured image is the same blend of the recoloured two colours (nothing clips here)
+    fg_out = recolour(foreground.expand(-1, -1, 8, 8) * 2 - 1, 3, 5, maps).add(1).div(2)
+    bg_out = recolour(background.expand(-1, -1, 8, 8) * 2 - 1, 3, 5, maps).add(1).div(2)
+    assert torch.allclose(out, alpha * fg_out + (1 - alpha) * bg_out, atol=1e-5)
+    assert not torch.allclose(fg_out, foreground.expand(-1, -1, 8, 8), atol=0.05)
+    assert torch.equal(recolour(unit, 3, 5, maps), recolour(unit, 3, 5, maps)) and not torch.equal(recolour(unit, 3, 5, maps), recolour(unit, 3, 6, maps))
+    if maps == "channels":  # a permutation of the channels, never the identity
+        assert all(sorted(a.tolist()) == sorted(b.tolist()) and not torch.equal(a, b) for a, b in zip(fg_out[:, :, 0, 0], foreground[:, :, 0, 0]))
+    with pytest.raises(ValueError, match="recolour_maps"):
+        recolour(unit, 3, 5, "hsv")
+
+
+def test_the_recolouring_swap_trains_product_codes_and_resumes_exactly(tmp_path):
+    cfg = VQStageConfig(model=TINY_PRODUCT, train=TrainConfig(steps=8, batch_size=8, lr=1e-3, warmup=2, checkpoint_every=4, log_every=1),
+                        channels_last=False, recolour_swap=1.0)
+    assert_resume_equals_uninterrupted(lambda: VQTask(cfg, images(32), DistInfo(), 0), cfg.train, tmp_path, "vq", stop_after=4)
+    lines = [__import__("json").loads(l) for l in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["swap_error"] > 0 and line["structure_invariance"] >= 0 for line in lines)
+    with pytest.raises(ValueError, match="product codes"):
+        VQModel(TINY)(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16))
 
 
 def _task(seed=0):
@@ -99,8 +152,11 @@ def test_metrics_agree_with_scikit_image():
 
 
 def test_codebook_stats():
-    stats = codebook_stats(np.array([[0, 1], [2, 3]]), 8)
+    stats = codebook_stats(np.array([[0, 1], [2, 3]]), (8,))
     assert stats["codebook_usage"] == 0.5 and stats["perplexity"] == pytest.approx(4.0)
+    # product codes (4 x 2): ids 0..3 use parts {0, 1} x {0, 1}: half of the first codebook, all of the second
+    product = codebook_stats(np.array([[0, 1], [2, 3]]), (4, 2))
+    assert product["codebook_usage"] == pytest.approx((0.5 + 1.0) / 2) and product["perplexity"] == pytest.approx(4.0)
 
 
 def test_evaluate_vq_reports_stability_and_oracle():

@@ -10,6 +10,7 @@ import torch
 from pytorch_msssim import ssim as ms_ssim
 
 from synth2.eval.schema import metric
+from synth2.models.codes import codebook_usage
 from synth2.models.device import device_of
 from synth2.models.vq import to_model_pixels, to_uint8
 from synth2.world.oracle import ERROR_CAUSES, hits_by_shape, object_accuracy, object_errors
@@ -61,11 +62,14 @@ def reconstruct(model, images_uint8: np.ndarray, batch_size: int = 256) -> tuple
     return torch.cat(ids).numpy(), torch.cat(recon).numpy()
 
 
-def codebook_stats(ids: np.ndarray, codebook_size: int) -> dict[str, float]:
-    counts = np.bincount(ids.reshape(-1), minlength=codebook_size)
+def codebook_stats(ids: np.ndarray, factors: tuple[int, ...]) -> dict[str, float]:
+    """Usage (`models.codes.codebook_usage`) and perplexity of the token ids; `factors` are the
+    parts' codebook sizes (one entry unless codes are products)."""
+    counts = np.bincount(ids.reshape(-1), minlength=int(np.prod(factors)))
     p = counts / counts.sum()
     nz = p[p > 0]
-    return {"codebook_usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
+    usage = codebook_usage(torch.from_numpy(np.asarray(ids, dtype=np.int64)), factors)
+    return {"codebook_usage": usage, "perplexity": float(np.exp(-(nz * np.log(nz)).sum()))}
 
 
 @torch.no_grad()
@@ -78,7 +82,7 @@ def evaluate_vq(model, images_uint8: np.ndarray, scenes=None, oracle=None, batch
     metrics = {
         "psnr": float(psnr(images_uint8, recon).mean()),
         "ssim": float(ssim(images_uint8, recon).mean()),
-        **codebook_stats(ids, model.codebook_size),
+        **codebook_stats(ids, model.code_factors),
         "token_stability": float((ids == ids_again).mean()),
     }
     if oracle is not None and scenes is not None:

@@ -8,19 +8,26 @@ lucidrains' vector-quantize-pytorch: by default a VQ-GAN codebook (the paper's) 
 collapse mitigations (k-means initialisation, EMA codebook updates, dead-code restarts,
 optional cosine similarity and low-dimensional codes); optionally finite scalar quantization
 (FSQ, Mentzer et al. 2023), which rounds a few bounded channels to fixed levels and so has no
-codebook to collapse. Both the generator and the VLM see images only through `encode`,
-`decode` and `embed`.
+codebook to collapse; or product codes, where the latent's channels split into parts, each
+quantised by a codebook of its own, and a token is the tuple of its parts' codes (trained with a
+recolouring swap, train/vq.py, the first part holds structure and the second colour, so a
+generator can compose a colour with a shape it never saw it on). Both the generator and the VLM
+see images only through `encode`, `decode` and `embed`.
 
 Shape legend: B batch, C channels, H/W pixels, h/w token grid, D latent width.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import FSQ, VectorQuantize
+
+from synth2.models.codes import join_ids, split_ids
 
 
 @dataclass
@@ -41,9 +48,12 @@ class VQConfig:
     encoder_kernel: int = 3
     latent_dim: int = 64
     # "vq": a learnt codebook (VQ-GAN); "fsq": finite scalar quantization with `fsq_levels`
-    # (codebook size = their product; the codebook_* / cosine / kmeans / ema fields are then unused).
+    # (codebook size = their product; the codebook_* / cosine / kmeans / ema fields are then unused);
+    # "product": the latent splits into len(`product_codebooks`) equal channel groups, each with a
+    # learnt codebook of that size; the token id is their mixed-radix number (size = the product).
     quantizer: str = "vq"
     fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8])
+    product_codebooks: list[int] = field(default_factory=lambda: [256, 32])
     codebook_size: int = 512
     codebook_dim: int = 32  # < latent_dim: low-dimensional codes (project in/out)
     cosine: bool = False
@@ -130,6 +140,55 @@ class Decoder(nn.Module):
         return self.unpatchify(self.conv_out(self.act_out(h)))
 
 
+def _learnt_codebook(cfg: VQConfig, dim: int, size: int) -> VectorQuantize:
+    return VectorQuantize(
+        dim=dim,
+        codebook_size=size,
+        codebook_dim=cfg.codebook_dim,
+        decay=cfg.ema_decay,
+        kmeans_init=cfg.kmeans_init,
+        kmeans_iters=10,
+        threshold_ema_dead_code=cfg.dead_code_threshold,
+        use_cosine_sim=cfg.cosine,
+        commitment_weight=cfg.commitment_weight,
+        accept_image_fmap=True,
+    )
+
+
+class ProductQuantizer(nn.Module):
+    """Product codes: channel group i of the latent is quantised by codebook i (vector-quantize-
+    pytorch's multi-head mode gives every head the same codebook size; the parts here differ).
+
+    A token id is the mixed-radix number of its parts' codes, first part most significant, so
+    everything downstream still sees one id per position; `factors` tells a model that wants to
+    predict or embed the parts apart how to split it.
+    """
+
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        self.factors = tuple(cfg.product_codebooks)
+        if len(self.factors) < 2 or cfg.latent_dim % len(self.factors):
+            raise ValueError(f"vq product_codebooks {list(self.factors)} must have >= 2 parts that divide latent_dim {cfg.latent_dim}")
+        self.part_dim = cfg.latent_dim // len(self.factors)
+        self.parts = nn.ModuleList(_learnt_codebook(cfg, self.part_dim, size) for size in self.factors)
+        self.codebook_size = math.prod(self.factors)
+
+    def split_ids(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        return split_ids(ids, self.factors)
+
+    def join_ids(self, part_ids: list[torch.Tensor]) -> torch.Tensor:
+        return join_ids(part_ids, self.factors)
+
+    def forward(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = [part(z) for part, z in zip(self.parts, z_BDhw.split(self.part_dim, dim=1))]
+        z_q = torch.cat([z_q for z_q, _, _ in outputs], dim=1)
+        return z_q, self.join_ids([ids for _, ids, _ in outputs]), sum(commit.sum() for _, _, commit in outputs)
+
+    def embed(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
+        """Token ids -> (B, h, w, D): the parts' code vectors side by side."""
+        return torch.cat([part.project_out(part.codebook[ids]) for part, ids in zip(self.parts, self.split_ids(ids_Bhw))], dim=-1)
+
+
 class VQModel(nn.Module):
     def __init__(self, cfg: VQConfig):
         super().__init__()
@@ -138,25 +197,21 @@ class VQModel(nn.Module):
         self.decoder = Decoder(cfg)
         if cfg.quantizer == "fsq":
             self.quantizer = FSQ(levels=cfg.fsq_levels, dim=cfg.latent_dim)
-            return
-        if cfg.quantizer != "vq":
-            raise ValueError(f"vq quantizer must be 'vq' or 'fsq', got {cfg.quantizer!r}")
-        self.quantizer = VectorQuantize(
-            dim=cfg.latent_dim,
-            codebook_size=cfg.codebook_size,
-            codebook_dim=cfg.codebook_dim,
-            decay=cfg.ema_decay,
-            kmeans_init=cfg.kmeans_init,
-            kmeans_iters=10,
-            threshold_ema_dead_code=cfg.dead_code_threshold,
-            use_cosine_sim=cfg.cosine,
-            commitment_weight=cfg.commitment_weight,
-            accept_image_fmap=True,
-        )
+        elif cfg.quantizer == "product":
+            self.quantizer = ProductQuantizer(cfg)
+        elif cfg.quantizer == "vq":
+            self.quantizer = _learnt_codebook(cfg, cfg.latent_dim, cfg.codebook_size)
+        else:
+            raise ValueError(f"vq quantizer must be 'vq', 'fsq' or 'product', got {cfg.quantizer!r}")
 
     @property
     def codebook_size(self) -> int:
-        return self.quantizer.codebook_size  # both library quantizers carry it (FSQ: the product of its levels)
+        return self.quantizer.codebook_size  # every quantizer carries it (FSQ, product: the product of its sizes)
+
+    @property
+    def code_factors(self) -> tuple[int, ...]:
+        """The sizes of the parts a token id is made of: (codebook_size,) unless codes are products."""
+        return self.quantizer.factors if isinstance(self.quantizer, ProductQuantizer) else (self.codebook_size,)
 
     @property
     def embed_dim(self) -> int:
@@ -167,13 +222,44 @@ class VQModel(nn.Module):
         if isinstance(self.quantizer, FSQ):
             z_q, ids_Bhw = self.quantizer(z_BDhw)
             return z_q, ids_Bhw.long(), z_BDhw.new_zeros(())
+        if isinstance(self.quantizer, ProductQuantizer):
+            return self.quantizer(z_BDhw)
         z_q, ids_Bhw, commit = self.quantizer(z_BDhw)
         return z_q, ids_Bhw, commit.sum()
 
-    def forward(self, pixels_BCHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reconstruction, ids (B, h, w), commitment loss)."""
+    def forward(self, pixels_BCHW: torch.Tensor, recoloured_BCHW: torch.Tensor | None = None):
+        """(reconstruction, ids (B, h, w), commitment loss); with `recoloured_BCHW`, `recolour_swap`
+        (a forward, so that DDP and FSDP see it)."""
+        if recoloured_BCHW is not None:
+            return self.recolour_swap(pixels_BCHW, recoloured_BCHW)
         z_q, ids_Bhw, commit = self._quantize(self.encoder(pixels_BCHW))
         return self.decoder(z_q), ids_Bhw, commit
+
+    def recolour_swap(self, pixels_BCHW: torch.Tensor, recoloured_BCHW: torch.Tensor):
+        """Product codes' training pass over images and the same images in other colours.
+
+        Returns (reconstructions of both (2B, C, H, W), ids (2B, h, w), commitment loss, the
+        recoloured images drawn from the originals' first code part and their own other parts,
+        the squared distance between the two first parts as their codebook compares them).
+        Asking the swap to reproduce the recoloured images, and the first parts to agree, makes
+        the first part hold what recolouring keeps (structure), the others what it changes (colour).
+        """
+        if not isinstance(self.quantizer, ProductQuantizer):
+            raise ValueError("vq recolour_swap needs product codes (vq.model.quantizer=product)")
+        z = self.encoder(torch.cat([pixels_BCHW, recoloured_BCHW]))
+        z_q, ids, commit = self._quantize(z)
+        d = self.quantizer.part_dim
+        original, recoloured = z_q.chunk(2)
+        swapped = torch.cat([original[:, :d], recoloured[:, d:]], dim=1)
+        pixels_out = self.decoder(torch.cat([z_q, swapped]))
+        # in the space the first codebook compares codes in (after its projection; cosine codes
+        # ignore scale, so a raw squared distance could shrink without the codes agreeing)
+        structure = self.quantizer.parts[0].project_in(z[:, :d].permute(0, 2, 3, 1))
+        if self.cfg.cosine:
+            structure = F.normalize(structure, dim=-1)
+        original_structure, recoloured_structure = structure.chunk(2)
+        invariance = (original_structure - recoloured_structure).pow(2).sum(-1).mean()
+        return pixels_out[: len(z)], ids, commit, pixels_out[len(z) :], invariance
 
     @torch.no_grad()
     def encode(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
@@ -193,6 +279,8 @@ class VQModel(nn.Module):
         """Token ids -> soft codebook embeddings (B, h, w, D): what the VLM reads."""
         if isinstance(self.quantizer, FSQ):
             return self.quantizer.indices_to_codes(ids_Bhw).permute(0, 2, 3, 1)  # it returns channel-first
+        if isinstance(self.quantizer, ProductQuantizer):
+            return self.quantizer.embed(ids_Bhw)
         # Indexing the codebook directly: the library's get_output_from_indices applies its
         # output projection channel-first in image-fmap mode and fails when codes are low-dim.
         codes = self.quantizer.codebook[ids_Bhw]

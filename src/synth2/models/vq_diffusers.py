@@ -40,6 +40,10 @@ class DiffusersVQ(nn.Module):
         return self.model.quantize.n_e
 
     @property
+    def code_factors(self) -> tuple[int, ...]:
+        return (self.codebook_size,)
+
+    @property
     def embed_dim(self) -> int:
         return self.model.quantize.vq_embed_dim
 

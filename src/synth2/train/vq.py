@@ -8,12 +8,14 @@ has learnt to reconstruct (an early discriminator destabilises the codebook).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from synth2.data.stream import ImageStream, StreamCursor
+from synth2.models.codes import codebook_usage
 from synth2.models.lpips import LPIPS
 from synth2.models.patchgan import PatchGAN, PatchGANConfig, hinge_d_loss, hinge_g_loss
 from synth2.models.vq import VQConfig, VQModel, to_model_pixels
@@ -39,6 +41,14 @@ class VQStageConfig:
     # A diffusers VQModel directory: use it instead of training one.
     pretrained: str = ""
     channels_last: bool = True
+    # Product codes only: weight of the recolouring swap (models/vq.py `recolour_swap`): every batch
+    # also goes through under a random colour map per image (`recolour_maps`), the recoloured images
+    # must be drawn from the originals' structure codes and their own colour codes, and the
+    # structure parts must agree. 0 = product codes trained as plain reconstructions.
+    recolour_swap: float = 0.0
+    # The recolouring: "linear", a random linear colour map per image (any colour can become any
+    # other); "channels", a random RGB channel permutation (keeps brightness and saturation).
+    recolour_maps: str = "linear"
 
 
 class VQTask:
@@ -81,11 +91,22 @@ class VQTask:
     def step(self, pixels: torch.Tensor, step: int, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
         adversarial = cfg.adversarial_weight > 0 and step >= cfg.disc_start
+        swap = cfg.recolour_swap > 0
         with ctx.autocast():
-            recon, ids, commit = self.ddp_model(pixels)
+            if swap:
+                recoloured = recolour(pixels, self.seed, step, cfg.recolour_maps)
+                recon, ids, commit, swapped, invariance = self.ddp_model(pixels, recoloured)
+                pixels = torch.cat([pixels, recoloured])
+            else:
+                recon, ids, commit = self.ddp_model(pixels)
             l1 = (recon - pixels).abs().mean()
             loss = l1 + commit
             metrics = {"l1": l1.item(), "commit": commit.item()}
+            if swap:
+                target = pixels[len(pixels) // 2 :]
+                swap_error = (swapped - target).abs().mean() + cfg.l2_weight * (swapped - target).pow(2).mean()
+                loss = loss + cfg.recolour_swap * (swap_error + invariance)
+                metrics |= {"swap_error": swap_error.item(), "structure_invariance": invariance.item()}
             if cfg.l2_weight > 0:
                 loss = loss + cfg.l2_weight * ((recon - pixels) ** 2).mean()
             if self.lpips is not None:
@@ -105,5 +126,37 @@ class VQTask:
                 d_loss = hinge_d_loss(self.ddp_disc(pixels), self.ddp_disc(recon.detach()))
             metrics["d_loss"] = d_loss.item()
             ctx.update(d_loss, self.optimizers["disc"])
-        metrics["batch_code_usage"] = float(ids.unique().numel() / self.model.codebook_size)
+        metrics["batch_code_usage"] = codebook_usage(ids, self.model.code_factors)
         return metrics
+
+
+def recolour(pixels_BCHW: torch.Tensor, seed: int, step: int, maps: str = "linear") -> torch.Tensor:
+    """The images under a random colour map each, seeded by the step so a resumed run sees the same.
+
+    "channels": a non-identity permutation of the RGB channels. "linear": a permutation, a hue
+    rotation about the grey axis and per-channel gains. Either map is linear, so every
+    anti-aliased blend of two colours stays a blend with the same weights: shapes and their
+    edges are unchanged while the colours move.
+    """
+    B = len(pixels_BCHW)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    if maps == "channels":
+        orders = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+        maps_B33 = torch.eye(3)[orders[torch.randint(len(orders), (B,), generator=generator)]]
+    elif maps == "linear":
+        permutation = torch.stack([torch.eye(3)[torch.randperm(3, generator=generator)] for _ in range(B)])
+        angle = torch.rand(B, generator=generator) * 2 * math.pi
+        axis = torch.full((3,), 3**-0.5)
+        cross = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+        rotation = (  # Rodrigues' formula, one rotation per image
+            torch.cos(angle)[:, None, None] * torch.eye(3)
+            + torch.sin(angle)[:, None, None] * cross
+            + (1 - torch.cos(angle))[:, None, None] * torch.outer(axis, axis)
+        )
+        gains = torch.diag_embed(0.4 + 0.8 * torch.rand(B, 3, generator=generator))
+        maps_B33 = gains @ rotation @ permutation
+    else:
+        raise ValueError(f"vq.recolour_maps must be 'linear' or 'channels', got {maps!r}")
+    unit = pixels_BCHW.add(1).div(2)
+    out = torch.einsum("bij,bjhw->bihw", maps_B33.to(pixels_BCHW.device, pixels_BCHW.dtype), unit)
+    return out.clamp(0, 1).mul(2).sub(1)
