@@ -244,3 +244,48 @@ def test_the_generator_can_be_prompted_with_the_first_sentence_only(tiny_llama_d
     assert torch.equal(first.tokens([caption], seed=0), first.tokens(["a red circle and a blue star."], seed=0))
     whole = TokenGenerator(lm, model, SamplerConfig(steps=3))
     assert whole.prompt(caption) == caption[len("This is an image of ") :]
+
+
+def factored_model(seed=0):
+    torch.manual_seed(seed)
+    return T2IModel(T2IConfig(width=16, layers=2, heads=2, mlp=32, dropout=0.0), 12, (4, 4), 8, code_factors=(4, 3)).eval()
+
+
+def test_a_factored_generator_scores_product_codes_as_a_product_of_its_parts():
+    model = factored_model()
+    text, mask = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+    ids = torch.randint(0, 12, (2, 16), generator=torch.Generator().manual_seed(1))
+    joint = model(ids, text, mask)  # log-probabilities over the 12 ids
+    assert joint.shape == (2, 16, 12) and torch.allclose(joint.exp().sum(-1), torch.ones(2, 16), atol=1e-5)
+    # id 3 * s + c has log p(c) + log p(s | c): the colour part first, the structure given it
+    (structure, colour), _ = model(ids, text, mask, choose=lambda i, logits: torch.full(logits.shape[:-1], 1))
+    expected = structure.log_softmax(-1)[..., 2] + colour.log_softmax(-1)[..., 1]
+    assert torch.allclose(joint[..., 2 * 3 + 1], expected, atol=1e-5)
+    # the loss is the joint negative log-likelihood on the masked positions, computed from the parts
+    token_mask = torch.zeros(2, 16, dtype=torch.bool)
+    token_mask[:, ::3] = True
+    loss, accuracy, _ = masked_prediction_loss(model, ids, text, mask, mask_BN=token_mask)
+    inputs = ids.masked_fill(token_mask, model.mask_id)
+    reference = torch.nn.functional.nll_loss(model(inputs, text, mask)[token_mask], ids[token_mask])
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert 0 <= accuracy.item() <= 1
+
+
+def test_a_factored_generator_samples_part_by_part_and_embeds_ids_it_never_saw():
+    model = factored_model()
+    text, mask = torch.randn(3, 4, 8), torch.ones(3, 4, dtype=torch.bool)
+    empty, empty_mask = torch.zeros(1, 8), torch.ones(1, dtype=torch.bool)
+    # greedy one-step decoding: the most likely colour, then the most likely structure given it
+    one_step = SamplerConfig(steps=1, guidance=1.0, temperature=0.0, choice_temperature=0.0)
+    ids = sample(model, text, mask, empty, empty_mask, one_step)
+    joint = model(torch.full((3, 16), model.mask_id), text, mask).view(3, 16, 4, 3)  # [structure, colour]
+    colour = joint.logsumexp(2).argmax(-1)
+    structure = joint.gather(3, colour[..., None, None].expand(3, 16, 4, 1)).squeeze(-1).argmax(-1)
+    assert torch.equal(ids, structure * 3 + colour)
+    # every id, in any combination of parts, has an embedding built from its parts
+    every = torch.arange(12)
+    embedded = model.token_embed(every)
+    assert torch.allclose(embedded, model.token_embed.parts[0](every // 3) + model.token_embed.parts[1](every % 3))
+    assert torch.equal(model.token_embed(torch.tensor([model.mask_id]))[0], model.token_embed.mask)
+    with pytest.raises(ValueError, match="multiply"):
+        T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32), 12, (4, 4), 8, code_factors=(4, 4))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from synth2.captions.prompts import CAPTION_OPENING
+from synth2.models.codes import join_ids
 from synth2.models.t2i import T2IModel
 
 
@@ -74,19 +75,27 @@ def sample(
         text, mask = torch.cat([cond, empty]), torch.cat([cond_mask, empty_mask])
     for t in range(cfg.steps):
         unknown = ids == model.mask_id
+        picked = [None] * len(model.code_factors)
+
+        def choose(i: int, logits: torch.Tensor) -> torch.Tensor:
+            """Part i's ids from its logits (guided when the batch holds [cond; uncond])."""
+            logits = logits.float()
+            if guided:
+                logits_c, logits_u = logits.chunk(2)
+                logits = logits_u + cfg.guidance * (logits_c - logits_u)
+            ids_i = (logits / cfg.temperature + _gumbel(logits.shape, generator, device)).argmax(-1) if cfg.temperature > 0 else logits.argmax(-1)
+            picked[i] = (ids_i, F.log_softmax(logits, dim=-1).gather(-1, ids_i[..., None]).squeeze(-1))
+            return torch.cat([ids_i, ids_i]) if guided else ids_i
+
         if guided:
-            logits_c, logits_u = model(torch.cat([ids, ids]), text, mask).float().chunk(2)
-            logits = logits_u + cfg.guidance * (logits_c - logits_u)
+            model(torch.cat([ids, ids]), text, mask, choose=choose)
         else:
-            logits = model(ids, text_BLC, text_mask_BL).float()
-        log_probs = F.log_softmax(logits, dim=-1)
-        if cfg.temperature > 0:
-            noisy = logits / cfg.temperature + _gumbel(logits.shape, generator, device)
-            sampled = noisy.argmax(-1)
-        else:
-            sampled = logits.argmax(-1)
+            model(ids, text_BLC, text_mask_BL, choose=choose)
+        # the parts' log-probabilities add up to the joint's (FactoredHead), so this samples the joint
+        chosen = [ids_i for ids_i, _ in picked]
+        confidence = sum(log_prob for _, log_prob in picked)
+        sampled = join_ids(chosen, model.code_factors)
         sampled = torch.where(unknown, sampled, ids)
-        confidence = log_probs.gather(-1, sampled[..., None]).squeeze(-1)
         ratio = (t + 1) / cfg.steps
         confidence = confidence + cfg.choice_temperature * (1.0 - ratio) * _gumbel(confidence.shape, generator, device)
         confidence = confidence.masked_fill(~unknown, math.inf)

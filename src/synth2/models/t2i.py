@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from synth2.models.codes import split_ids
 
 
 @dataclass
@@ -75,11 +78,77 @@ class Block(nn.Module):
         return x_BND + self.drop(self.mlp(self.norm3(x_BND)))
 
 
+class FactoredEmbedding(nn.Module):
+    """Embeddings of product-code ids (models/vq.py): the sum of one embedding per part, or the
+    [MASK] embedding, so a token never seen in training is embedded from parts that were."""
+
+    def __init__(self, factors: tuple[int, ...], width: int):
+        super().__init__()
+        self.factors = factors
+        self.parts = nn.ModuleList(nn.Embedding(size, width) for size in factors)
+        self.mask = nn.Parameter(torch.zeros(width))
+        for table in self.parts:
+            nn.init.normal_(table.weight, std=0.02)
+        nn.init.normal_(self.mask, std=0.02)
+
+    def forward(self, ids_BN: torch.Tensor) -> torch.Tensor:
+        masked = ids_BN >= math.prod(self.factors)
+        parts = split_ids(ids_BN.masked_fill(masked, 0), self.factors)
+        x = sum(table(part) for table, part in zip(self.parts, parts))
+        return torch.where(masked[..., None], self.mask, x)
+
+
+class FactoredHead(nn.Module):
+    """Product-code ids predicted part by part, from the last part to the first: part i from a
+    position's state plus the embeddings of the parts chosen after it. With (structure, colour)
+    codes the colour comes from the text alone, and the structure is chosen to go with it, so a
+    patch's parts agree, while a colour never drawn on a shape can still be chosen.
+
+    `parts(x, choose)` returns each part's logits and ids; `choose(i, logits_i)` gives part i's
+    ids: the true ones in training (teacher forcing), a sample in decoding.
+    """
+
+    def __init__(self, width: int, factors: tuple[int, ...]):
+        super().__init__()
+        self.factors = factors
+        self.proj = nn.ModuleList(nn.Linear(width, size) for size in factors)
+        self.given = nn.ModuleList(nn.Embedding(size, width) for size in factors[1:])
+
+    def parts(self, x_BND: torch.Tensor, choose: Callable) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits: list = [None] * len(self.factors)
+        chosen: list = [None] * len(self.factors)
+        state = x_BND
+        for i in reversed(range(len(self.factors))):
+            logits[i] = self.proj[i](state)
+            chosen[i] = choose(i, logits[i])
+            if i > 0:
+                state = state + self.given[i - 1](chosen[i])
+        return logits, chosen
+
+    def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities over every product id (B, N, K): for inspection and tests only, since it
+        runs the earlier parts' heads once per value of the later ones."""
+        if len(self.factors) != 2:
+            raise NotImplementedError("the joint over more than two parts is not built")
+        first, last = self.factors
+        log_last = F.log_softmax(self.proj[1](x_BND).float(), dim=-1)  # (B, N, K_last)
+        given = x_BND[..., None, :] + self.given[0].weight  # (B, N, K_last, D)
+        log_first = F.log_softmax(self.proj[0](given).float(), dim=-1)  # (B, N, K_last, K_first)
+        joint = log_first + log_last[..., None]  # [.., last, first]
+        return joint.transpose(-1, -2).flatten(-2)  # mixed radix: first part most significant
+
+
 class T2IModel(nn.Module):
-    def __init__(self, cfg: T2IConfig, codebook_size: int, grid: tuple[int, int], text_width: int):
+    def __init__(self, cfg: T2IConfig, codebook_size: int, grid: tuple[int, int], text_width: int, code_factors: tuple[int, ...] | None = None):
+        """`code_factors`: the parts of product-code ids (VQModel.code_factors); the generator then
+        embeds and predicts the parts apart. None or one part: one embedding and head over the ids."""
         super().__init__()
         self.cfg = cfg
         self.codebook_size = codebook_size
+        self.code_factors = tuple(code_factors or (codebook_size,))
+        if math.prod(self.code_factors) != codebook_size:
+            raise ValueError(f"code factors {list(self.code_factors)} do not multiply to the codebook size {codebook_size}")
+        factored = len(self.code_factors) > 1
         self.checkpoint_blocks = False  # set by the trainer (TrainConfig.checkpoint_activations)
         self.mask_id = codebook_size  # the extra "dropped token"
         self.grid = tuple(grid)
@@ -88,8 +157,11 @@ class T2IModel(nn.Module):
         # so both reach the blocks at unit scale. Without the norm, small embeddings drown in the
         # blocks' outputs; at torch's default token scale (std 1) the positions drown in the tokens.
         # Either way a small generator learns where a token sits, and so shapes, many times slower.
-        self.token_embed = nn.Embedding(codebook_size + 1, cfg.width)
-        nn.init.normal_(self.token_embed.weight, std=0.02)
+        if factored:
+            self.token_embed = FactoredEmbedding(self.code_factors, cfg.width)
+        else:
+            self.token_embed = nn.Embedding(codebook_size + 1, cfg.width)
+            nn.init.normal_(self.token_embed.weight, std=0.02)
         self.row_embed = nn.Parameter(torch.randn(h, 1, cfg.width) * 0.02)
         self.col_embed = nn.Parameter(torch.randn(1, w, cfg.width) * 0.02)
         self.embed_norm = nn.LayerNorm(cfg.width)
@@ -102,14 +174,16 @@ class T2IModel(nn.Module):
         self.text_conv = nn.Conv1d(cfg.width, cfg.width, cfg.text_conv, padding=cfg.text_conv // 2) if cfg.text_conv else None
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
-        self.head = nn.Linear(cfg.width, codebook_size)
+        self.head = FactoredHead(cfg.width, self.code_factors) if factored else nn.Linear(cfg.width, codebook_size)
 
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
-        """Logits (B, N, K) for every position, given partially masked ids."""
+    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None):
+        """Logits (B, N, K) for every position, given partially masked ids. With `choose`, each code
+        part's logits and chosen ids instead (FactoredHead.parts; one part unless codes are
+        products): the loss and the sampler use it, so a product's K logits are never all built."""
         pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
         x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
         text = self.text_proj(text_BLC)
@@ -119,7 +193,13 @@ class T2IModel(nn.Module):
         for block in self.blocks:
             # activation checkpointing: keep each block's input only, recompute the block in backward
             x = checkpoint(block, x, text, text_mask_BL, use_reentrant=False) if recompute else block(x, text, text_mask_BL)
-        return self.head(self.norm(self._split(x)))
+        x = self.norm(self._split(x))
+        if choose is None:
+            return self.head(x)
+        if isinstance(self.head, FactoredHead):
+            return self.head.parts(x, choose)
+        logits = self.head(x)
+        return [logits], [choose(0, logits)]
 
     def _merge(self, x_BND: torch.Tensor) -> torch.Tensor:
         """(B, h*w, D) -> (B, h*w / g^2, D): each g x g block of tokens becomes one position."""
@@ -157,14 +237,19 @@ def masked_prediction_loss(
     """
     if mask_BN is None:
         mask_BN = random_mask(ids_BN.shape[0], ids_BN.shape[1], generator, ids_BN.device)
-    inputs = ids_BN.masked_fill(mask_BN, getattr(model, "module", model).mask_id)
-    logits = model(inputs, text_BLC, text_mask_BL)
+    plain = getattr(model, "module", model)
+    inputs = ids_BN.masked_fill(mask_BN, plain.mask_id)
     reduction = "mean" if normaliser is None else "sum"
-    loss = F.cross_entropy(logits[mask_BN].float(), ids_BN[mask_BN], label_smoothing=label_smoothing, reduction=reduction)
+    targets = split_ids(ids_BN, plain.code_factors)
+    all_logits, _ = model(inputs, text_BLC, text_mask_BL, choose=lambda i, logits: targets[i])  # teacher forcing
+    loss, right = 0.0, torch.ones_like(ids_BN[mask_BN], dtype=torch.bool)
+    # product codes: the joint NLL is the sum of the parts' (FactoredHead); one part otherwise
+    for logits, target in zip(all_logits, targets):
+        loss = loss + F.cross_entropy(logits[mask_BN].float(), target[mask_BN], label_smoothing=label_smoothing, reduction=reduction)
+        right &= logits[mask_BN].argmax(-1) == target[mask_BN]
     if normaliser is not None:
         loss = loss / normaliser
-    accuracy = (logits[mask_BN].argmax(-1) == ids_BN[mask_BN]).float().mean()
-    return loss, accuracy, mask_BN.float().mean()
+    return loss, right.float().mean(), mask_BN.float().mean()
 
 
 def drop_text(text_BLC, text_mask_BL, empty_LC, empty_mask_L, p_uncond: float, generator=None):

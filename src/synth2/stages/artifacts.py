@@ -55,7 +55,8 @@ def load_vq(directory: str | Path) -> torch.nn.Module:
 def load_t2i(directory: str | Path) -> T2IModel:
     directory = Path(directory)
     args = _args(directory)
-    model = T2IModel(load_yaml(T2IConfig, directory / "config.yaml"), args["codebook_size"], tuple(args["grid"]), args["text_width"])
+    model = T2IModel(load_yaml(T2IConfig, directory / "config.yaml"), args["codebook_size"], tuple(args["grid"]), args["text_width"],
+                     args.get("code_factors"))
     model.load_state_dict(load_file(directory / "model.safetensors"))
     return model.eval()
 

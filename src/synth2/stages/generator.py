@@ -36,19 +36,21 @@ def t2i(run: Run) -> StageResult:
     def build(directory: Path) -> dict:
         frozen = frozen_lm(run)
         paired = load_pairs(e["splits"]["paired"], images=False, tokens=True)
-        codebook = artifacts.load_vq(v["path"]).codebook_size
+        tokenizer = artifacts.load_vq(v["path"])
         dist = distributed.init(cfg.device)
         weights = None
         if cfg.t2i.balance_classes:
             if not all("scene" in m for m in paired.meta):
                 raise ValueError("t2i.balance_classes needs the scenes of the embedded world's paired split")
             weights = class_balance_weights([[o["shape"] for o in m["scene"]["objects"]] for m in paired.meta])
-        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, codebook, dist, cfg.seed, weights)
+        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed, weights,
+                        code_factors=tokenizer.code_factors)
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         model = task.model
         weights = sharded.full_state_dict(model) if sharded.is_sharded(task.modules) else None  # every rank gathers
         if dist.is_main:
             artifacts.save_module(directory / "model", model, cfg.t2i.model, weights, codebook_size=model.codebook_size, grid=list(model.grid),
+                                  code_factors=list(model.code_factors),
                                   text_width=frozen.hidden_size)
         distributed.barrier(dist)
         return {"path": str(directory / "model")}

@@ -47,14 +47,15 @@ def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
 
 class T2ITask:
     def __init__(self, cfg: T2IStageConfig, lm: FrozenLM, tokens: np.ndarray, captions: list[str], codebook_size: int, dist: DistInfo, seed: int,
-                 weights: np.ndarray | None = None):
-        """`weights`: per-example sampling probabilities (None: epochs over the data in a seeded order)."""
+                 weights: np.ndarray | None = None, code_factors: tuple[int, ...] | None = None):
+        """`weights`: per-example sampling probabilities (None: epochs over the data in a seeded order);
+        `code_factors`: the VQ's product-code parts (T2IModel)."""
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm.to(dist.device), dist, seed
         self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
         self.tokens = torch.from_numpy(tokens.reshape(len(tokens), -1).astype(np.int64))
         self.captions = captions
-        self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size).to(dist.device)
+        self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size, code_factors).to(dist.device)
         self.model.checkpoint_blocks = cfg.train.checkpoint_activations
         self.modules = {"t2i": self.model}
         self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
