@@ -31,7 +31,7 @@ def test_reproduce_writes_results_and_report(tiny_run):
     assert {"steps_per_s", "cider_a"} <= set(results["table5"]["genpair"]) and results["table5"]["genpair_pixel"]["steps_per_s"] > 0
     assert {"steps", "baseline_mean", "baseline_std", "genpair_mean", "genpair_std", "parity_fraction"} <= set(results["figure6"])
     assert {"oracle_seen", "oracle_heldout", "oracle_composition", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm", "oracle_llm_seen", "oracle_llm_heldout",
-            "oracle_llm_composition", "oracle_genpair", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
+            "oracle_llm_composition", "oracle_genpair", "oracle_binding_heldout", "oracle_binding_seen", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
     # the control arms train and score: GenPair's captions with true and with uninformative images
     for arm in ("baseline", "genpair_blind", "genpair", "genpair_true"):
         assert {"cider_a", "cider_b", "gate_openness"} <= set(results["controls"][arm])

@@ -235,6 +235,20 @@ def test_generator_oracle_groups_scenes_into_seen_heldout_and_novel_composition(
     # a scene of the paired data itself is familiar
     assert OracleContext.from_paired(spec, [together]).group(together) == "familiar"
 
+def test_binding_scenes_isolate_held_out_combinations_one_object_at_a_time():
+    from synth2.eval.generator import binding_scenes
+
+    spec = WorldSpec(WorldConfig(), seed=0)
+    groups = binding_scenes(spec, seed=1)
+    assert len(groups["heldout"]) == len(groups["seen"]) == 4 * len(spec.shapes)
+    assert all(len(scene.objects) == 1 for scenes in groups.values() for scene in scenes)
+    assert all(scene.combos()[0] in spec.heldout for scene in groups["heldout"])
+    assert not any(scene.combos()[0] in spec.heldout for scene in groups["seen"])
+    # every shape appears in both groups, and the draw follows the seed
+    assert {s.objects[0].shape for s in groups["heldout"]} == {s.objects[0].shape for s in groups["seen"]} == set(spec.shapes)
+    assert binding_scenes(spec, seed=1) == groups != binding_scenes(spec, seed=2)
+
+
 def test_training_sources_share_no_style_or_annotator_with_the_eval_references(tiny_world):
     """The paper's regime: every training source (paired, text-only corpora, the LM's web text,
     the world LLM) is written in another style, by other people, than the eval references."""

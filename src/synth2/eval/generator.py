@@ -38,11 +38,13 @@ from synth2.models.t2i import masked_prediction_loss
 from synth2.models.vq import to_model_pixels
 from synth2.world.llm import WorldLLM
 from synth2.world.oracle import AGREEMENT_PARTS, Oracle, scene_agreement
-from synth2.world.scene import Scene
+from synth2.world.annotate import Annotator
+from synth2.world.scene import Obj, Scene
 
 _BENCHMARK = "oracle accuracy, benchmark-style captions: seen / held-out combination (binding) / novel composition"
 _LLM = "oracle accuracy, the world LLM's captions of the same scenes, as prompted: all / seen / held-out / novel composition"
 _CEILING = "its ceiling: the same on the eval images' own VQ reconstructions, seen / held-out"
+_BINDING = "oracle accuracy, one object per caption (binding alone): held-out combinations / the same shapes in seen colours"
 _PARTS = "right on its own (benchmark captions): object count / colours / shapes / every object drawn, extras allowed"
 _MASKED = "masked-token accuracy, own / shuffled captions"
 
@@ -63,6 +65,8 @@ class GeneratorMetrics:
     oracle_llm_heldout: float | None = metric(_LLM, pct=True)
     oracle_llm_composition: float | None = metric(_LLM, pct=True)
     oracle_genpair: float | None = metric("oracle accuracy on GenPair's own captions (the run's LLM captions, as prompted)", pct=True)
+    oracle_binding_heldout: float | None = metric(_BINDING, pct=True)
+    oracle_binding_seen: float | None = metric(_BINDING, pct=True)
     oracle_vq_seen: float | None = metric(_CEILING, pct=True)
     oracle_vq_heldout: float | None = metric(_CEILING, pct=True)
     oracle_count_right: float | None = metric(_PARTS, pct=True)
@@ -183,6 +187,35 @@ def by_group(context: OracleContext, scenes: list, right: list[bool], prefix: st
     return out
 
 
+def binding_scenes(spec, seed: int, per_shape: int = 4) -> dict[str, list[Scene]]:
+    """One-object scenes that isolate attribute binding from scene composition: each shape in its
+    held-out colours, and each shape in colours the paired data showed it in, `per_shape` scenes
+    per shape and group, in a random cell, size and background."""
+    rng = np.random.default_rng([seed, 4242])
+    cfg = spec.cfg
+    groups: dict[str, list[Scene]] = {"heldout": [], "seen": []}
+    for shape in spec.shapes:
+        colours = {"heldout": [c for c in spec.colours if (shape, c) in spec.heldout], "seen": spec.allowed_colours[shape]}
+        for group, choices in colours.items():
+            for _ in range(per_shape if choices else 0):
+                cell = int(rng.integers(cfg.grid * cfg.grid))
+                obj = Obj(shape, str(rng.choice(choices)), str(rng.choice(spec.sizes)), cell // cfg.grid, cell % cfg.grid)
+                groups[group].append(Scene((obj,), str(rng.choice(spec.backgrounds))))
+    return groups
+
+
+def binding_accuracy(gen, spec, style: str, seed: int) -> dict[str, float]:
+    """`oracle_binding_*`: the `binding_scenes` captioned in eval split A's style by an annotator
+    who names every object, drawn and read back by the oracle."""
+    annotator = Annotator(style, seed * 7919 + 31, spec.cfg.grid, omits=False)
+    out = {}
+    for group, scenes in binding_scenes(spec, seed).items():
+        captions = [annotator.describe(scene, np.random.default_rng([seed, i])) for i, scene in enumerate(scenes)]
+        right = oracle_right(gen, spec, captions, scenes, seed + 99)
+        out[f"oracle_binding_{group}"] = float(np.mean(right)) if right else float("nan")
+    return out
+
+
 def oracle_right(gen, spec, captions: list[str], scenes: list, seed: int) -> list[bool]:
     """Whether the oracle reads exactly each caption's scene's objects in the image drawn for it."""
     if not captions:
@@ -209,6 +242,7 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, context: OracleContex
         # which part of the scene wrong images miss (all eval captions)
         for part in AGREEMENT_PARTS:
             metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")
+        metrics.update(binding_accuracy(gen, spec, spec.cfg.eval_styles[0], seed))
         # the same scenes as the world LLM writes GenPair's captions, prompted as GenPair is
         llm = WorldLLM(spec, noise=0.0)
         llm_right = oracle_right(gen, spec, [llm.describe(scene, seed + i) for i, scene in enumerate(scenes)], scenes, seed + 12345)
