@@ -269,6 +269,13 @@ def test_a_factored_generator_scores_product_codes_as_a_product_of_its_parts():
     reference = torch.nn.functional.nll_loss(model(inputs, text, mask)[token_mask], ids[token_mask])
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     assert 0 <= accuracy.item() <= 1
+    # three parts: the joint table is still the parts' chain, part 0 most significant
+    from synth2.models.t2i import FactoredHead
+
+    head, x = FactoredHead(8, (3, 2, 4)), torch.randn(2, 5, 8)
+    chain = [torch.full((2, 5), k) for k in (1, 0, 3)]
+    logits, _ = head.parts(x, lambda i, _: chain[i])
+    assert torch.allclose(head(x)[..., 1 * 8 + 0 * 4 + 3], sum(l.log_softmax(-1)[..., k] for l, k in zip(logits, (1, 0, 3))), atol=1e-5)
 
 
 def test_a_factored_generator_samples_part_by_part_and_embeds_ids_it_never_saw():

@@ -127,15 +127,16 @@ class FactoredHead(nn.Module):
 
     def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
         """Log-probabilities over every product id (B, N, K): for inspection and tests only, since it
-        runs the earlier parts' heads once per value of the later ones."""
-        if len(self.factors) != 2:
-            raise NotImplementedError("the joint over more than two parts is not built")
-        first, last = self.factors
-        log_last = F.log_softmax(self.proj[1](x_BND).float(), dim=-1)  # (B, N, K_last)
-        given = x_BND[..., None, :] + self.given[0].weight  # (B, N, K_last, D)
-        log_first = F.log_softmax(self.proj[0](given).float(), dim=-1)  # (B, N, K_last, K_first)
-        joint = log_first + log_last[..., None]  # [.., last, first]
-        return joint.transpose(-1, -2).flatten(-2)  # mixed radix: first part most significant
+        runs each part's head once per combination of the parts after it."""
+        return self._joint(x_BND, len(self.factors) - 1)
+
+    def _joint(self, state: torch.Tensor, i: int) -> torch.Tensor:
+        """log p(parts 0..i | state), (..., K_0 * ... * K_i), part 0 most significant."""
+        log_i = F.log_softmax(self.proj[i](state).float(), dim=-1)
+        if i == 0:
+            return log_i
+        earlier = self._joint(state[..., None, :] + self.given[i - 1].weight, i - 1)  # (..., K_i, K_0 * ... * K_{i-1})
+        return (earlier + log_i[..., None]).transpose(-1, -2).flatten(-2)
 
 
 class T2IModel(nn.Module):
