@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from synth2.cli import app
+from synth2.experiments.reproduce import last_quarter_gain
 from synth2.hardware import describe as describe_hardware
 
 REQUIRED = {
@@ -21,6 +23,13 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+def test_the_last_quarter_gain_reads_the_curve_from_three_quarters_of_the_steps_to_the_end():
+    steps = [250, 500, 750, 1000, 1250, 1500, 1750, 2000]
+    assert last_quarter_gain(steps, np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9, 1.0])) == pytest.approx(0.25)  # 0.8 at step 1500
+    assert last_quarter_gain([300, 600, 900], np.array([0.2, 0.5, 0.5])) == pytest.approx(0.0)  # 600 <= 675
+    assert last_quarter_gain([1000], np.array([0.5])) is None
+
+
 def test_reproduce_writes_results_and_report(tiny_run):
     results = json.loads((tiny_run / "results.json").read_text())
     assert REQUIRED <= set(results)
@@ -29,7 +38,9 @@ def test_reproduce_writes_results_and_report(tiny_run):
     for arm in ("baseline", "genpair", "real_extra"):
         assert {"cider_a", "concentration_top3", "concentration_top5", "entropy"} <= set(results["table3"][arm])
     assert {"steps_per_s", "cider_a"} <= set(results["table5"]["genpair"]) and results["table5"]["genpair_pixel"]["steps_per_s"] > 0
-    assert {"steps", "baseline_mean", "baseline_std", "genpair_mean", "genpair_std", "parity_fraction"} <= set(results["figure6"])
+    assert {"steps", "baseline_mean", "baseline_std", "genpair_mean", "genpair_std", "parity_fraction", "baseline_last_quarter_gain"} <= set(results["figure6"])
+    fig6 = results["figure6"]
+    assert results["claims"]["baseline_last_quarter_gain"] == pytest.approx(last_quarter_gain(fig6["steps"], np.array(fig6["baseline_mean"])))
     assert {"oracle_seen", "oracle_heldout", "oracle_composition", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm", "oracle_llm_seen", "oracle_llm_heldout",
             "oracle_llm_composition", "oracle_genpair", "oracle_binding_heldout", "oracle_binding_seen", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
     # the control arms train and score: GenPair's captions with true and with uninformative images

@@ -49,6 +49,17 @@ def parity_fraction(steps: list[int], baseline: np.ndarray, synth: np.ndarray) -
     return None
 
 
+def last_quarter_gain(steps: list[int], values: np.ndarray) -> float | None:
+    """Relative CIDEr gain over a curve's last quarter of steps: from the last point at or before
+    3/4 of the final step to the final point (None: no such earlier point). The protocol trains
+    until this is small for Baseline, the paper's "until it plateaus"."""
+    earlier = [i for i, step in enumerate(steps) if step <= 0.75 * steps[-1]]
+    if not earlier or values[earlier[-1]] <= 0:
+        return None
+    start = values[earlier[-1]]
+    return float((values[-1] - start) / start)
+
+
 def figure6(run: Run) -> dict:
     """CIDEr curves of Baseline and Synth² (+GenPair), mean ± std over `experiments.seeds`."""
     curves: dict[str, list] = {arm: [] for arm in CURVE_ARMS}
@@ -63,6 +74,7 @@ def figure6(run: Run) -> dict:
         out[f"{arm}_mean"] = array.mean(0).tolist()
         out[f"{arm}_std"] = array.std(0).tolist()
     baseline, genpair = CURVE_ARMS
+    out["baseline_last_quarter_gain"] = last_quarter_gain(steps, np.array(out[f"{baseline}_mean"]))
     out["parity_fraction"] = parity_fraction(steps, np.array(out[f"{baseline}_mean"]), np.array(out[f"{genpair}_mean"]))
     return out
 

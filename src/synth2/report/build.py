@@ -118,6 +118,7 @@ def claim_rows(results: Results) -> list[list[str]]:
         "parity_fraction": "never" if c["parity_fraction"] is None else _fmt(c["parity_fraction"]),
         "genpair_ordering_margin": _fmt(c["genpair_ordering_margin"]),
         "embedding_over_pixel_speed": f"{c['embedding_over_pixel_speed']:.2f}x",
+        "baseline_last_quarter_gain": _fmt(c.get("baseline_last_quarter_gain"), True),
     }
     return [[claim.text, claim.target, measured[claim.key]] for claim in CLAIMS]
 
