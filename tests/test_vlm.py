@@ -132,13 +132,13 @@ def test_batch_shares():
         batch_shares([SourceConfig(weight=0.0)], 4)
 
 
-def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding", on_the_fly=False, parallel="ddp"):
+def _task(lm_dir, seed=0, dist=DistInfo(), space="embedding", on_the_fly=False, parallel="ddp", accumulate=1, captions=CAPTIONS):
     vlm = make_vlm(lm_dir, seed=seed)
     rng = np.random.default_rng(0)
-    real = SourceData("paired", SourceConfig(kind="real", data="paired"), CAPTIONS, rng.integers(0, 16, (len(CAPTIONS), 4, 4)))
+    real = SourceData("paired", SourceConfig(kind="real", data="paired"), captions, rng.integers(0, 16, (len(captions), 4, 4)))
     cached = None if on_the_fly else rng.integers(0, 16, (10, 2, 4, 4))
-    synth = SourceData("llm", SourceConfig(kind="synthetic", data="llm", prompt="<llm>"), CAPTIONS[:10], cached)
-    cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel))
+    synth = SourceData("llm", SourceConfig(kind="synthetic", data="llm", prompt="<llm>"), captions[:10], cached)
+    cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel, accumulate=accumulate))
     generator = _token_generator(vlm.lm) if on_the_fly else None
     return VLMTask(cfg, vlm, [real, synth], dist, seed, generator, space=space), cfg
 
@@ -197,6 +197,39 @@ def test_two_ddp_processes_match_one_with_the_same_global_batch(tiny_llama_dir, 
     # reduction-order noise shows up at ~1e-5 after 6 steps of lr 1e-2 (each step moves ~1e-2)
     for name, value in single.modules["vlm"].state_dict().items():
         assert torch.allclose(value, ddp_state[name], atol=1e-4), (name, (value - ddp_state[name]).abs().max())
+
+
+def _train_accumulating(dist, lm_dir, out, parallel, accumulate):
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    from synth2.train.loop import train
+    from synth2.train.sharded import full_state_dict
+
+    # captions of one length, so a micro-batch's token mean weighs as the whole batch's does
+    task, cfg = _task(lm_dir, dist=dist, parallel=parallel, accumulate=accumulate, captions=[CAPTIONS[0]] * len(CAPTIONS))
+    calls = []
+
+    def counting_allreduce(state, bucket):
+        calls.append(bucket.index())
+        return allreduce_hook(None, bucket)
+
+    if parallel == "ddp":
+        task.ddp.register_comm_hook(None, counting_allreduce)
+    train(task, cfg.train, out / f"{parallel}{accumulate}", dist, "vlm")
+    state = full_state_dict(task.modules["vlm"]) if parallel == "fsdp" else task.modules["vlm"].state_dict()
+    if dist.is_main:
+        torch.save({"calls": len(calls), "state": state}, out / f"{parallel}{accumulate}.pt")
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_accumulated_micro_batches_reduce_gradients_once_per_step(tiny_llama_dir, tmp_path, parallel):
+    run_ddp(_train_accumulating, tiny_llama_dir, tmp_path, parallel, 1)
+    run_ddp(_train_accumulating, tiny_llama_dir, tmp_path, parallel, 2)
+    whole, accumulated = torch.load(tmp_path / f"{parallel}1.pt"), torch.load(tmp_path / f"{parallel}2.pt")
+    if parallel == "ddp":
+        assert whole["calls"] > 0 and accumulated["calls"] == whole["calls"]  # without no_sync: twice as many
+    for name, value in whole["state"].items():
+        assert torch.allclose(value, accumulated["state"][name], atol=1e-4), name
 
 
 def test_a_detached_vlm_leaves_the_lm_as_it_was_and_refuses_to_run(tiny_llama_dir):

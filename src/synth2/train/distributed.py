@@ -9,12 +9,14 @@ CPU processes use gloo, GPU processes NCCL with one device per local rank.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -79,6 +81,27 @@ def wrap(module: torch.nn.Module, info: DistInfo, compile: bool = False, paralle
     elif parallel not in ("ddp", "fsdp"):
         raise ValueError(f"train.parallel must be ddp or fsdp, not {parallel!r}")
     return torch.compile(module) if compile else module
+
+
+@contextlib.contextmanager
+def gradient_sync_paused(modules: Iterable[torch.nn.Module]) -> Iterator[None]:
+    """For the micro-batches before a step's last: backward without reducing gradients across
+    ranks (DDP's `no_sync`, FSDP2's `set_requires_gradient_sync(False)`), so the last micro-batch's
+    backward reduces the accumulated gradients once per step, not once per micro-batch."""
+    sharded = []
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            module = getattr(module, "_orig_mod", module)  # under torch.compile
+            if isinstance(module, DistributedDataParallel):
+                stack.enter_context(module.no_sync())
+            elif isinstance(module, FSDPModule):
+                module.set_requires_gradient_sync(False)
+                sharded.append(module)
+        try:
+            yield
+        finally:
+            for module in sharded:
+                module.set_requires_gradient_sync(True)
 
 
 def barrier(info: DistInfo) -> None:

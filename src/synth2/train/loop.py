@@ -22,7 +22,7 @@ import torch
 
 from synth2.progress import MetricsWriter, progress_bar
 from synth2.train import checkpoint, sharded
-from synth2.train.distributed import DistInfo, barrier, mean_across_ranks
+from synth2.train.distributed import DistInfo, barrier, gradient_sync_paused, mean_across_ranks
 
 logger = logging.getLogger("synth2")
 
@@ -65,7 +65,9 @@ class TrainConfig:
 
 
 class Task(Protocol):
-    modules: dict[str, torch.nn.Module]  # trained modules: checkpointed (and DDP-wrapped by the task)
+    # trained modules: checkpointed, and wrapped by the task (`distributed.wrap`); the loop finds the
+    # DDP wrappers among the task's attributes to pause their gradient sync between micro-batches
+    modules: dict[str, torch.nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
 
     def batch(self, step: int) -> Any: ...
@@ -234,8 +236,11 @@ def _accumulated_step(task: Task, batch: Any, step: int, ctx: StepContext) -> di
         ctx.micro = 0
         return task.step(batch, step, ctx)
     totals: dict[str, float] = {}
+    wrapped = [*task.modules.values(), *(v for v in vars(task).values() if isinstance(v, torch.nn.Module))]
     for ctx.micro, micro_batch in enumerate(split_batch(batch, parts)):
-        metrics = task.step(micro_batch, step, ctx)
+        last = ctx.micro == parts - 1
+        with contextlib.nullcontext() if last else gradient_sync_paused(wrapped):
+            metrics = task.step(micro_batch, step, ctx)
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value / parts
     totals["grad_norm"] = metrics.get("grad_norm", 0.0)
