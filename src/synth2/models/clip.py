@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.nn.functional import all_gather
 
 
 @dataclass
@@ -77,8 +79,16 @@ class DualEncoder(nn.Module):
         return self.contrastive_loss(pixels_BCHW, states_BLD, mask_BL)
 
     def contrastive_loss(self, pixels_BCHW, states_BLD, mask_BL) -> torch.Tensor:
-        """Symmetric InfoNCE over the batch (Radford et al., 2021); under DDP, over this rank's share."""
+        """Symmetric InfoNCE over the batch (Radford et al., 2021). Under torchrun the batch is the
+        global one: each rank's pairs are scored against every rank's (open_clip's local loss), so
+        the negatives, and after DDP's gradient average the update, are those of one process."""
         image, text = self.embed_images(pixels_BCHW), self.embed_texts(states_BLD, mask_BL)
-        logits = self.logit_scale.exp().clamp(max=100) * image @ text.T
-        targets = torch.arange(len(logits), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        scale = self.logit_scale.exp().clamp(max=100)
+        targets = torch.arange(len(image), device=image.device)
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            logits = scale * image @ text.T
+            return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        # an autograd all-gather: each rank's embeddings get the gradients every rank's loss sends them
+        all_images, all_texts = torch.cat(all_gather(image)), torch.cat(all_gather(text))
+        targets = targets + dist.get_rank() * len(image)  # ranks hold equal shares, in rank order
+        return 0.5 * (F.cross_entropy(scale * image @ all_texts.T, targets) + F.cross_entropy(scale * text @ all_images.T, targets))
