@@ -95,3 +95,43 @@ def test_a_streamed_clip_stage_resumes_exactly(shards, tmp_path, tiny_gpt2_dir):
         return ClipTask(cfg, lm, stream, [], DistInfo(), 0)
 
     assert_resume_equals_uninterrupted(make_task, cfg.train, tmp_path, "clip", stop_after=3)
+
+
+def test_a_streamed_stage_counts_the_bad_records_it_skips(tmp_path, caplog):
+    """12 good images and a truncated PNG in each of 2 shards: every epoch skips 2 records, each
+    named in the log, and the VQ's metrics.jsonl counts them."""
+    import json
+
+    from test_vq import _task
+
+    from synth2.data.stream import StreamCursor
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import train
+    from synth2.train.vq import VQTask
+
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path / "shards", shard_size=13) as writer:
+        for i in range(26):
+            if i % 13 == 6:
+                writer.write(Pair(f"broken{i}", "a caption", image_bytes=b"\x89PNG\r\n\x1a\nnot really", image_ext="png"))
+            else:
+                writer.write(Pair(f"img{i:03d}", f"caption {i}", image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)))
+    # in this process (workers=0), so the log is caplog's; a 4-image buffer reads at most 4
+    # records ahead, never as far as the next epoch's broken ones
+    cursor = StreamCursor(ImageStream(str(tmp_path / "shards"), batch_size=4, seed=0, resolution=16, workers=0, shuffle_buffer=4))
+    with caplog.at_level("WARNING", logger="synth2"):
+        for step in range(6):  # 24 images: one epoch
+            assert cursor.batch(step).shape == (4, 16, 16, 3)
+    assert cursor.skipped == 2 and "broken6" in caplog.text and "broken19" in caplog.text
+    for step in range(6, 12):
+        cursor.batch(step)
+    assert cursor.skipped == 4
+    cursor.batch(3)  # a loader restarted at step 3 reads from the first step again
+    assert cursor.skipped == 2
+
+    _, cfg = _task()
+    task = VQTask(cfg, ImageStream(str(tmp_path / "shards"), batch_size=cfg.train.batch_size, seed=0, resolution=16, workers=2, shuffle_buffer=4), DistInfo(), 0)
+    train(task, cfg.train, tmp_path / "vq", DistInfo(), "vq")
+    rows = [json.loads(line) for line in (tmp_path / "vq" / "metrics.jsonl").read_text().splitlines()]
+    counts = [row["count/skipped_records"] for row in rows if "count/skipped_records" in row]
+    assert counts and counts[-1] >= 2 and counts == sorted(counts)

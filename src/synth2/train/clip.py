@@ -53,4 +53,7 @@ class ClipTask:
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():
             loss = self.ddp(*batch)  # DDP syncs the gradients only through its own forward
-        return {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["clip"])}
+        metrics = {"loss": loss.item(), "grad_norm": ctx.update(loss, self.optimizers["clip"])}
+        if self.stream is not None:
+            metrics["count/skipped_records"] = self.stream.skipped
+        return metrics

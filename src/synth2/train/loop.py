@@ -207,7 +207,8 @@ def train(
             done = step + 1
             if done % cfg.log_every == 0 or done == end:
                 elapsed = time.time() - window_start
-                logged = {k: mean_across_ranks(v, dist) for k, v in last.items()}
+                # metrics are means over ranks; "count/..." metrics (skipped records) are totals
+                logged = {k: mean_across_ranks(v, dist) * (dist.world_size if k.startswith("count/") else 1) for k, v in last.items()}
                 logged["lr"] = next(iter(task.optimizers.values())).param_groups[0]["lr"]
                 logged["steps_per_s"] = window_steps / max(elapsed, 1e-9)
                 metrics.write(done, **logged)

@@ -127,6 +127,8 @@ class VQTask:
             metrics["d_loss"] = d_loss.item()
             ctx.update(d_loss, self.optimizers["disc"])
         metrics["batch_code_usage"] = codebook_usage(ids, self.model.code_factors)
+        if self.stream is not None:
+            metrics["count/skipped_records"] = self.stream.skipped
         return metrics
 
 
