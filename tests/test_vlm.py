@@ -199,6 +199,49 @@ def test_two_ddp_processes_match_one_with_the_same_global_batch(tiny_llama_dir, 
         assert torch.allclose(value, ddp_state[name], atol=1e-4), (name, (value - ddp_state[name]).abs().max())
 
 
+class _Planted:
+    """A pickle whose loading would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _resume_past_a_planted_sharded_checkpoint(dist, lm_dir, out):
+    import pickle
+
+    from synth2.train.sharded import full_state_dict
+
+    task, cfg = _task(lm_dir, dist=dist, parallel="fsdp")
+    train(task, cfg.train, out / "run", dist, "vlm")  # checkpoints at steps 3 and 6
+    whole = full_state_dict(task.modules["vlm"])
+    if dist.is_main:
+        (out / "run" / "checkpoints" / "step-6" / "dcp" / ".metadata").write_bytes(pickle.dumps(_Planted(out / "pwned"), protocol=2))
+    torch.distributed.barrier()
+    resumed, _ = _task(lm_dir, dist=dist, parallel="fsdp")
+    torch.manual_seed(999)  # the checkpoint restores every rank's RNG
+    train(resumed, cfg.train, out / "run", dist, "vlm")  # from step 3, to step 6 again
+    state = full_state_dict(resumed.modules["vlm"])
+    if dist.is_main:
+        torch.save({"whole": whole, "resumed": state}, out / "states.pt")
+
+
+def test_a_planted_sharded_checkpoint_runs_nothing_and_the_run_resumes_from_the_one_before(tiny_llama_dir, tmp_path):
+    """DCP's own reader unpickles `.metadata` as it is; a planted one must neither run nor stop the
+    run: every rank falls back to step 3, sets step 6 aside, and trains to the same weights."""
+    run_ddp(_resume_past_a_planted_sharded_checkpoint, tiny_llama_dir, tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "step-6.corrupt").is_dir() and (checkpoints / "step-6" / "dcp").is_dir()  # set aside, then written again
+    states = torch.load(tmp_path / "states.pt")
+    for name, value in states["whole"].items():
+        assert torch.equal(value, states["resumed"][name]), name
+
+
 def _train_accumulating(dist, lm_dir, out, parallel, accumulate):
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
