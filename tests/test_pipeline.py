@@ -271,6 +271,35 @@ def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path):
     assert 0 < vq_metrics["codebook_usage"] <= 1
 
 
+def test_cached_sources_come_from_the_cache_while_genpair_is_drawn_on_the_fly(tiny_run, tmp_path):
+    import shutil
+
+    from synth2.config import preset
+    from synth2.stages.arms import define_arms
+    from synth2.stages.vlm import drawn_on_the_fly
+
+    cfg = preset("tiny")
+    corpora = sorted(cfg.world.text_only)
+    arms = define_arms({"paired": 100, **{c: 200 for c in corpora}}, 10, cfg.experiments.real_extra_corpus, False)
+    assert drawn_on_the_fly(cfg, arms["synth2"]) == set(corpora) and drawn_on_the_fly(cfg, arms["genpair"]) == {"llm"}
+    cfg.synth.cached_sources = corpora
+    assert drawn_on_the_fly(cfg, arms["synth2"]) == set() and drawn_on_the_fly(cfg, arms["genpair"]) == {"llm"}
+    cfg.synth.mode = "cache"
+    assert drawn_on_the_fly(cfg, arms["genpair"]) == set()
+
+    for name in ("world", "lm", "vq", "encode", "t2i", "captions", "config.yaml", "manifest.json"):
+        copy = shutil.copytree if (tiny_run / name).is_dir() else shutil.copy
+        copy(tiny_run / name, tmp_path / name)
+    result = CliRunner().invoke(app, ["train", "vlm", "--run", str(tmp_path), "--preset", "tiny", "--arm", "synth2",
+                                      "--set", f"synth.cached_sources=[{','.join(corpora)}]"])
+    assert result.exit_code == 0, result.output
+    stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    assert stages["synthesize"]["status"] == stages["vlm/synth2"]["status"] == "done"
+    assert {f"{name}.tokens.npy" for name in corpora} <= {p.name for p in (tmp_path / "synthesize").iterdir()}
+    result = CliRunner().invoke(app, ["train", "vlm", "--run", str(tmp_path), "--preset", "tiny", "--arm", "synth2", "--set", "synth.cached_sources=[wbli]"])
+    assert result.exit_code != 0 and "synth.cached_sources names ['wbli']" in str(result.exception)
+
+
 def test_report_and_readme_table_render_again_from_results_json(tiny_run, tmp_path):
     (tiny_run / "report.md").unlink()
     result = CliRunner().invoke(app, ["report", "--run", str(tiny_run)])

@@ -48,15 +48,19 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         why = skipped_arms(run).get(arm_name)
         raise UserError(f"arm {arm_name!r} cannot train on this run's data: {why}" if why else f"unknown arm {arm_name!r}; the arms are {sorted(arms)}")
     arm = arms[arm_name]
+    synthetic = {s.data for a in arms.values() for s in a.sources if s.kind == "synthetic" and not a.curated}
+    if set(cfg.synth.cached_sources) - synthetic:
+        raise UserError(f"synth.cached_sources names {sorted(set(cfg.synth.cached_sources) - synthetic)}, "
+                        f"not a caption-only source of this run ({sorted(synthetic)})")
     _, inputs = datasets(run)
     l, v, e = lm(run), vq(run), encode(run)
-    on_the_fly = arm.synthetic and cfg.synth.mode == "on_the_fly" and not arm.curated
+    drawn = drawn_on_the_fly(cfg, arm)
+    on_the_fly = bool(drawn)
     if arm.curated:
         extra = [curate(run)]
-    elif on_the_fly:
-        extra = [t2i(run)]
     else:
-        extra = [synthesize(run)] if arm.synthetic else []
+        cached = arm.synthetic and any(s.kind == "synthetic" and s.data not in drawn for s in arm.sources)
+        extra = ([t2i(run)] if on_the_fly else []) + ([synthesize(run)] if cached else [])
     if arm.control:
         extra.append(genpair_controls(run))
     name = vlm_stage_name(arm_name, seed, cfg.seed)
@@ -65,7 +69,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         stage_cfg["sampler"] = cfg.sampler
 
     def build(directory: Path) -> dict:
-        sources = [source_data(run, source, on_the_fly) for source in arm.sources]
+        sources = [source_data(run, source, source.data in drawn) for source in arm.sources]
         generator = token_generator(run) if on_the_fly else None
         frozen, vq_model, grid = frozen_lm(run), load_vq(run), token_grid(run)
         torch.manual_seed(seed)
@@ -121,6 +125,13 @@ def score_splits(model: VLM, run: Run, directory: Path) -> dict:
         for metric, value in caption_and_score(model, pairs, cfg, directory, f"eval_{split}").items():
             scores[f"{metric}_{split}"] = value
     return scores
+
+
+def drawn_on_the_fly(cfg, arm: Arm) -> set[str]:
+    """The arm's synthetic sources whose images the generator draws while the VLM trains."""
+    if arm.curated or cfg.synth.mode != "on_the_fly":
+        return set()
+    return {s.data for s in arm.sources if s.kind == "synthetic" and s.data not in cfg.synth.cached_sources}
 
 
 def source_data(run: Run, source, on_the_fly: bool) -> SourceData:
