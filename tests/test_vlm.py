@@ -199,20 +199,10 @@ def test_two_ddp_processes_match_one_with_the_same_global_batch(tiny_llama_dir, 
         assert torch.allclose(value, ddp_state[name], atol=1e-4), (name, (value - ddp_state[name]).abs().max())
 
 
-class _Planted:
-    """A pickle whose loading would run a command."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _resume_past_a_planted_sharded_checkpoint(dist, lm_dir, out):
     import pickle
+
+    from test_faults import _Planted
 
     from synth2.train.sharded import full_state_dict
 
