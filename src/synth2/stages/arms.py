@@ -37,7 +37,12 @@ class Arm:
 
     @property
     def synthetic(self) -> bool:
-        return any(s.kind == "synthetic" for s in self.sources)
+        return bool(self.synthetic_sources)
+
+    @property
+    def synthetic_sources(self) -> set[str]:
+        """The data names of its sources paired with synthetic images."""
+        return {s.data for s in self.sources if s.kind == "synthetic"}
 
     @property
     def control(self) -> bool:

@@ -48,7 +48,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         why = skipped_arms(run).get(arm_name)
         raise UserError(f"arm {arm_name!r} cannot train on this run's data: {why}" if why else f"unknown arm {arm_name!r}; the arms are {sorted(arms)}")
     arm = arms[arm_name]
-    synthetic = {s.data for a in arms.values() for s in a.sources if s.kind == "synthetic" and not a.curated}
+    synthetic = set().union(*(a.synthetic_sources for a in arms.values() if not a.curated))
     if set(cfg.synth.cached_sources) - synthetic:
         raise UserError(f"synth.cached_sources names {sorted(set(cfg.synth.cached_sources) - synthetic)}, "
                         f"not a caption-only source of this run ({sorted(synthetic)})")
@@ -59,7 +59,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
     if arm.curated:
         extra = [curate(run)]
     else:
-        cached = arm.synthetic and any(s.kind == "synthetic" and s.data not in drawn for s in arm.sources)
+        cached = arm.synthetic_sources - drawn
         extra = ([t2i(run)] if on_the_fly else []) + ([synthesize(run)] if cached else [])
     if arm.control:
         extra.append(genpair_controls(run))
@@ -131,7 +131,7 @@ def drawn_on_the_fly(cfg, arm: Arm) -> set[str]:
     """The arm's synthetic sources whose images the generator draws while the VLM trains."""
     if arm.curated or cfg.synth.mode != "on_the_fly":
         return set()
-    return {s.data for s in arm.sources if s.kind == "synthetic" and s.data not in cfg.synth.cached_sources}
+    return arm.synthetic_sources - set(cfg.synth.cached_sources)
 
 
 def source_data(run: Run, source, on_the_fly: bool) -> SourceData:
