@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from synth2.cli import main
-from synth2.config import tiny
+from synth2.config import TrainConfig, tiny
 from synth2.run import Run
 from synth2.train import checkpoint
 from synth2.train.distributed import DistInfo
@@ -65,6 +65,45 @@ def test_a_truncated_checkpoint_falls_back_to_the_one_before(tiny_llama_dir, tmp
     again = train(resumed, cfg.train, tmp_path / "cut", DistInfo(), "t2i")
     # resumed from step 3, which the run before wrote: the same numbers as one uninterrupted run
     assert again.last_metrics == whole.last_metrics
+
+
+class _SlowTask:
+    """One parameter; every step takes 20 ms, so training time is known."""
+
+    def __init__(self):
+        self.weight = torch.nn.Linear(1, 1)
+        self.modules = {"model": self.weight}
+        self.optimizers = {"model": torch.optim.SGD(self.weight.parameters(), lr=0.1)}
+
+    def batch(self, step):
+        return torch.ones(2, 1)
+
+    def step(self, batch, step, ctx):
+        time.sleep(0.02)
+        loss = self.weight(batch).pow(2).mean()
+        ctx.update(loss, self.optimizers["model"])
+        return {"loss": float(loss)}
+
+
+def test_a_resumed_run_counts_the_training_time_before_the_stop(tmp_path):
+    cfg = TrainConfig(steps=10, batch_size=2, lr=0.1, warmup=1, checkpoint_every=5, log_every=5)
+    train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow", stop_after=5)
+    resumed = train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow")
+    assert resumed.timed_steps == 10
+    assert resumed.seconds >= 10 * 0.02  # both halves: the half before the stop came from the checkpoint
+    assert resumed.steps_per_s <= 1 / 0.02
+
+
+def test_a_checkpoint_without_its_training_time_times_only_the_steps_after_it(tmp_path):
+    cfg = TrainConfig(steps=10, batch_size=2, lr=0.1, warmup=1, checkpoint_every=5, log_every=5)
+    train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow", stop_after=5)
+    state_file = tmp_path / "run" / "checkpoints" / "step-5" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["train_seconds"]
+    state_file.write_text(json.dumps(state))
+    resumed = train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow")
+    assert resumed.timed_steps == 5  # the rate is over the steps this process timed, not all ten
+    assert resumed.seconds >= 5 * 0.02
 
 
 def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):

@@ -97,7 +97,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
                 scores = score_splits(whole, run, directory)
                 scores["gate_openness"] = whole.gate_openness()
         scores["train_seconds"] = result.seconds
-        scores["steps_per_s"] = cfg.vlm.train.steps / max(result.seconds, 1e-9)
+        scores["steps_per_s"] = result.steps_per_s
         (directory / "scores.json").write_text(json.dumps(scores, indent=2))
         distributed.barrier(dist)
         return scores

@@ -129,8 +129,15 @@ class TrainResult:
     checkpoint: Path | None
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
-    seconds: float  # training only: evaluation and checkpoint writing excluded
-    wall_seconds: float
+    seconds: float  # training only (evaluation and checkpoint writing excluded), over `timed_steps`
+    wall_seconds: float  # this process's
+    # the steps `seconds` covers: every step, those before a resume included (checkpoints save the
+    # training time); this process's steps only when a checkpoint without it was resumed
+    timed_steps: int = 0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.timed_steps / max(self.seconds, 1e-9)
 
 
 def train(
@@ -157,6 +164,7 @@ def train(
             group.setdefault("initial_lr", group["lr"])
     start = 0
     resume_from = None
+    trained_seconds, timed_from = 0.0, 0  # training time is saved with each checkpoint, so a resume keeps counting it
     fsdp = sharded.is_sharded(task.modules)
     if fsdp and evaluate is not None:  # rank 0 alone cannot run a sharded model
         raise ValueError(f"{description}: evaluation during training is not available with train.parallel=fsdp")
@@ -168,6 +176,7 @@ def train(
                 opt.load_state_dict(optim_state["optimizers"][name])
         scaler_state = optim_state.get("scaler")
         start = state["step"]
+        trained_seconds, timed_from = (state["train_seconds"], 0) if "train_seconds" in state else (0.0, start)
         logger.info("%s: resumed from %s", description, resume_from)
     metrics.truncate_after(start)  # rows of steps no checkpoint kept are written again
     ctx = StepContext(cfg, dist)
@@ -176,25 +185,28 @@ def train(
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     began = time.time()
-    not_training = 0.0
     window_start, window_steps = time.time(), 0
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
     def save(step: int) -> Path | None:
         if fsdp:  # every rank writes its shard
-            path = sharded.save(ckpt_dir, step, task.modules, task.optimizers, {"scaler": ctx.scaler.state_dict()}, {"metrics": last}, dist,
+            path = sharded.save(ckpt_dir, step, task.modules, task.optimizers, {"scaler": ctx.scaler.state_dict()}, saved_state(), dist,
                                 config_to_save, cfg.keep_checkpoints)
             return path if dist.is_main else None
         if not dist.is_main:
             return None
         optim_state = {"optimizers": {n: o.state_dict() for n, o in task.optimizers.items()}, "scaler": ctx.scaler.state_dict()}
-        return checkpoint.save(ckpt_dir, step, task.modules, optim_state, {"metrics": last}, config_to_save, cfg.keep_checkpoints)
+        return checkpoint.save(ckpt_dir, step, task.modules, optim_state, saved_state(), config_to_save, cfg.keep_checkpoints)
+
+    def saved_state() -> dict:
+        return {"metrics": last, "train_seconds": trained_seconds}
 
     saved: Path | None = resume_from
     for module in task.modules.values():
         module.train()
     with progress_bar(description, cfg.steps, completed=start) as bar:
         for step in range(start, end):
+            step_began = time.time()
             for opt in task.optimizers.values():
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * cfg.lr_factor(step)
@@ -214,19 +226,17 @@ def train(
                 metrics.write(done, **logged)
                 window_start, window_steps = time.time(), 0
             paused = time.time()
+            trained_seconds += paused - step_began
             if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
                 eval_metrics = _evaluate(evaluate, done, task, metrics, dist)
             if done % cfg.checkpoint_every == 0 or done == end:
                 saved = save(done) or saved
             # evaluation and checkpoints do not count against steps/s
-            paused = time.time() - paused
-            window_start += paused
-            not_training += paused
+            window_start += time.time() - paused
             bar.advance(1, **{k: v for k, v in list(last.items())[:3]})
-    wall = time.time() - began
     if evaluate is not None and end == cfg.steps:
         eval_metrics = _evaluate(evaluate, end, task, metrics, dist)
-    return TrainResult(end, saved, last, eval_metrics, wall - not_training, time.time() - began)
+    return TrainResult(end, saved, last, eval_metrics, trained_seconds, time.time() - began, end - timed_from)
 
 
 def _accumulated_step(task: Task, batch: Any, step: int, ctx: StepContext) -> dict[str, float]:
