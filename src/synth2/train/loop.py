@@ -133,7 +133,7 @@ class TrainResult:
     wall_seconds: float  # this process's
     # the steps `seconds` covers: every step, those before a resume included (checkpoints save the
     # training time); this process's steps only when a checkpoint without it was resumed
-    timed_steps: int = 0
+    timed_steps: int
 
     @property
     def steps_per_s(self) -> float:
