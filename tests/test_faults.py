@@ -106,24 +106,64 @@ def test_a_checkpoint_without_its_training_time_times_only_the_steps_after_it(tm
     assert resumed.seconds >= 5 * 0.02
 
 
-def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
+def _stage_holder(run_dir, stage):
+    """A process that takes the lock of `stage` in `run_dir` and keeps it for a minute."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from synth2.config import tiny; from synth2.run import Run; "
-         "Run(sys.argv[1], tiny()).hold_lock(); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+         "Run(sys.argv[1], tiny()).lock_stage(sys.argv[2]); print('held', flush=True); time.sleep(60)", str(run_dir), stage],
         stdout=subprocess.PIPE, text=True,
     )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _train_lm(run_dir):
+    return subprocess.run([sys.executable, "-m", "synth2.cli", "train", "lm", "--run", str(run_dir), "--preset", "tiny"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_second_writer_of_a_stage_stops_at_once_naming_the_holder(tmp_path):
+    holder = _stage_holder(tmp_path, "world")
     try:
-        assert holder.stdout.readline().strip() == "held"
-        second = subprocess.run([sys.executable, "-m", "synth2.cli", "train", "lm", "--run", str(tmp_path), "--preset", "tiny"],
-                                capture_output=True, text=True, timeout=120)
+        second = _train_lm(tmp_path)  # its first stage is the world's
         assert second.returncode == 2
-        assert f"PID {holder.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert f"PID {holder.pid}" in second.stderr and "stage world" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "world").exists()  # it wrote nothing
     finally:
         holder.kill()
         holder.wait()
     # the kernel drops the lock with its holder, however it ended
-    Run(tmp_path, tiny()).hold_lock()
+    Run(tmp_path, tiny()).lock_stage("world")
+
+
+def test_processes_write_different_stages_of_one_run_at_once(tmp_path):
+    holder = _stage_holder(tmp_path, "vlm/baseline")  # as a process training one arm would
+    try:
+        second = _train_lm(tmp_path)
+        assert second.returncode == 0, second.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads((tmp_path / "manifest.json").read_text())["stages"]["lm"]["status"] == "done"
+
+
+_MANY_STAGES = """
+import sys
+from synth2.config import tiny
+from synth2.run import Run
+run = Run(sys.argv[1], tiny())
+for k in range(60):
+    run.stage(f"{sys.argv[2]}/{k}", {}, [], lambda directory, k=k: {"k": k})
+"""
+
+
+def test_manifest_entries_written_by_processes_at_once_are_all_kept(tmp_path):
+    writers = [subprocess.Popen([sys.executable, "-c", _MANY_STAGES, str(tmp_path), name]) for name in ("a", "b")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    stages = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    assert sorted(stages) == sorted(f"{name}/{k}" for name in ("a", "b") for k in range(60))
+    assert all(entry["status"] == "done" for entry in stages.values())
 
 
 def test_a_garbage_manifest_is_one_line_naming_it(tmp_path, capsys):

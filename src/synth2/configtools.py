@@ -16,6 +16,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from synth2.files import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -102,7 +104,7 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))  # other processes may read it meanwhile
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

@@ -10,6 +10,10 @@ stage whose fingerprint is unchanged and that finished is skipped, so rerunning 
 command resumes where it stopped; a stage that was interrupted is called again and
 training stages pick up their last checkpoint. A changed fingerprint clears the
 stage's folder, and every stage downstream of it reruns because its inputs changed.
+
+A stage has one writer at a time: the process that builds it holds `locks/<stage>.lock`. Several
+processes may build different stages of one run at once (for example one VLM arm per GPU);
+their manifest updates are serialised by `locks/manifest.lock`.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# run.lock files this process holds, open until it exits (flock is per open file, so a second
+# stage locks this process holds, open until it exits (flock is per open file, so a second
 # open of the same lock in this process would conflict with the first)
 _HELD_LOCKS: dict[Path, Any] = {}
 
@@ -66,14 +70,16 @@ class Run:
             self.root.mkdir(parents=True, exist_ok=True)
             dump_yaml(config, self.root / "config.yaml")
 
-    # one writer per run directory ---------------------------------------------
-    def hold_lock(self) -> None:
-        """Hold `run.lock` (an exclusive `flock`) from this process's first write to its exit:
-        the kernel releases it when the process ends, however it ends. A second writer stops
-        at once, naming the holder; commands that only read (`report`, `arms`) never take it."""
-        path = (self.root / "run.lock").resolve()
+    # one writer per stage ------------------------------------------------------
+    def lock_stage(self, name: str) -> None:
+        """Hold `locks/<stage>.lock` (an exclusive `flock`) from this process's first write to the
+        stage until the process exits: the kernel releases it however the process ends. A second
+        writer of the stage stops at once, naming the holder; other stages stay free, and
+        commands that only read (`report`, `arms`) take no lock."""
+        path = (self.root / "locks" / f"{name}.lock").resolve()
         if path in _HELD_LOCKS or not is_rank_zero():
-            return  # this process is the writer already (every Run object of it may write)
+            return  # this process writes the stage already (every Run object of it may write)
+        path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,7 +87,7 @@ class Run:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise UserError(f"{self.root}: another synth2 process (PID {holder}) is writing this run; wait for it to finish or stop it") from None
+            raise UserError(f"{self.root}: another synth2 process (PID {holder}) is writing stage {name}; wait for it to finish or stop it") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -109,9 +115,15 @@ class Run:
             atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
 
     def _update_stage(self, name: str, **fields: Any) -> None:
-        manifest = self.manifest()
-        manifest["stages"].setdefault(name, {}).update(fields)
-        self._write_manifest(manifest)
+        """Read, change and write the manifest under `locks/manifest.lock`, so that processes
+        writing other stages of the run at the same time lose none of each other's entries."""
+        lock = self.root / "locks" / "manifest.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # held for one read and one write; released on close
+            manifest = self.manifest()
+            manifest["stages"].setdefault(name, {}).update(fields)
+            self._write_manifest(manifest)
 
     # Paths inside the run are stored as "{run}/<stage>/...", so a run directory can be moved,
     # copied to shared storage or opened from another working directory.
@@ -144,12 +156,14 @@ class Run:
         )
         directory = self.stage_dir(name)
         entry = self.manifest()["stages"].get(name)
-        if entry and entry.get("fingerprint") == fp and entry.get("status") == "done":
+        if not _finished(entry, fp):
+            self.lock_stage(name)
+            entry = self.manifest()["stages"].get(name)  # as it is now: another process may have just finished it
+        if _finished(entry, fp):
             # debug: every stage re-resolves its inputs, so one step of a run would log each finished
             # upstream stage many times over into its log.txt
             logger.debug("stage %s: unchanged, skipped", name)
             return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
-        self.hold_lock()
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
             warn(f"stage {name}: config or inputs changed, recomputing (its old outputs are deleted)")
             shutil.rmtree(directory)
@@ -167,6 +181,10 @@ class Run:
             name, status="done", seconds=seconds, artifacts=self._relativise(artifacts), finished=time.strftime("%Y-%m-%dT%H:%M:%S")
         )
         return StageResult(name, fp, directory, artifacts)
+
+
+def _finished(entry: dict | None, fp: str) -> bool:
+    return bool(entry) and entry.get("fingerprint") == fp and entry.get("status") == "done"
 
 
 RUN_PLACEHOLDER = "{run}"
