@@ -95,14 +95,15 @@ def test_a_resumed_run_counts_the_training_time_before_the_stop(tmp_path):
 
 
 def test_a_checkpoint_without_its_training_time_times_only_the_steps_after_it(tmp_path):
-    cfg = TrainConfig(steps=10, batch_size=2, lr=0.1, warmup=1, checkpoint_every=5, log_every=5)
+    cfg = TrainConfig(steps=10, batch_size=2, lr=0.1, warmup=1, checkpoint_every=5, log_every=1)
     train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow", stop_after=5)
     state_file = tmp_path / "run" / "checkpoints" / "step-5" / "state.json"
     state = json.loads(state_file.read_text())
     del state["train_seconds"]
     state_file.write_text(json.dumps(state))
+    train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow", stop_after=8)  # its checkpoint at 8 times steps 5-8
     resumed = train(_SlowTask(), cfg, tmp_path / "run", DistInfo(), "slow")
-    assert resumed.timed_steps == 5  # the rate is over the steps this process timed, not all ten
+    assert resumed.timed_steps == 5  # the rate is over the steps timed, 5 to 10, not all ten
     assert resumed.seconds >= 5 * 0.02
 
 

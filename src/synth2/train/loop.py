@@ -132,7 +132,7 @@ class TrainResult:
     seconds: float  # training only (evaluation and checkpoint writing excluded), over `timed_steps`
     wall_seconds: float  # this process's
     # the steps `seconds` covers: every step, those before a resume included (checkpoints save the
-    # training time); this process's steps only when a checkpoint without it was resumed
+    # training time), or those after the last checkpoint that had no saved time
     timed_steps: int
 
     @property
@@ -176,7 +176,8 @@ def train(
                 opt.load_state_dict(optim_state["optimizers"][name])
         scaler_state = optim_state.get("scaler")
         start = state["step"]
-        trained_seconds, timed_from = (state["train_seconds"], 0) if "train_seconds" in state else (0.0, start)
+        # a checkpoint without a saved time restarts the timing at its step
+        trained_seconds, timed_from = (state["train_seconds"], state["timed_from"]) if "train_seconds" in state else (0.0, start)
         logger.info("%s: resumed from %s", description, resume_from)
     metrics.truncate_after(start)  # rows of steps no checkpoint kept are written again
     ctx = StepContext(cfg, dist)
@@ -199,7 +200,7 @@ def train(
         return checkpoint.save(ckpt_dir, step, task.modules, optim_state, saved_state(), config_to_save, cfg.keep_checkpoints)
 
     def saved_state() -> dict:
-        return {"metrics": last, "train_seconds": trained_seconds}
+        return {"metrics": last, "train_seconds": trained_seconds, "timed_from": timed_from}
 
     saved: Path | None = resume_from
     for module in task.modules.values():
