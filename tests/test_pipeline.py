@@ -42,7 +42,8 @@ def test_reproduce_writes_results_and_report(tiny_run):
     fig6 = results["figure6"]
     assert results["claims"]["baseline_last_quarter_gain"] == pytest.approx(last_quarter_gain(fig6["steps"], np.array(fig6["baseline_mean"])))
     assert {"oracle_seen", "oracle_heldout", "oracle_composition", "oracle_vq_seen", "oracle_vq_heldout", "oracle_llm", "oracle_llm_seen", "oracle_llm_heldout",
-            "oracle_llm_composition", "oracle_genpair", "oracle_binding_heldout", "oracle_binding_seen", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats"} <= set(results["generator"])
+            "oracle_llm_composition", "oracle_genpair", "oracle_binding_heldout", "oracle_binding_seen", "oracle_count_right", "oracle_colours_right", "oracle_shapes_right", "text_information_nats",
+            "oracle_paired_style", "oracle_objects_1", "oracle_objects_2", "oracle_objects_3plus"} <= set(results["generator"])
     # the control arms train and score: GenPair's captions with true and with uninformative images
     for arm in ("baseline", "genpair_blind", "genpair", "genpair_true"):
         assert {"cider_a", "cider_b", "gate_openness"} <= set(results["controls"][arm])

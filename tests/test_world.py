@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from synth2.data.shards import read_pairs
-from synth2.world.annotate import annotators
+from synth2.world.annotate import Annotator, annotators
 from synth2.world.llm import UnknownClass, WorldLLM
 from synth2.world.oracle import Oracle, hits_by_shape, object_accuracy, object_errors, scene_agreement
 from synth2.world.render import render
@@ -234,6 +234,37 @@ def test_generator_oracle_groups_scenes_into_seen_heldout_and_novel_composition(
     }
     # a scene of the paired data itself is familiar
     assert OracleContext.from_paired(spec, [together]).group(together) == "familiar"
+
+def test_a_careful_web_alt_text_annotator_names_every_object_rightly():
+    """The generator's paired-style eval prompts: every object by its own colour and class word,
+    where the same people writing the paired data leave objects out and name wrong colours."""
+    spec = WorldSpec(WorldConfig(), seed=0)
+    rng = np.random.default_rng(3)
+    scenes = [sample_scene(rng, spec) for _ in range(300)]
+
+    def names_everything(annotator, scene) -> bool:
+        text = annotator.describe(scene, rng)
+        return all(f"{annotator.colour(o.colour)} {annotator.shape(o.shape)}" in text for o in scene.objects)
+
+    careful = [Annotator("noisy_alt", 100 + i, spec.cfg.grid, omits=False) for i in range(10)]
+    assert all(names_everything(careful[i % 10], scene) for i, scene in enumerate(scenes))
+    usual = [Annotator("noisy_alt", 100 + i, spec.cfg.grid) for i in range(10)]
+    assert sum(not names_everything(usual[i % 10], scene) for i, scene in enumerate(scenes)) > 30
+
+
+def test_generator_accuracy_by_objects_named_groups_three_and_more():
+    from synth2.eval.generator import by_objects_named
+
+    spec = WorldSpec(WorldConfig(max_objects=4), seed=0)
+    rng = np.random.default_rng(5)
+    scenes = [sample_scene(rng, spec) for _ in range(200)]
+    right = [len(s.objects) % 2 == 0 for s in scenes]  # every 2- and 4-object scene right
+    by = by_objects_named(scenes, right)
+    threes = sum(len(s.objects) == 3 for s in scenes)
+    fours = sum(len(s.objects) == 4 for s in scenes)
+    assert (by["oracle_objects_1"], by["oracle_objects_2"]) == (0.0, 1.0)
+    assert by["oracle_objects_3plus"] == pytest.approx(fours / (threes + fours))
+
 
 def test_binding_scenes_isolate_held_out_combinations_one_object_at_a_time():
     from synth2.eval.generator import binding_scenes

@@ -7,7 +7,9 @@ free: captions often leave them out). It is measured on the captions the generat
 to draw: eval split A's scenes in the benchmark's style (a caption naming every object) and
 in the world LLM's style (GenPair's), and GenPair's own captions; and by what the paired
 data showed (`OracleContext.group`): held-out (shape, colour) combinations test attribute
-binding, objects never seen together test scene composition.
+binding, objects never seen together test scene composition. Two more splits say where the
+errors lie: the same scenes named in the paired data's own style (drawing, apart from reading a
+style the generator never trained on), and captions by the number of objects they name.
 
 The same criterion on the VQ reconstructions of the eval images themselves
 (`oracle_vq_*`) is the generator's ceiling in practice: it learns to draw the real images'
@@ -47,6 +49,8 @@ _CEILING = "its ceiling: the same on the eval images' own VQ reconstructions, se
 _BINDING = "oracle accuracy, one object per caption (binding alone): held-out combinations / the same shapes in seen colours"
 _PARTS = "right on its own (benchmark captions): object count / colours / shapes / every object drawn, extras allowed"
 _MASKED = "masked-token accuracy, own / shuffled captions"
+_STYLE = "oracle accuracy, the same scenes named completely in the paired data's own style: drawing, apart from reading a new style"
+_OBJECTS = "oracle accuracy, benchmark captions naming 1 / 2 / 3 or more objects"
 
 
 @dataclass
@@ -67,6 +71,10 @@ class GeneratorMetrics:
     oracle_genpair: float | None = metric("oracle accuracy on GenPair's own captions (the run's LLM captions, as prompted)", pct=True)
     oracle_binding_heldout: float | None = metric(_BINDING, pct=True)
     oracle_binding_seen: float | None = metric(_BINDING, pct=True)
+    oracle_paired_style: float | None = metric(_STYLE, pct=True)
+    oracle_objects_1: float | None = metric(_OBJECTS, pct=True)
+    oracle_objects_2: float | None = metric(_OBJECTS, pct=True)
+    oracle_objects_3plus: float | None = metric(_OBJECTS, pct=True)
     oracle_vq_seen: float | None = metric(_CEILING, pct=True)
     oracle_vq_heldout: float | None = metric(_CEILING, pct=True)
     oracle_count_right: float | None = metric(_PARTS, pct=True)
@@ -216,6 +224,25 @@ def binding_accuracy(gen, spec, style: str, seed: int) -> dict[str, float]:
     return out
 
 
+def by_objects_named(scenes: list, right: list[bool]) -> dict[str, float]:
+    """`oracle_objects_*`: the share right among captions naming 1, 2, and 3 or more objects."""
+    groups = {"1": [], "2": [], "3plus": []}
+    for scene, ok in zip(scenes, right):
+        groups[str(len(scene.objects)) if len(scene.objects) < 3 else "3plus"].append(ok)
+    return {f"oracle_objects_{k}": float(np.mean(v)) if v else float("nan") for k, v in groups.items()}
+
+
+def paired_style_accuracy(gen, spec, scenes: list, seed: int, writers: int = 8) -> float:
+    """`oracle_paired_style`: the eval scenes captioned in the style the generator trained on, by
+    careful annotators of that style (every object named, by its own colour and class word).
+    Beside the benchmark-style accuracy, it says how much of the generator's error is reading a
+    style it never trained on, and how much is drawing."""
+    people = [Annotator(spec.cfg.paired_style, seed * 7919 + 57 + i, spec.cfg.grid, omits=False) for i in range(writers)]
+    captions = [people[i % writers].describe(scene, np.random.default_rng([seed, 57, i])) for i, scene in enumerate(scenes)]
+    right = oracle_right(gen, spec, captions, scenes, seed + 12345)
+    return float(np.mean(right)) if right else float("nan")
+
+
 def oracle_right(gen, spec, captions: list[str], scenes: list, seed: int) -> list[bool]:
     """Whether the oracle reads exactly each caption's scene's objects in the image drawn for it."""
     if not captions:
@@ -242,6 +269,8 @@ def generator_metrics(gen, pairs, real_images: np.ndarray, context: OracleContex
         # which part of the scene wrong images miss (all eval captions)
         for part in AGREEMENT_PARTS:
             metrics[f"oracle_{part}_right"] = float(np.mean([p[part] for p in parts])) if parts else float("nan")
+        metrics.update(by_objects_named(scenes, [p["objects"] for p in parts]))
+        metrics["oracle_paired_style"] = paired_style_accuracy(gen, spec, scenes, seed)
         metrics.update(binding_accuracy(gen, spec, spec.cfg.eval_styles[0], seed))
         # the same scenes as the world LLM writes GenPair's captions, prompted as GenPair is
         llm = WorldLLM(spec, noise=0.0)

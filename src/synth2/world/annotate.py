@@ -61,7 +61,7 @@ class Annotator:
     style: str
     seed: int
     grid: int = 3
-    # False for a careful annotator who mentions every object (the generator's eval prompts)
+    # False for a careful annotator who names every object, rightly (the generator's eval prompts)
     omits: bool = True
 
     def __post_init__(self):
@@ -200,12 +200,13 @@ def noisy_alt_style(a: Annotator, scene: Scene, rng: np.random.Generator) -> str
     objs = list(scene.objects)
     if a.shuffle_order:
         objs = [objs[i] for i in rng.permutation(len(objs))]
-    if a.omits:
+    careful = not a.omits  # names every object by its own colour and class word
+    if not careful:
         objs = objs[:1] + [o for o in objs[1:] if rng.random() >= a.p_drop]
     words = []
     for o in objs:
-        colour = o.colour if rng.random() >= a.p_wrong_colour else str(rng.choice([c for c in COLOUR_WORDS if c != o.colour]))
-        shape = a.shape(o.shape) if rng.random() >= a.p_generic else GENERIC_SHAPE_WORDS[int(rng.integers(len(GENERIC_SHAPE_WORDS)))]
+        colour = o.colour if careful or rng.random() >= a.p_wrong_colour else str(rng.choice([c for c in COLOUR_WORDS if c != o.colour]))
+        shape = a.shape(o.shape) if careful or rng.random() >= a.p_generic else GENERIC_SHAPE_WORDS[int(rng.integers(len(GENERIC_SHAPE_WORDS)))]
         size = [a.size(o.size)] if rng.random() < a.p_size * 0.5 else []
         words.append(" ".join(size + [a.colour(colour), shape]))
     bg = a.background(scene.background)
