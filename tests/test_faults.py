@@ -82,7 +82,7 @@ class _SlowTask:
         time.sleep(0.02)
         loss = self.weight(batch).pow(2).mean()
         ctx.update(loss, self.optimizers["model"])
-        return {"loss": float(loss)}
+        return {"loss": loss.item()}
 
 
 def test_a_resumed_run_counts_the_training_time_before_the_stop(tmp_path):
