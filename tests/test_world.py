@@ -235,6 +235,7 @@ def test_generator_oracle_groups_scenes_into_seen_heldout_and_novel_composition(
     # a scene of the paired data itself is familiar
     assert OracleContext.from_paired(spec, [together]).group(together) == "familiar"
 
+
 def test_a_careful_web_alt_text_annotator_names_every_object_rightly():
     """The generator's paired-style eval prompts: every object by its own colour and class word,
     where the same people writing the paired data leave objects out and name wrong colours."""
