@@ -130,7 +130,6 @@ class TrainResult:
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
     seconds: float  # training only (evaluation and checkpoint writing excluded), over `timed_steps`
-    wall_seconds: float  # this process's
     # the steps `seconds` covers: every step, those before a resume included (checkpoints save the
     # training time), or those after the last checkpoint that had no saved time
     timed_steps: int
@@ -185,7 +184,6 @@ def train(
         ctx.scaler.load_state_dict(scaler_state)
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
-    began = time.time()
     window_start, window_steps = time.time(), 0
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
@@ -237,7 +235,7 @@ def train(
             bar.advance(1, **{k: v for k, v in list(last.items())[:3]})
     if evaluate is not None and end == cfg.steps:
         eval_metrics = _evaluate(evaluate, end, task, metrics, dist)
-    return TrainResult(end, saved, last, eval_metrics, trained_seconds, time.time() - began, end - timed_from)
+    return TrainResult(end, saved, last, eval_metrics, trained_seconds, end - timed_from)
 
 
 def _accumulated_step(task: Task, batch: Any, step: int, ctx: StepContext) -> dict[str, float]:
