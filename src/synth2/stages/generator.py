@@ -23,7 +23,8 @@ from synth2.stages.models import encode, frozen_lm, lm, stage_device, vq
 from synth2.synthesis import TokenGenerator
 from synth2.train import distributed, sharded
 from synth2.train.loop import train
-from synth2.train.t2i import T2ITask, class_balance_weights
+from synth2.train.t2i import T2IStageConfig, T2ITask, class_balance_weights
+from synth2.train.unseen_words import caption_variants, unseen_words
 from synth2.world.scene import Scene
 
 
@@ -44,7 +45,7 @@ def t2i(run: Run) -> StageResult:
                 raise ValueError("t2i.balance_classes needs the scenes of the embedded world's paired split")
             weights = class_balance_weights([[o["shape"] for o in m["scene"]["objects"]] for m in paired.meta])
         task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed, weights,
-                        code_factors=tokenizer.code_factors)
+                        code_factors=tokenizer.code_factors, variants=unseen_word_variants(cfg.t2i, paired.captions, data["text_only"], cfg.seed))
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         model = task.model
         weights = sharded.full_state_dict(model) if sharded.is_sharded(task.modules) else None  # every rank gathers
@@ -56,6 +57,18 @@ def t2i(run: Run) -> StageResult:
         return {"path": str(directory / "model")}
 
     return run.stage("t2i", {"t2i": cfg.t2i, "seed": cfg.seed}, inputs + [l, v, e], build)
+
+
+def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only: dict[str, str], seed: int) -> list[list[str]] | None:
+    """Versions of the paired captions with words from the text-only corpora that no paired
+    caption uses (`t2i.unseen_words_p`; None when it is 0)."""
+    if t2i_cfg.unseen_words_p <= 0:
+        return None
+    if not text_only:
+        raise ValueError("t2i.unseen_words_p needs text-only corpora (data.text_only) to draw the inserted words from")
+    corpora = [c for path in text_only.values() for c in load_pairs(path, images=False).captions]
+    words, probabilities = unseen_words(captions, corpora)
+    return caption_variants(captions, words, probabilities, t2i_cfg.unseen_word_variants, t2i_cfg.unseen_words_max, seed)
 
 
 def token_generator(run: Run, sampler: SamplerConfig | None = None) -> TokenGenerator:

@@ -32,6 +32,13 @@ class T2IStageConfig:
     # Draw training pairs so that every shape class comes up about equally often (needs the
     # scenes of the embedded world). Not the paper's recipe, which samples CCv2 as it is.
     balance_classes: bool = False
+    # Share of training captions drawn with words the paired captions never use inserted, taken
+    # from the text-only corpora (train/unseen_words.py); 0 trains on the captions as they are,
+    # as the paper does. Each caption has `unseen_word_variants` such versions, of 1 to
+    # `unseen_words_max` inserted words each.
+    unseen_words_p: float = 0.0
+    unseen_words_max: int = 4
+    unseen_word_variants: int = 3
 
 
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
@@ -47,21 +54,24 @@ def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
 
 class T2ITask:
     def __init__(self, cfg: T2IStageConfig, lm: FrozenLM, tokens: np.ndarray, captions: list[str], codebook_size: int, dist: DistInfo, seed: int,
-                 weights: np.ndarray | None = None, code_factors: tuple[int, ...] | None = None):
+                 weights: np.ndarray | None = None, code_factors: tuple[int, ...] | None = None, variants: list[list[str]] | None = None):
         """`weights`: per-example sampling probabilities (None: epochs over the data in a seeded order);
-        `code_factors`: the VQ's product-code parts (T2IModel)."""
+        `code_factors`: the VQ's product-code parts (T2IModel); `variants`: other versions of every
+        caption (lists as long as `captions`), one of which replaces a caption with probability
+        `cfg.unseen_words_p`."""
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm.to(dist.device), dist, seed
         self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
         self.tokens = torch.from_numpy(tokens.reshape(len(tokens), -1).astype(np.int64))
-        self.captions = captions
+        self.captions, self.variants = captions, variants or []
         self.model = T2IModel(cfg.model, codebook_size, tokens.shape[1:], lm.hidden_size, code_factors).to(dist.device)
         self.model.checkpoint_blocks = cfg.train.checkpoint_activations
         self.modules = {"t2i": self.model}
         self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
         self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
         self.empty_states, self.empty_mask = empty_caption(lm, cfg.model.text_layer)
-        self.text = CaptionStates(lm, captions, cache=cfg.cache_text, layer=cfg.model.text_layer)
+        # rows: the captions, then each variant list in turn
+        self.text = CaptionStates(lm, captions + [v for versions in self.variants for v in versions], cache=cfg.cache_text, layer=cfg.model.text_layer)
 
     def indices(self, step: int) -> torch.Tensor:
         """The global batch of `step` (a function of the step, so a resume draws the same)."""
@@ -70,9 +80,21 @@ class T2ITask:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         return torch.multinomial(self.weights, self.cfg.train.batch_size, replacement=True, generator=generator)
 
+    def text_rows(self, indices: torch.Tensor, step: int) -> torch.Tensor:
+        """Which version of each caption `step` reads: with probability `unseen_words_p` one of its
+        variants, else the caption itself (a function of the step, so a resume reads the same)."""
+        if not self.variants or self.cfg.unseen_words_p <= 0:
+            return indices
+        generator = torch.Generator().manual_seed(self.seed * 3_000_017 + step)
+        replaced = torch.rand(len(indices), generator=generator) < self.cfg.unseen_words_p
+        version = torch.randint(1, len(self.variants) + 1, (len(indices),), generator=generator)
+        return indices + replaced * version * len(self.captions)
+
     def batch(self, step: int):
-        indices = rank_slice(self.indices(step), self.dist)
-        text, mask = self.text[indices.tolist()]
+        indices = self.indices(step)
+        rows = rank_slice(self.text_rows(indices, step), self.dist)
+        indices = rank_slice(indices, self.dist)
+        text, mask = self.text[rows.tolist()]
         return self.tokens[indices].to(self.dist.device), text.to(self.dist.device), mask.to(self.dist.device)
 
     def step(self, batch, step: int, ctx: StepContext) -> dict[str, float]:

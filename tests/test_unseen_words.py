@@ -1,0 +1,75 @@
+"""Training captions with words the paired captions never use (t2i.unseen_words_p)."""
+
+import numpy as np
+import pytest
+import torch
+
+from synth2.train.unseen_words import caption_variants, insert_words, unseen_words, words_of
+
+PAIRED = ["red circle", "blue square, large", "green heart red circle"]
+CORPUS = ["The red circle sits on the left.", "A blue square; the square is large!", "the heart"]
+
+
+def test_unseen_words_are_the_corpus_words_no_paired_caption_uses_weighted_by_frequency():
+    words, probabilities = unseen_words(PAIRED, CORPUS)
+    assert words == ["a", "is", "left", "on", "sits", "the"]  # "heart" is in a paired caption
+    assert probabilities.tolist() == pytest.approx([1 / 9] * 5 + [4 / 9])  # "the" 4 times in 9 unseen words
+    assert not set(words) & {w for c in PAIRED for w in words_of(c)}
+
+
+def test_inserted_words_keep_the_caption_in_order_and_add_one_to_max_words():
+    words, probabilities = ["the", "of"], np.array([0.5, 0.5])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        out = insert_words("large blue square", words, probabilities, 3, rng).split()
+        assert 1 <= len(out) - 3 <= 3
+        assert [w for w in out if w not in words] == ["large", "blue", "square"]
+
+
+def test_variants_are_seeded_and_need_words_to_insert():
+    words, probabilities = unseen_words(PAIRED, CORPUS)
+    first = caption_variants(PAIRED, words, probabilities, variants=3, max_words=4, seed=5)
+    assert first == caption_variants(PAIRED, words, probabilities, variants=3, max_words=4, seed=5)
+    assert len(first) == 3 and all(len(v) == len(PAIRED) for v in first)
+    assert first != caption_variants(PAIRED, words, probabilities, variants=3, max_words=4, seed=6)
+    with pytest.raises(ValueError, match="nothing to insert"):
+        caption_variants(PAIRED, [], np.array([]), variants=1, max_words=1, seed=0)
+
+
+def _task(lm_dir, p, variants):
+    from synth2.models.lm import FrozenLM
+    from synth2.models.t2i import T2IConfig
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import TrainConfig
+    from synth2.train.t2i import T2IStageConfig, T2ITask
+
+    from conftest import CAPTIONS
+
+    cfg = T2IStageConfig(model=T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0), unseen_words_p=p,
+                         train=TrainConfig(steps=2, batch_size=64, lr=1e-2, warmup=1, checkpoint_every=1, log_every=1))
+    tokens = np.random.default_rng(0).integers(0, 16, (len(CAPTIONS), 4, 4))
+    words, probabilities = unseen_words(CAPTIONS, ["the of and with"])
+    versions = caption_variants(CAPTIONS, words, probabilities, variants, 4, 0) if variants else None
+    return T2ITask(cfg, FrozenLM.from_pretrained(lm_dir), tokens, CAPTIONS, 16, DistInfo(), 0, variants=versions)
+
+
+def test_a_step_reads_a_variant_with_probability_p_of_the_same_caption(tiny_llama_dir):
+    task = _task(tiny_llama_dir, 0.5, variants=3)
+    n = len(task.captions)
+    replaced = []
+    for step in range(20):
+        indices = task.indices(step)
+        rows = task.text_rows(indices, step)
+        assert torch.equal(rows % n, indices) and int(rows.max()) < 4 * n
+        assert torch.equal(rows, task.text_rows(indices, step))  # a resumed step reads the same
+        replaced.append((rows >= n).float().mean().item())
+    assert 0.4 < np.mean(replaced) < 0.6
+    ids, text, mask = task.batch(0)
+    assert text.shape[0] == ids.shape[0] == 64
+
+
+def test_without_the_option_every_step_reads_the_captions_as_they_are(tiny_llama_dir):
+    task = _task(tiny_llama_dir, 0.0, variants=0)
+    assert len(task.text) == len(task.captions)
+    indices = task.indices(3)
+    assert torch.equal(task.text_rows(indices, 3), indices)
