@@ -73,3 +73,10 @@ def test_without_the_option_every_step_reads_the_captions_as_they_are(tiny_llama
     assert len(task.text) == len(task.captions)
     indices = task.indices(3)
     assert torch.equal(task.text_rows(indices, 3), indices)
+
+
+def test_without_text_only_corpora_the_generator_trains_on_the_captions_as_they_are():
+    from synth2.stages.generator import unseen_word_variants
+    from synth2.train.t2i import T2IStageConfig
+
+    assert unseen_word_variants(T2IStageConfig(unseen_words_p=0.5), PAIRED, {}, seed=0) is None

@@ -15,6 +15,7 @@ from synth2.data.arrays import load_pairs
 from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_metrics
 from synth2.eval.schema import field_names
 from synth2.models.sampler import SamplerConfig
+from synth2.progress import warn
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
 from synth2.stages.captions import caption_sources, captions, llm_captions_and_scenes
@@ -61,13 +62,16 @@ def t2i(run: Run) -> StageResult:
 
 def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only: dict[str, str], seed: int) -> list[list[str]] | None:
     """Versions of the paired captions with words from the text-only corpora that no paired
-    caption uses (`t2i.unseen_words_p`; None when it is 0)."""
+    caption uses (`t2i.unseen_words_p`; None when it is 0, or when there are no such words: a
+    preset that turns it on still trains on data without text-only corpora)."""
     if t2i_cfg.unseen_words_p <= 0:
         return None
-    if not text_only:
-        raise ValueError("t2i.unseen_words_p needs text-only corpora (data.text_only) to draw the inserted words from")
     corpora = [c for path in text_only.values() for c in load_pairs(path, images=False).captions]
     words, probabilities = unseen_words(captions, corpora)
+    if not words:
+        warn(f"t2i.unseen_words_p={t2i_cfg.unseen_words_p:g} inserts nothing: the text-only corpora ({len(corpora)} captions) "
+             "use no word the paired captions do not; the generator trains on the captions as they are")
+        return None
     return caption_variants(captions, words, probabilities, t2i_cfg.unseen_word_variants, t2i_cfg.unseen_words_max, seed)
 
 
