@@ -97,7 +97,10 @@ def test_requests_per_minute_spaces_every_request():
         answers = backend.complete_batch(["Make up a caption about: circle."] * 5, list(range(5)))
     assert all(isinstance(a, str) for a in answers)
     gaps = np.diff(sorted(server.times))
-    assert len(gaps) == 4 and gaps.min() >= 0.18
+    # The server stamps arrivals, which trail the client's sends by a new connection's setup
+    # (tens of ms on a busy machine), so one gap may come in short; the span cannot.
+    assert len(gaps) == 4 and gaps.min() >= 0.1
+    assert gaps.sum() >= 0.7
 
 
 def test_openai_client_variables_and_cli_flags_reach_the_backend(monkeypatch, tmp_path):
