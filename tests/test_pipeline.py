@@ -1,6 +1,7 @@
 """The whole pipeline on the tiny preset: every stage, the results file, the report, and resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,3 +377,23 @@ def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_pa
     assert [m["step"] for m in curve if "eval/cider_a" in m] == ([10, 20] if parallel == "ddp" else [])  # by rank 0; none when sharded
     assert (run / "vlm" / "genpair" / "model" / "model.safetensors").exists()
     assert (run / "vlm" / "genpair" / "checkpoints" / "step-20" / "dcp").is_dir() == (parallel == "fsdp")
+
+
+def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_generator(tiny_run, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generator_replicates", Path(__file__).parents[1] / "scripts" / "generator_replicates.py")
+    replicates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replicates)
+    replicates.main([str(tiny_run), str(tmp_path), "--offsets", "0,1", "--splits", "a"])
+
+    def weights(run):
+        return (run / "t2i" / "model" / "model.safetensors").read_bytes()
+
+    assert weights(tmp_path / "offset_0") == weights(tiny_run)  # same seed, same data: the same training
+    assert weights(tmp_path / "offset_1") != weights(tiny_run)
+    saved = json.loads((tmp_path / "replicates.json").read_text())["results"]
+    assert set(saved) == {"0", "1"} and saved["0"]["a"]["oracle_seen"] == json.loads((tiny_run / "t2i_eval" / "metrics.json").read_text())["oracle_seen"]
+    table = capsys.readouterr().out
+    assert "| a | oracle_seen |" in table and "| mean | range |" in table
+    assert not (tmp_path / "offset_0" / "vlm").exists()  # only the generator's upstream stages are copied

@@ -45,7 +45,7 @@ def t2i(run: Run) -> StageResult:
             if not all("scene" in m for m in paired.meta):
                 raise ValueError("t2i.balance_classes needs the scenes of the embedded world's paired split")
             weights = class_balance_weights([[o["shape"] for o in m["scene"]["objects"]] for m in paired.meta])
-        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed, weights,
+        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed + cfg.t2i.seed_offset, weights,
                         code_factors=tokenizer.code_factors, variants=unseen_word_variants(cfg.t2i, paired.captions, data["text_only"], cfg.seed))
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         model = task.model

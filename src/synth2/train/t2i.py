@@ -39,6 +39,10 @@ class T2IStageConfig:
     unseen_words_p: float = 0.0
     unseen_words_max: int = 4
     unseen_word_variants: int = 3
+    # Added to the run's seed for the generator's initialisation, batch order and masks: another
+    # training on the same data, so a lever can be judged beside the spread between trainings
+    # (scripts/generator_replicates.py).
+    seed_offset: int = 0
 
 
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
