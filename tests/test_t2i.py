@@ -6,7 +6,7 @@ import torch
 from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
-from synth2.models.sampler import SamplerConfig, sample
+from synth2.models.sampler import SamplerConfig, masked_after, sample
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 
 
@@ -20,6 +20,22 @@ def test_mean_masked_share_is_two_over_pi():
     share = random_mask(20000, 64, g).float().mean().item()
     # E[ceil(cos(pi r / 2) * N)] / N is 2/pi plus at most 1/N of rounding
     assert 2 / math.pi - 0.01 < share < 2 / math.pi + 1 / 64 + 0.01
+
+
+@pytest.mark.parametrize("schedule, mean_share", [("linear", 1 / 2), ("square", 2 / 3)])
+def test_other_schedules_mask_their_mean_share(schedule, mean_share):
+    g = torch.Generator().manual_seed(0)
+    share = random_mask(20000, 64, g, schedule=schedule).float().mean().item()
+    assert mean_share - 0.01 < share < mean_share + 1 / 64 + 0.01
+
+
+def test_decoding_keeps_the_schedules_share_masked_after_each_step():
+    # cosine front-loads: 2 tokens of 64 revealed in the first of 8 steps, 12 in the last
+    assert [masked_after(t, 8, 64) for t in range(1, 9)] == [62, 59, 53, 45, 35, 24, 12, 0]
+    assert [masked_after(t, 8, 64, "linear") for t in range(1, 9)] == [56, 48, 40, 32, 24, 16, 8, 0]
+    assert [masked_after(t, 4, 64, "square") for t in range(1, 5)] == [60, 48, 28, 0]
+    with pytest.raises(ValueError, match="mask schedule must be one of"):
+        masked_after(1, 8, 64, "cubic")
 
 
 def test_every_example_masks_at_least_one_token():

@@ -2,10 +2,10 @@
 
 Start with every token masked; at each of T steps predict all masked tokens, sample
 them at `temperature`, score each sampled token by log p + choice_temperature *
-(1 - t/T) * Gumbel noise, keep the most confident and re-mask the rest so that a
-cosine share of tokens stays masked. Known tokens are never re-masked. Guidance:
-logits = uncond + s * (cond - uncond), where s = 1 is plain conditional sampling and
-the paper uses s = 4.
+(1 - t/T) * Gumbel noise, keep the most confident and re-mask the rest so that the
+schedule's share of tokens stays masked (cosine by default). Known tokens are never
+re-masked. Guidance: logits = uncond + s * (cond - uncond), where s = 1 is plain
+conditional sampling and the paper uses s = 4.
 
 Shape legend: B batch, N image tokens, L text length, C text width, K codebook size.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from synth2.captions.prompts import CAPTION_OPENING
 from synth2.models.codes import join_ids
-from synth2.models.t2i import T2IModel
+from synth2.models.t2i import T2IModel, mask_ratio
 
 
 @dataclass
@@ -31,6 +31,8 @@ class SamplerConfig:
     guidance: float = 4.0
     temperature: float = 1.0  # 0 = argmax
     choice_temperature: float = 4.5
+    # The share of tokens still masked after each step (models/t2i.py: MASK_SCHEDULES).
+    schedule: str = "cosine"
     # Dropped from the start of a caption before it conditions the generator (case-insensitive;
     # "" keeps captions whole). The paper's caption prompt makes every LLM caption open with it,
     # and a generator trained on paired captions, which never do, may not follow such captions
@@ -42,6 +44,11 @@ class SamplerConfig:
     # captions may follow their first sentence (which lists every object) better than the whole
     # (docs/generator.md measures both). Off by default.
     first_sentence: bool = False
+
+
+def masked_after(step: int, steps: int, num_tokens: int, schedule: str = "cosine") -> int:
+    """How many of `num_tokens` tokens the schedule keeps masked after `step` of `steps`."""
+    return math.floor(num_tokens * float(mask_ratio(torch.tensor(step / steps, dtype=torch.float64), schedule)))
 
 
 def _gumbel(shape, generator, device) -> torch.Tensor:
@@ -99,9 +106,8 @@ def sample(
         ratio = (t + 1) / cfg.steps
         confidence = confidence + cfg.choice_temperature * (1.0 - ratio) * _gumbel(confidence.shape, generator, device)
         confidence = confidence.masked_fill(~unknown, math.inf)
-        still_masked = int(math.floor(N * math.cos(math.pi / 2 * ratio)))
         # at least one token is revealed per step, and masked tokens never exceed the previous count
-        still_masked = max(0, min(still_masked, int(unknown.sum(1).min()) - 1))
+        still_masked = max(0, min(masked_after(t + 1, cfg.steps, N, cfg.schedule), int(unknown.sum(1).min()) - 1))
         ids = sampled
         if still_masked > 0:
             lowest = confidence.argsort(dim=1)[:, :still_masked]

@@ -212,15 +212,26 @@ class T2IModel(nn.Module):
         g = self.cfg.group
         return rearrange(self.split(x_BMD), "b (h w) (g1 g2 d) -> b (h g1 w g2) d", h=self.grid[0] // g, g1=g, g2=g)
 
-def mask_ratio(r: torch.Tensor) -> torch.Tensor:
-    """MUSE's cosine schedule: the share of tokens masked at noise level r in [0, 1]."""
-    return torch.cos(math.pi / 2 * r)
+# The share of tokens masked at noise level r in [0, 1] (MaskGIT's mask scheduling functions):
+# training draws r uniformly, decoding steps r from 0 to 1. Cosine is MUSE's and MaskGIT's choice.
+MASK_SCHEDULES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "cosine": lambda r: torch.cos(math.pi / 2 * r),
+    "linear": lambda r: 1 - r,
+    "square": lambda r: 1 - r**2,
+}
 
 
-def random_mask(batch: int, num_tokens: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """(B, N) bool: per example, ceil(cos(pi r / 2) * N) positions with r ~ U(0, 1), at least one."""
+def mask_ratio(r: torch.Tensor, schedule: str = "cosine") -> torch.Tensor:
+    """The share of tokens masked at noise level r under `schedule` (MASK_SCHEDULES)."""
+    if schedule not in MASK_SCHEDULES:
+        raise ValueError(f"mask schedule must be one of {sorted(MASK_SCHEDULES)}, got {schedule!r}")
+    return MASK_SCHEDULES[schedule](r)
+
+
+def random_mask(batch: int, num_tokens: int, generator: torch.Generator | None = None, device=None, schedule: str = "cosine") -> torch.Tensor:
+    """(B, N) bool: per example, ceil(mask_ratio(r) * N) positions with r ~ U(0, 1), at least one."""
     r = torch.rand(batch, generator=generator, device=device)
-    count = torch.ceil(mask_ratio(r) * num_tokens).clamp(min=1).long()
+    count = torch.ceil(mask_ratio(r, schedule) * num_tokens).clamp(min=1).long()
     scores = torch.rand(batch, num_tokens, generator=generator, device=device)
     ranks = scores.argsort(dim=1).argsort(dim=1)
     return ranks < count[:, None]

@@ -94,6 +94,8 @@ def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -
     name = "t2i_eval"
     if (split, sampler) != ("a", cfg.sampler):
         name += f"_{split}_steps{sampler.steps}_g{sampler.guidance:g}_temp{sampler.temperature:g}_choice{sampler.choice_temperature:g}"
+        if sampler.schedule != "cosine":
+            name += f"_{sampler.schedule}"
 
     def build(directory: Path) -> dict:
         pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)

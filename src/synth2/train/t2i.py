@@ -43,6 +43,8 @@ class T2IStageConfig:
     # training on the same data, so a lever can be judged beside the spread between trainings
     # (scripts/generator_replicates.py).
     seed_offset: int = 0
+    # How many tokens a training example masks (models/t2i.py: MASK_SCHEDULES).
+    mask_schedule: str = "cosine"
 
 
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
@@ -106,7 +108,7 @@ class T2ITask:
         # masks and caption dropout of this step, rank and micro-batch
         generator = torch.Generator(device=ids.device).manual_seed(self.seed * 7_368_787 + step * (self.dist.rank + 1) + ctx.micro * 1_000_003)
         text, mask, dropped = drop_text(text, mask, self.empty_states, self.empty_mask, self.cfg.p_uncond, generator)
-        token_mask = random_mask(ids.shape[0], ids.shape[1], generator, ids.device)
+        token_mask = random_mask(ids.shape[0], ids.shape[1], generator, ids.device, self.cfg.mask_schedule)
         normaliser = token_normaliser(float(token_mask.sum()), self.dist)  # ranks mask different counts
         with ctx.autocast():
             loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing, token_mask, normaliser)
