@@ -1,5 +1,6 @@
 """The whole pipeline on the tiny preset: every stage, the results file, the report, and resume."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -380,8 +381,6 @@ def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_pa
 
 
 def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_generator(tiny_run, tmp_path, capsys):
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("generator_replicates", Path(__file__).parents[1] / "scripts" / "generator_replicates.py")
     replicates = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(replicates)

@@ -30,7 +30,7 @@ def test_other_schedules_mask_their_mean_share(schedule, mean_share):
 
 
 def test_decoding_keeps_the_schedules_share_masked_after_each_step():
-    # cosine front-loads: 2 tokens of 64 revealed in the first of 8 steps, 12 in the last
+    # cosine reveals few tokens first: 2 of 64 in the first of 8 steps, 12 in the last
     assert [masked_after(t, 8, 64) for t in range(1, 9)] == [62, 59, 53, 45, 35, 24, 12, 0]
     assert [masked_after(t, 8, 64, "linear") for t in range(1, 9)] == [56, 48, 40, 32, 24, 16, 8, 0]
     assert [masked_after(t, 4, 64, "square") for t in range(1, 5)] == [60, 48, 28, 0]
