@@ -175,8 +175,7 @@ def quick() -> Config:
     cfg.t2i.p_uncond, cfg.t2i.label_smoothing = 0.0, 0.0
     # Not the paper's recipe: half the training captions carry words of the text-only corpora that
     # no paired caption uses, so the generator learns to pass over the eval's and the LLM's words
-    # it has no images for (over 4 trainings +4 points seen on eval A, +8 on eval B, the LLM's
-    # captions within their spread; docs/generator.md).
+    # it has no images for (docs/generator.md measures it over four trainings, per caption style).
     cfg.t2i.unseen_words_p = 0.5
     cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.temperature = 8, 1.0, 0.0
     # The world LLM's captions restate their objects after the first sentence, which a generator
