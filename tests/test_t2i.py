@@ -7,7 +7,8 @@ from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
 from synth2.models.sampler import SamplerConfig, masked_after, sample
-from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
+from synth2.models.t2i import T2IConfig, T2IModel, TextBlock, drop_text, masked_prediction_loss, random_mask
+from synth2.train.t2i import background_weights
 
 
 def tiny_model(seed=0, codebook=32, grid=(4, 4), text_width=8):
@@ -125,6 +126,54 @@ def test_loss_is_on_masked_positions_only():
     loss, acc, share = masked_prediction_loss(model, ids, text, mask, g)
     loss.backward()
     assert 0 < share.item() <= 1 and torch.isfinite(loss)
+
+
+def test_text_blocks_read_later_words_and_ignore_padding():
+    torch.manual_seed(0)
+    block = TextBlock(T2IConfig(width=16, heads=2, mlp=32, dropout=0.0)).eval()
+    text = torch.randn(1, 5, 16)
+    mask = torch.tensor([[True, True, True, False, False]])
+    out = block(text, mask)
+    later_word = text.clone()
+    later_word[0, 2] = torch.randn(16)
+    padding = text.clone()
+    padding[0, 3:] = 100.0
+    assert not torch.allclose(out[0, 0], block(later_word, mask)[0, 0], atol=1e-4)  # bidirectional
+    assert torch.allclose(out[0, :3], block(padding, mask)[0, :3], atol=1e-6)
+
+
+def test_a_generator_with_text_blocks_ignores_padding():
+    torch.manual_seed(0)
+    model = T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0, text_blocks=2), 32, (4, 4), 8).eval()
+    text, mask, _, _ = _texts(model)
+    ids = torch.randint(0, 32, (3, 16))
+    text2 = text.clone()
+    text2[0, 3:] = 100.0
+    assert len(model.text_blocks) == 2
+    assert torch.allclose(model(ids, text, mask), model(ids, text2, mask), atol=1e-5)
+
+
+def test_background_weights_mark_each_images_most_frequent_token():
+    ids = torch.tensor([[7, 7, 7, 2, 3], [1, 4, 4, 4, 4]])
+    expected = torch.tensor([[0.25, 0.25, 0.25, 1, 1], [1, 0.25, 0.25, 0.25, 0.25]])
+    assert torch.equal(background_weights(ids, 0.25), expected)
+
+
+def test_a_weighted_loss_is_the_weighted_mean_over_masked_tokens():
+    model = tiny_model()
+    ids = torch.randint(0, 32, (4, 16))
+    text, mask, _, _ = _texts(model, batch=4)
+    token_mask = random_mask(4, 16, torch.Generator().manual_seed(5))
+    plain, _, _ = masked_prediction_loss(model, ids, text, mask, mask_BN=token_mask)
+    ones, _, _ = masked_prediction_loss(model, ids, text, mask, mask_BN=token_mask, weight_BN=torch.ones(4, 16))
+    assert torch.allclose(plain, ones, atol=1e-6)
+    # all the weight on one masked token: the loss is that token's cross-entropy
+    weight = torch.zeros(4, 16)
+    b, n = token_mask.nonzero()[0].tolist()
+    weight[b, n] = 3.0
+    one, _, _ = masked_prediction_loss(model, ids, text, mask, mask_BN=token_mask, weight_BN=weight)
+    logits = model(ids.masked_fill(token_mask, model.mask_id), text, mask)
+    assert torch.allclose(one, torch.nn.functional.cross_entropy(logits[b, n], ids[b, n]), atol=1e-5)
 
 
 def _t2i_task(lm_dir, dist=None, parallel="ddp"):

@@ -35,6 +35,10 @@ class T2IConfig:
     # Kernel of a 1-D convolution over the projected text states (0: none): each word's state
     # takes in its neighbours' ("red" before "circle"), at any text length.
     text_conv: int = 0
+    # Trainable self-attention blocks over the text states before the image blocks read them
+    # (0: none): a bidirectional text encoder, so a word's state can take in words further than
+    # the convolution reaches ("the circle is red"), where the frozen LM is causal.
+    text_blocks: int = 0
     # Tokens per side merged into one transformer position (space-to-depth before the blocks,
     # depth-to-space after, as aMUSEd's U-ViT downsamples): 2 makes the sequence 4x shorter.
     group: int = 1
@@ -59,6 +63,22 @@ class Attention(nn.Module):
         attn_mask = None if mask_BL is None else mask_BL[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, N, D))
+
+
+class TextBlock(nn.Module):
+    """Pre-norm self-attention and MLP over the caption's states, padding masked."""
+
+    def __init__(self, cfg: T2IConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.width)
+        self.self_attn = Attention(cfg.width, cfg.heads, dropout=cfg.dropout)
+        self.norm2 = nn.LayerNorm(cfg.width)
+        self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, text_BLD: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
+        text_BLD = text_BLD + self.drop(self.self_attn(self.norm1(text_BLD), None, text_mask_BL))
+        return text_BLD + self.drop(self.mlp(self.norm2(text_BLD)))
 
 
 class Block(nn.Module):
@@ -173,6 +193,7 @@ class T2IModel(nn.Module):
         self.split = nn.Linear(cfg.width, g * g * cfg.width) if g > 1 else nn.Identity()
         self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, cfg.width))
         self.text_conv = nn.Conv1d(cfg.width, cfg.width, cfg.text_conv, padding=cfg.text_conv // 2) if cfg.text_conv else None
+        self.text_blocks = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.text_blocks))
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
         self.head = FactoredHead(cfg.width, self.code_factors) if factored else nn.Linear(cfg.width, codebook_size)
@@ -190,6 +211,8 @@ class T2IModel(nn.Module):
         text = self.text_proj(text_BLC)
         if self.text_conv is not None:
             text = text + self.text_conv((text * text_mask_BL[..., None]).transpose(1, 2)).transpose(1, 2)
+        for block in self.text_blocks:
+            text = block(text, text_mask_BL)
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             # activation checkpointing: keep each block's input only, recompute the block in backward
@@ -238,14 +261,16 @@ def random_mask(batch: int, num_tokens: int, generator: torch.Generator | None =
 
 
 def masked_prediction_loss(
-    model: T2IModel, ids_BN: torch.Tensor, text_BLC, text_mask_BL, generator=None, label_smoothing: float = 0.0, mask_BN=None, normaliser: float | None = None
+    model: T2IModel, ids_BN: torch.Tensor, text_BLC, text_mask_BL, generator=None, label_smoothing: float = 0.0, mask_BN=None, normaliser: float | None = None,
+    weight_BN: torch.Tensor | None = None,
 ):
     """Cross-entropy on the masked positions only; returns (loss, masked-token accuracy, masked share).
 
     `mask_BN` defaults to a fresh `random_mask`. The loss is the mean over masked tokens, or
     their sum / `normaliser` (data-parallel training passes the global masked count over the
     world size, so averaging gradients over ranks gives the single-process gradient).
-    `model` may be DDP-wrapped.
+    `model` may be DDP-wrapped. `weight_BN` weighs each token's loss (the mean is then weighted,
+    and `normaliser` the global weight sum over the world size).
     """
     if mask_BN is None:
         mask_BN = random_mask(ids_BN.shape[0], ids_BN.shape[1], generator, ids_BN.device)
@@ -257,8 +282,14 @@ def masked_prediction_loss(
     loss, right = 0.0, torch.ones_like(ids_BN[mask_BN], dtype=torch.bool)
     # product codes: the joint NLL is the sum of the parts' (FactoredHead); one part otherwise
     for logits, target in zip(all_logits, targets):
-        loss = loss + F.cross_entropy(logits[mask_BN].float(), target[mask_BN], label_smoothing=label_smoothing, reduction=reduction)
+        if weight_BN is None:
+            loss = loss + F.cross_entropy(logits[mask_BN].float(), target[mask_BN], label_smoothing=label_smoothing, reduction=reduction)
+        else:
+            per_token = F.cross_entropy(logits[mask_BN].float(), target[mask_BN], label_smoothing=label_smoothing, reduction="none")
+            loss = loss + (per_token * weight_BN[mask_BN]).sum()
         right &= logits[mask_BN].argmax(-1) == target[mask_BN]
+    if weight_BN is not None and normaliser is None:
+        normaliser = weight_BN[mask_BN].sum()
     if normaliser is not None:
         loss = loss / normaliser
     return loss, right.float().mean(), mask_BN.float().mean()

@@ -45,6 +45,17 @@ class T2IStageConfig:
     seed_offset: int = 0
     # How many tokens a training example masks (models/t2i.py: MASK_SCHEDULES).
     mask_schedule: str = "cosine"
+    # Loss weight of background tokens, those equal to their image's most frequent token (1: every
+    # token alike, as the paper). Below 1, the few tokens that draw objects weigh more.
+    background_weight: float = 1.0
+
+
+def background_weights(ids_BN: torch.Tensor, background_weight: float) -> torch.Tensor:
+    """(B, N) loss weights: `background_weight` where a token equals its image's most frequent
+    token, which in a scene on a plain background is the background, 1 elsewhere."""
+    background_B = torch.mode(ids_BN, dim=1).values
+    weight = torch.ones(ids_BN.shape, dtype=torch.float32, device=ids_BN.device)
+    return weight.masked_fill(ids_BN == background_B[:, None], background_weight)
 
 
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
@@ -65,6 +76,8 @@ class T2ITask:
         `code_factors`: the VQ's product-code parts (T2IModel); `variants`: other versions of every
         caption (lists as long as `captions`), one of which replaces a caption with probability
         `cfg.unseen_words_p`."""
+        if not 0 < cfg.background_weight <= 1:
+            raise ValueError(f"t2i.background_weight must be in (0, 1], got {cfg.background_weight}")
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm.to(dist.device), dist, seed
         self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
@@ -109,9 +122,11 @@ class T2ITask:
         generator = torch.Generator(device=ids.device).manual_seed(self.seed * 7_368_787 + step * (self.dist.rank + 1) + ctx.micro * 1_000_003)
         text, mask, dropped = drop_text(text, mask, self.empty_states, self.empty_mask, self.cfg.p_uncond, generator)
         token_mask = random_mask(ids.shape[0], ids.shape[1], generator, ids.device, self.cfg.mask_schedule)
-        normaliser = token_normaliser(float(token_mask.sum()), self.dist)  # ranks mask different counts
+        weight = None if self.cfg.background_weight == 1.0 else background_weights(ids, self.cfg.background_weight)
+        masked_weight = token_mask.sum() if weight is None else (weight * token_mask).sum()
+        normaliser = token_normaliser(float(masked_weight), self.dist)  # ranks mask different counts
         with ctx.autocast():
-            loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing, token_mask, normaliser)
+            loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing, token_mask, normaliser, weight)
         grad_norm = ctx.update(loss, self.optimizers["t2i"])
         return {"loss": loss.item(), "masked_acc": accuracy.item(), "masked_share": share.item(), "grad_norm": grad_norm}
 
