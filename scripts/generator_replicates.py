@@ -3,7 +3,7 @@
 
     python scripts/generator_replicates.py RUN OUT [--offsets 0,1,2,3] [--splits a,b] [--set KEY=VALUE ...]
 
-Trainings of one setting differ by up to 11 points of oracle accuracy (docs/generator.md), so a
+Trainings of one setting differ by up to 18 points of oracle accuracy (docs/generator.md), so a
 lever is judged by the mean and range over several. Each replicate is a copy of RUN's upstream
 stages (the world, captions, LM, VQ and tokens) in OUT/offset_N, whose generator trains with
 `t2i.seed_offset=N` and the `--set` overrides, then is evaluated on each eval split. A replicate
