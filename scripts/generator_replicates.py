@@ -23,7 +23,8 @@ from synth2 import api
 
 # The stages the generator reads (stages/generator.py: t2i); anything else is recomputed if needed.
 UPSTREAM = ("world", "captions", "lm", "vq", "encode")
-METRICS = ("oracle_seen", "oracle_heldout", "oracle_llm", "oracle_paired_style", "oracle_objects_1", "oracle_objects_2", "oracle_present_right")
+METRICS = ("oracle_seen", "oracle_heldout", "oracle_llm", "oracle_paired_style", "oracle_objects_1", "oracle_objects_2",
+           "oracle_present_right", "oracle_count_right", "oracle_genpair")
 
 
 def copy_upstream(run: Path, out: Path) -> None:

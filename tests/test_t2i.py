@@ -7,7 +7,7 @@ from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
 from synth2.models.sampler import SamplerConfig, masked_after, sample
-from synth2.models.t2i import T2IConfig, T2IModel, TextBlock, drop_text, masked_prediction_loss, random_mask
+from synth2.models.t2i import Block, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.t2i import background_weights
 
 
@@ -130,16 +130,16 @@ def test_loss_is_on_masked_positions_only():
 
 def test_text_blocks_read_later_words_and_ignore_padding():
     torch.manual_seed(0)
-    block = TextBlock(T2IConfig(width=16, heads=2, mlp=32, dropout=0.0)).eval()
+    block = Block(T2IConfig(width=16, heads=2, mlp=32, dropout=0.0), text_width=None).eval()
     text = torch.randn(1, 5, 16)
     mask = torch.tensor([[True, True, True, False, False]])
-    out = block(text, mask)
+    out = block(text, None, mask)
     later_word = text.clone()
     later_word[0, 2] = torch.randn(16)
     padding = text.clone()
     padding[0, 3:] = 100.0
-    assert not torch.allclose(out[0, 0], block(later_word, mask)[0, 0], atol=1e-4)  # bidirectional
-    assert torch.allclose(out[0, :3], block(padding, mask)[0, :3], atol=1e-6)
+    assert not torch.allclose(out[0, 0], block(later_word, None, mask)[0, 0], atol=1e-4)  # bidirectional
+    assert torch.allclose(out[0, :3], block(padding, None, mask)[0, :3], atol=1e-6)
 
 
 def test_a_generator_with_text_blocks_ignores_padding():

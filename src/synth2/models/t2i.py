@@ -65,36 +65,28 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, N, D))
 
 
-class TextBlock(nn.Module):
-    """Pre-norm self-attention and MLP over the caption's states, padding masked."""
-
-    def __init__(self, cfg: T2IConfig):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.width)
-        self.self_attn = Attention(cfg.width, cfg.heads, dropout=cfg.dropout)
-        self.norm2 = nn.LayerNorm(cfg.width)
-        self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, text_BLD: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
-        text_BLD = text_BLD + self.drop(self.self_attn(self.norm1(text_BLD), None, text_mask_BL))
-        return text_BLD + self.drop(self.mlp(self.norm2(text_BLD)))
-
-
 class Block(nn.Module):
-    def __init__(self, cfg: T2IConfig, text_width: int):
+    """Pre-norm self-attention, cross-attention to the text and an MLP. Without `text_width` it
+    has no cross-attention: a text block (T2IConfig.text_blocks) over the caption's own states."""
+
+    def __init__(self, cfg: T2IConfig, text_width: int | None):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.width)
         self.self_attn = Attention(cfg.width, cfg.heads, dropout=cfg.dropout)
-        self.norm2 = nn.LayerNorm(cfg.width)
-        self.cross_attn = Attention(cfg.width, cfg.heads, context_width=text_width, dropout=cfg.dropout)
+        if text_width is not None:
+            self.norm2 = nn.LayerNorm(cfg.width)
+            self.cross_attn = Attention(cfg.width, cfg.heads, context_width=text_width, dropout=cfg.dropout)
         self.norm3 = nn.LayerNorm(cfg.width)
         self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x_BND: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
-        x_BND = x_BND + self.drop(self.self_attn(self.norm1(x_BND)))
-        x_BND = x_BND + self.drop(self.cross_attn(self.norm2(x_BND), text_BLC, text_mask_BL))
+    def forward(self, x_BND: torch.Tensor, text_BLC: torch.Tensor | None, text_mask_BL: torch.Tensor) -> torch.Tensor:
+        """With cross-attention, `text_mask_BL` masks the text's padding as keys of the cross-attention;
+        without (`text_BLC` None, x is the text), as keys of the self-attention."""
+        self_mask = text_mask_BL if text_BLC is None else None
+        x_BND = x_BND + self.drop(self.self_attn(self.norm1(x_BND), None, self_mask))
+        if text_BLC is not None:
+            x_BND = x_BND + self.drop(self.cross_attn(self.norm2(x_BND), text_BLC, text_mask_BL))
         return x_BND + self.drop(self.mlp(self.norm3(x_BND)))
 
 
@@ -193,7 +185,7 @@ class T2IModel(nn.Module):
         self.split = nn.Linear(cfg.width, g * g * cfg.width) if g > 1 else nn.Identity()
         self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, cfg.width))
         self.text_conv = nn.Conv1d(cfg.width, cfg.width, cfg.text_conv, padding=cfg.text_conv // 2) if cfg.text_conv else None
-        self.text_blocks = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.text_blocks))
+        self.text_blocks = nn.ModuleList(Block(cfg, text_width=None) for _ in range(cfg.text_blocks))
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
         self.head = FactoredHead(cfg.width, self.code_factors) if factored else nn.Linear(cfg.width, codebook_size)
@@ -212,7 +204,7 @@ class T2IModel(nn.Module):
         if self.text_conv is not None:
             text = text + self.text_conv((text * text_mask_BL[..., None]).transpose(1, 2)).transpose(1, 2)
         for block in self.text_blocks:
-            text = block(text, text_mask_BL)
+            text = block(text, None, text_mask_BL)
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             # activation checkpointing: keep each block's input only, recompute the block in backward
