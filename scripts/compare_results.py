@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Compare two results.json files leaf by leaf, timings aside.
 
-    python scripts/compare_results.py OLD NEW [--rename OLD_PATH=NEW_PATH ...]
+    python scripts/compare_results.py OLD NEW [--rename OLD_PATH=NEW_PATH ...] [--skip PATH ...]
 
 Every leaf (a number, string, bool or null at a path like `table2.baseline.cider_a`) of OLD is
 looked up in NEW, after the renames (a rename of a path prefix renames everything below it).
 Timings differ between any two runs and are skipped: keys ending in `seconds`, `steps_per_s`,
-and the speed ratio `embedding_over_pixel_speed`. Exits 1 if any compared leaf differs or is
+and the speed ratio `embedding_over_pixel_speed`; `--skip` names more paths (and everything below
+them) to leave out, such as `hardware` between runs with different worker counts. Exits 1 if any compared leaf differs or is
 missing; leaves only NEW has are listed, not counted as differences.
 """
 
@@ -39,13 +40,17 @@ def is_timing(path: str) -> bool:
 
 def renamed(path: str, renames: dict[str, str]) -> str:
     for old, new in renames.items():
-        if path == old or path.startswith(old + ".") or path.startswith(old + "["):
+        if under(path, old):
             return new + path[len(old):]
     return path
 
 
-def compare(old: dict, new: dict, renames: dict[str, str]) -> dict:
-    a, b = leaves(old), leaves(new)
+def under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+
+
+def compare(old: dict, new: dict, renames: dict[str, str], skip: tuple[str, ...] = ()) -> dict:
+    a, b = ({p: v for p, v in leaves(tree).items() if not any(under(p, s) for s in skip)} for tree in (old, new))
     equal, different, missing = [], [], []
     for path, value in a.items():
         if is_timing(path):
@@ -67,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--rename", action="append", default=[], help="OLD_PATH=NEW_PATH (a path prefix)")
+    parser.add_argument("--skip", action="append", default=[], help="a path (prefix) to leave out of the comparison")
     args = parser.parse_args(argv)
     renames = dict(r.split("=", 1) for r in args.rename)
     with open(args.old) as f, open(args.new) as g:
-        result = compare(json.load(f), json.load(g), renames)
+        result = compare(json.load(f), json.load(g), renames, tuple(args.skip))
     for path, a, b in result["different"]:
         print(f"different: {path}: {a!r} -> {b!r}")
     for path in result["missing"]:

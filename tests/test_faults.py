@@ -8,6 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,7 +16,8 @@ import torch
 
 from synth2.cli import main
 from synth2.config import TrainConfig, tiny
-from synth2.run import Run
+from synth2.errors import UserError
+from synth2.run import STAGE_VERSION, Run, fingerprint
 from synth2.train import checkpoint
 from synth2.train.distributed import DistInfo
 from synth2.train.loop import train
@@ -136,6 +138,68 @@ def test_a_second_writer_of_a_stage_stops_at_once_naming_the_holder(tmp_path):
         holder.wait()
     # the kernel drops the lock with its holder, however it ended
     Run(tmp_path, tiny()).lock_stage("world")
+
+
+def test_a_worker_waits_for_a_stage_another_process_writes_then_builds_it_once_the_writer_is_gone(tmp_path):
+    holder = _stage_holder(tmp_path, "world")
+    threading.Timer(1.0, holder.kill).start()
+    built = []
+    result = Run(tmp_path, tiny(), wait_for_writers=True).stage("world", {}, [], lambda directory: built.append(directory) or {"n": 1})
+    holder.wait()
+    assert built == [tmp_path / "world"] and result.artifacts == {"n": 1} and not result.skipped
+
+
+def test_a_worker_waiting_for_a_stage_takes_it_as_done_when_the_writer_finishes_it(tmp_path):
+    holder = _stage_holder(tmp_path, "world")
+    run = Run(tmp_path, tiny(), wait_for_writers=True)
+    fp = fingerprint({"stage": "world", "version": STAGE_VERSION, "config": {}, "inputs": {}})
+    finish = threading.Timer(1.0, lambda: run._update_stage("world", fingerprint=fp, status="done", artifacts={"n": 2}))
+    finish.start()
+    try:
+        result = run.stage("world", {}, [], lambda directory: pytest.fail("built a stage another process finished"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.skipped and result.artifacts == {"n": 2}
+
+
+def test_a_failing_worker_stops_the_others_and_its_error_reaches_the_caller(tmp_path):
+    from synth2.experiments.parallel import build_in_parallel
+
+    run = Run(tmp_path, tiny())
+    started = time.time()
+    with pytest.raises(UserError, match="stage broken: bad record"):
+        # the second target would wait a minute for a stage the first one leaves unfinished
+        build_in_parallel(run, [(_broken_stage, ()), (_stage_waiting_for_broken, ())], jobs=2)
+    assert time.time() - started < 30
+
+
+def test_a_killed_worker_stops_the_others_with_one_line_saying_to_rerun(tmp_path):
+    from synth2.experiments.parallel import build_in_parallel
+
+    started = time.time()
+    with pytest.raises(RuntimeError, match="a worker process died"):
+        build_in_parallel(Run(tmp_path, tiny()), [(_killed_stage, ()), (_stage_waiting_for_broken, ())], jobs=2)
+    assert time.time() - started < 30
+
+
+def _killed_stage(run):
+    def die(directory):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return run.stage("broken", {}, [], die)
+
+
+def _broken_stage(run):
+    def fail(directory):
+        raise UserError("stage broken: bad record")
+
+    return run.stage("broken", {}, [], fail)
+
+
+def _stage_waiting_for_broken(run):
+    time.sleep(2)  # the broken stage is claimed by then; a worker's run waits for it
+    return run.stage("broken", {}, [], lambda directory: time.sleep(60) or {})
 
 
 def test_processes_write_different_stages_of_one_run_at_once(tmp_path):

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,18 +10,35 @@ import pytest
 from typer.testing import CliRunner
 
 from synth2.cli import app
+from synth2.experiments.parallel import threads_per_job
 from synth2.experiments.reproduce import last_quarter_gain
 from synth2.hardware import describe as describe_hardware
+
+COMPARE = Path(__file__).parents[1] / "scripts" / "compare_results.py"
 
 REQUIRED = {
     "preset", "seed", "seeds", "wall_seconds", "compute_seconds", "table2", "table3", "table5", "controls", "figure6", "generator", "vq", "curation",
 }
 
 
+@contextmanager
+def _workers_threads():
+    """Train here with the torch threads each of tiny_run's two workers had, so that what is
+    trained here can equal what they trained, bit for bit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_job(2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--out", str(out)])
+    result = CliRunner().invoke(app, ["reproduce", "--preset", "tiny", "--out", str(out), "--jobs", "2"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -56,7 +74,7 @@ def test_reproduce_writes_results_and_report(tiny_run):
     assert {"auc", "topk_cider_a", "random_cider_a", "all_cider_a"} <= set(results["curation"])
     assert 0.0 <= results["curation"]["auc"] <= 1.0
     # seeded numbers are bit-identical only on the same kernels, so the results name them
-    assert results["hardware"] == describe_hardware() and "kernels" in results["hardware"]
+    assert results["hardware"] == describe_hardware(2, threads_per_job(2)) and "kernels" in results["hardware"]
     html = (tiny_run / "report.html").read_text()
     assert "data:image/png;base64," in html and "Table 2" in html
     assert (tiny_run / "report.md").read_text().startswith("# synth2 report")
@@ -64,6 +82,20 @@ def test_reproduce_writes_results_and_report(tiny_run):
     for arm in ("baseline", "genpair"):
         assert (tiny_run / "vlm" / arm / "eval_a.predictions.json").exists()
         assert (tiny_run / "vlm" / arm / "eval_a.references.json").exists()
+
+
+def test_a_run_built_by_two_workers_equals_one_built_by_one_process_at_their_threads(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    from synth2 import api
+
+    with _workers_threads():
+        api.reproduce(tmp_path / "one", preset="tiny", jobs=1)
+    compared = subprocess.run([sys.executable, str(COMPARE), str(tmp_path / "one" / "results.json"), str(tiny_run / "results.json"), "--skip", "hardware"],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout
+    assert " 0 different, 0 missing" in compared.stdout
 
 
 def test_blind_floor_is_the_frozen_lms_own_caption_for_every_image(tiny_run):
@@ -384,7 +416,8 @@ def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_
     spec = importlib.util.spec_from_file_location("generator_replicates", Path(__file__).parents[1] / "scripts" / "generator_replicates.py")
     replicates = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(replicates)
-    replicates.main([str(tiny_run), str(tmp_path), "--offsets", "0,1", "--splits", "a"])
+    with _workers_threads():
+        replicates.main([str(tiny_run), str(tmp_path), "--offsets", "0,1", "--splits", "a"])
 
     def weights(run):
         return (run / "t2i" / "model" / "model.safetensors").read_bytes()

@@ -29,6 +29,7 @@ from synth2.encoding import encode_shards
 from synth2.eval.captioning import score_files
 from synth2.eval.diversity import DiversityConfig, embed_with_lm, embed_with_sentence_transformer, plot_diversity
 from synth2.eval.diversity import diversity as run_diversity
+from synth2.experiments.parallel import default_jobs
 from synth2.experiments.reproduce import reproduce as run_reproduce
 from synth2.experiments.sampler_sweep import sampler_sweep as run_sweep
 from synth2.experiments.transfer import finetune as run_finetune
@@ -166,9 +167,13 @@ def arms(run_dir: str | Path, relative_to: str = "baseline") -> list[dict]:
     return seed_table(arm_scores(run_dir), relative_to)
 
 
-def reproduce(out: str | Path, preset: str | None = "quick", config_file=None, overrides=()) -> dict:
-    """The whole pipeline and the paper's experiments, then report.md/report.html/results.json in `out`."""
-    return run_reproduce(open_run(out, preset=preset, config_file=config_file, overrides=overrides)).to_json()
+def reproduce(out: str | Path, preset: str | None = "quick", config_file=None, overrides=(), jobs: int | None = None) -> dict:
+    """The whole pipeline and the paper's experiments, then report.md/report.html/results.json in `out`.
+
+    `jobs`: worker processes building independent stages side by side (None: two on a CPU with
+    two or more cores, else one; `synth2.experiments.parallel`)."""
+    run = open_run(out, preset=preset, config_file=config_file, overrides=overrides)
+    return run_reproduce(run, default_jobs() if jobs is None else jobs).to_json()
 
 
 def report(run_dir: str | Path) -> dict:

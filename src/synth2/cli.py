@@ -384,9 +384,11 @@ def reproduce(
     preset: Optional[str] = typer.Option("quick", "--preset", help="tiny | quick | small | paper"),
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[List[str]] = SetOpt,
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Worker processes building independent stages side by side, "
+                                       "each with an equal share of the torch threads (default: 2 on a CPU with 2+ cores, else 1)."),
 ):
     """The whole pipeline and the paper's experiments; writes report.md, report.html and results.json."""
-    results = api.reproduce(out_dir, preset=preset, config_file=config, overrides=overrides or [])
+    results = api.reproduce(out_dir, preset=preset, config_file=config, overrides=overrides or [], jobs=jobs)
     out.print_json(json.dumps(results["claims"]))
 
 

@@ -23,9 +23,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe() -> str:
-    """E.g. 'AMD EPYC CPU (AVX2 kernels), 2 torch threads, torch 2.13.0+cpu'."""
+def describe(jobs: int = 1, threads: int | None = None) -> str:
+    """E.g. 'AMD EPYC CPU (AVX2 kernels), 2 torch threads, torch 2.13.0+cpu', or with parallel
+    workers '..., 2 workers x 1 torch thread, ...' (the threads each stage ran with)."""
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+        workers = f"{jobs} workers, " if jobs > 1 else ""
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), {workers}torch {torch.__version__}"
     kernels = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu_model()} CPU ({kernels} kernels), {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    threads = torch.get_num_threads() if threads is None else threads
+    plural = "s" if threads != 1 else ""
+    workers = f"{jobs} workers x {threads} torch thread{plural}" if jobs > 1 else f"{threads} torch thread{plural}"
+    return f"{cpu_model()} CPU ({kernels} kernels), {workers}, torch {torch.__version__}"

@@ -12,8 +12,9 @@ training stages pick up their last checkpoint. A changed fingerprint clears the
 stage's folder, and every stage downstream of it reruns because its inputs changed.
 
 A stage has one writer at a time: the process that builds it holds `locks/<stage>.lock`. Several
-processes may build different stages of one run at once (for example one VLM arm per GPU);
-their manifest updates are serialised by `locks/manifest.lock`.
+processes may build different stages of one run at once (for example one VLM arm per GPU, or
+the workers of `synth2 reproduce --jobs N`); their manifest updates are serialised by
+`locks/manifest.lock`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from synth2.progress import ConsoleWarnings, console, is_rank_zero, warn
 
 # Bump when a stage's outputs change meaning, so old runs recompute it.
 STAGE_VERSION = 1
+# How often a waiting worker looks whether the stage it needs is done (stages take seconds to hours).
+WAIT_POLL_SECONDS = 0.5
 
 logger = logging.getLogger("synth2")
 
@@ -63,9 +66,13 @@ _HELD_LOCKS: dict[Path, Any] = {}
 
 
 class Run:
-    def __init__(self, root: str | Path, config: Any):
+    def __init__(self, root: str | Path, config: Any, wait_for_writers: bool = False):
         self.root = Path(root)
         self.config = config
+        # A stage another process is writing stops this one at once (two commands building one
+        # stage are a mistake to report), unless the processes are workers of one schedule,
+        # which wait for each other's stages (`experiments.jobs`).
+        self.wait_for_writers = wait_for_writers
         if is_rank_zero():
             self.root.mkdir(parents=True, exist_ok=True)
             dump_yaml(config, self.root / "config.yaml")
@@ -76,9 +83,15 @@ class Run:
         stage until the process exits: the kernel releases it however the process ends. A second
         writer of the stage stops at once, naming the holder; other stages stay free, and
         commands that only read (`report`, `arms`) take no lock."""
+        holder = self._try_lock(name)
+        if holder is not None:
+            raise UserError(f"{self.root}: another synth2 process (PID {holder}) is writing stage {name}; wait for it to finish or stop it")
+
+    def _try_lock(self, name: str) -> str | None:
+        """Take the stage's lock if it is free; else return the holder's PID as it wrote it."""
         path = (self.root / "locks" / f"{name}.lock").resolve()
         if path in _HELD_LOCKS or not is_rank_zero():
-            return  # this process writes the stage already (every Run object of it may write)
+            return None  # this process writes the stage already (every Run object of it may write)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")
         try:
@@ -87,12 +100,25 @@ class Run:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise UserError(f"{self.root}: another synth2 process (PID {holder}) is writing stage {name}; wait for it to finish or stop it") from None
+            return holder
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         _HELD_LOCKS[path] = handle
+        return None
+
+    def _claim(self, name: str, fp: str) -> dict | None:
+        """Become the stage's writer, or with `wait_for_writers` wait until the process writing
+        it has finished it; return the stage's manifest entry as it is then."""
+        while True:
+            holder = self._try_lock(name)
+            entry = self.manifest()["stages"].get(name)  # as it is now: another process may have just finished it
+            if holder is None or _finished(entry, fp):
+                return entry
+            if not self.wait_for_writers:
+                self.lock_stage(name)  # raises, naming the holder
+            time.sleep(WAIT_POLL_SECONDS)
 
     # manifest ----------------------------------------------------------------
     @property
@@ -157,8 +183,7 @@ class Run:
         directory = self.stage_dir(name)
         entry = self.manifest()["stages"].get(name)
         if not _finished(entry, fp):
-            self.lock_stage(name)
-            entry = self.manifest()["stages"].get(name)  # as it is now: another process may have just finished it
+            entry = self._claim(name, fp)
         if _finished(entry, fp):
             # debug: every stage re-resolves its inputs, so one step of a run would log each finished
             # upstream stage many times over into its log.txt

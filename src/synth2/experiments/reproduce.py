@@ -21,6 +21,7 @@ from synth2.eval.diversity import diversity, embed_with_lm, embed_with_world_con
 from synth2.eval.generator import GeneratorMetrics
 from synth2.eval.schema import reported
 from synth2.eval.vq import VQMetrics
+from synth2.experiments.parallel import Target, build_in_parallel, threads_per_job
 from synth2.hardware import describe as describe_hardware
 from synth2.progress import console, read_metrics
 from synth2.report.build import write_report
@@ -31,7 +32,7 @@ from synth2.stages.captions import caption_sources
 from synth2.stages.curation import clip, curate
 from synth2.stages.data import datasets, world_spec
 from synth2.stages.generator import t2i_eval
-from synth2.stages.models import frozen_lm, vq
+from synth2.stages.models import frozen_lm, lm, vq
 from synth2.stages.vlm import blind, vlm
 
 
@@ -109,13 +110,36 @@ def added_corpus(run: Run) -> dict[str, str]:
     return {"baseline": "paired", "genpair": "llm", "real_extra": run.config.experiments.real_extra_corpus}
 
 
-def reproduce(run: Run) -> Results:
-    """Run everything (finished stages are skipped) and write results.json, report.md, report.html."""
+def table_seeds(run: Run) -> list[int]:
+    cfg = run.config
+    return list(cfg.experiments.seeds) if cfg.experiments.table_seeds else [cfg.seed]
+
+
+def schedule(run: Run) -> list[Target]:
+    """The stages reproduce reads, in the order parallel workers take them: the tokenizer beside
+    the LM and CLIP (they read no image tokens), then the generator beside the arms that need no
+    generator, then the arms that train on its images."""
+    available = run_arms(run)
+    arms = [(name, seed) for seed in table_seeds(run) for name in table_arms(world_spec(run) is not None, available)]
+    draws = {name for name, arm in available.items() if arm.synthetic or arm.curated}
+    first: list[Target] = [(vq, ()), (clip, ()) if not run.config.clip.hf_path else (lm, ()), (t2i_eval, ())]
+    real: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name not in draws]
+    drawn: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name in draws]
+    return first + real + [(blind, ())] + drawn
+
+
+def reproduce(run: Run, jobs: int = 1) -> Results:
+    """Run everything (finished stages are skipped) and write results.json, report.md, report.html.
+
+    `jobs` > 1 builds the stages in that many worker processes first (`experiments.parallel`),
+    each with an equal share of the torch threads; the results are then assembled here."""
     cfg = run.config
     started = time.time()
+    if jobs > 1:
+        build_in_parallel(run, schedule(run), jobs)
     v = vq(run)
     g = t2i_eval(run)
-    seeds = list(cfg.experiments.seeds) if cfg.experiments.table_seeds else [cfg.seed]
+    seeds = table_seeds(run)
     world = world_spec(run) is not None
     available = run_arms(run)
     skipped = skipped_arms(run)
@@ -138,7 +162,7 @@ def reproduce(run: Run) -> Results:
         seed=cfg.seed,
         seeds=list(cfg.experiments.seeds),
         table_seeds=seeds,
-        hardware=describe_hardware(),
+        hardware=describe_hardware(jobs, threads_per_job(jobs)),
         steps={"vq": cfg.vq.train.steps, "t2i": cfg.t2i.train.steps, "vlm": cfg.vlm.train.steps},
         tables=tables,
         arm_data={name: arm.data for name, arm in available.items()},

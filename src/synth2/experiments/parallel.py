@@ -1,0 +1,80 @@
+"""Build a run's independent stages side by side, in worker processes (`reproduce --jobs N`).
+
+The models of the small presets use two CPU cores poorly: one VLM arm trained with two torch
+threads is far from twice as fast as with one, while two arms trained side by side at one thread
+each run at about two thirds of their speed alone (docs/results.md). So a run's stages are built
+by N worker processes with an equal share of the torch threads each, taking the stages in the
+order given; a worker that needs a stage another worker is building waits for it
+(`Run.wait_for_writers`), so any order is correct and a good one only saves waiting.
+
+The schedule changes when a stage is built, never what it computes: stages seed themselves and
+read their inputs from disk, so a stage built by a worker is the one a single process builds at
+the same number of torch threads (tests/test_parallel.py checks a whole run leaf for leaf).
+Each training is still one process; to spread one training over several devices, use torchrun.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from synth2.progress import console, progress_bar
+from synth2.run import Run
+
+# A stage to build: a stage function of `synth2.stages` and its arguments after the run.
+Target = tuple[Callable[..., Any], tuple]
+
+
+def default_jobs() -> int:
+    """Two workers on a CPU with at least two torch threads, else one (a GPU is one device:
+    its stages run one after another)."""
+    if torch.cuda.is_available():
+        return 1
+    return 2 if torch.get_num_threads() >= 2 else 1
+
+
+def threads_per_job(jobs: int) -> int:
+    """Each worker's share of this process's torch threads (at least one)."""
+    return max(1, torch.get_num_threads() // jobs)
+
+
+def build_in_parallel(run: Run, targets: list[Target], jobs: int) -> None:
+    """Build every target's stage (and the stages it reads) in `jobs` worker processes.
+
+    The first error (a worker's, a worker killed, or Ctrl-C here) stops every worker and is
+    raised here; finished stages and checkpoints stay on disk, so a rerun resumes. Workers show
+    no progress bars (several processes cannot share a terminal's bars); this process shows one
+    over the targets."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked from this one
+    threads = threads_per_job(jobs)
+    console.log(f"{len(targets)} stages on {jobs} workers of {threads} torch thread{'s' if threads > 1 else ''} each")
+    others = set(multiprocessing.active_children())
+    executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads,))
+    try:
+        futures = [executor.submit(_build, str(run.root), run.config, fn, args) for fn, args in targets]
+        with progress_bar("stages", total=len(futures)) as bar:
+            for future in as_completed(futures):
+                future.result()  # raises the worker's error
+                bar.advance()
+    except BrokenProcessPool as error:
+        raise RuntimeError(f"{run.root}: a worker process died (killed, or out of memory); rerun to resume") from error
+    finally:
+        # a worker may hold a stage another one waits for, so none is left to finish on its own
+        for worker in set(multiprocessing.active_children()) - others:
+            worker.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ["SYNTH2_PROGRESS"] = "0"
+
+
+def _build(root: str, config: Any, fn: Callable[..., Any], args: tuple) -> None:
+    fn(Run(Path(root), config, wait_for_writers=True), *args)
