@@ -62,13 +62,15 @@ def build_in_parallel(run: Run, targets: list[Target], jobs: int) -> None:
             for future in as_completed(futures):
                 future.result()  # raises the worker's error
                 bar.advance()
-    except BrokenProcessPool as error:
-        raise RuntimeError(f"{run.root}: a worker process died (killed, or out of memory); rerun to resume") from error
-    finally:
+    except BaseException as error:
         # a worker may hold a stage another one waits for, so none is left to finish on its own
         for worker in set(multiprocessing.active_children()) - others:
             worker.terminate()
         executor.shutdown(wait=True, cancel_futures=True)
+        if isinstance(error, BrokenProcessPool):
+            raise RuntimeError(f"{run.root}: a worker process died (killed, or out of memory); rerun to resume") from error
+        raise
+    executor.shutdown(wait=True)
 
 
 def _start_worker(threads: int) -> None:

@@ -122,7 +122,8 @@ def schedule(run: Run) -> list[Target]:
     available = run_arms(run)
     arms = [(name, seed) for seed in table_seeds(run) for name in table_arms(world_spec(run) is not None, available)]
     draws = {name for name, arm in available.items() if arm.synthetic or arm.curated}
-    first: list[Target] = [(vq, ()), (clip, ()) if not run.config.clip.hf_path else (lm, ()), (t2i_eval, ())]
+    text: Target = (lm, ()) if run.config.clip.hf_path else (clip, ())  # CLIP trains on the LM's states: one worker builds both
+    first: list[Target] = [(vq, ()), text, (t2i_eval, ())]
     real: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name not in draws]
     drawn: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name in draws]
     return first + real + [(blind, ())] + drawn
