@@ -361,3 +361,16 @@ def test_a_factored_generator_samples_part_by_part_and_embeds_ids_it_never_saw()
     assert torch.equal(model.token_embed(torch.tensor([model.mask_id]))[0], model.token_embed.mask)
     with pytest.raises(ValueError, match="multiply"):
         T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32), 12, (4, 4), 8, code_factors=(4, 4))
+
+
+def test_sweep_stage_names_tell_apart_every_sampler_setting():
+    import dataclasses
+
+    from synth2.models.sampler import SamplerConfig
+    from synth2.stages.generator import sampler_name
+
+    base = SamplerConfig(steps=8, guidance=1.0, temperature=0.0)
+    assert sampler_name(base) == "steps8_g1_temp0_choice4.5"
+    variants = [base, dataclasses.replace(base, schedule="square"), dataclasses.replace(base, first_sentence=True),
+                dataclasses.replace(base, drop_prefix=""), dataclasses.replace(base, drop_prefix="A photo of"), dataclasses.replace(base, steps=16)]
+    assert len({sampler_name(s) for s in variants}) == len(variants)

@@ -16,7 +16,7 @@ from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_met
 from synth2.eval.schema import field_names
 from synth2.models.sampler import SamplerConfig
 from synth2.progress import warn
-from synth2.run import Run, StageResult
+from synth2.run import Run, StageResult, fingerprint
 from synth2.stages import artifacts
 from synth2.stages.captions import caption_sources, captions, llm_captions_and_scenes
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
@@ -91,11 +91,7 @@ def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -
     sampler = sampler or cfg.sampler
     data, inputs = datasets(run)
     g, e = t2i(run), encode(run)
-    name = "t2i_eval"
-    if (split, sampler) != ("a", cfg.sampler):
-        name += f"_{split}_steps{sampler.steps}_g{sampler.guidance:g}_temp{sampler.temperature:g}_choice{sampler.choice_temperature:g}"
-        if sampler.schedule != "cosine":
-            name += f"_{sampler.schedule}"
+    name = "t2i_eval" if (split, sampler) == ("a", cfg.sampler) else f"t2i_eval_{split}_{sampler_name(sampler)}"
 
     def build(directory: Path) -> dict:
         pairs = load_pairs(e["splits"][f"eval_{split}"], images=False, tokens=True, limit=cfg.eval.max_images)
@@ -109,6 +105,20 @@ def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -
     scope = {"split": split, "sampler": sampler, "captions": cfg.eval.generator_captions, "max_images": cfg.eval.max_images,
              "inception": cfg.eval.inception_path, "metrics": field_names(GeneratorMetrics)}
     return run.stage(name, {"eval": scope, "seed": cfg.seed}, inputs + [g, e], build)
+
+
+def sampler_name(sampler: SamplerConfig) -> str:
+    """A stage-name suffix naming every decoding setting, e.g. `steps8_g1_temp0_choice4.5`; the
+    caption settings are named where they differ from the defaults, so that two sweeps that differ
+    only there do not share (and keep recomputing) one stage."""
+    name = f"steps{sampler.steps}_g{sampler.guidance:g}_temp{sampler.temperature:g}_choice{sampler.choice_temperature:g}"
+    if sampler.schedule != "cosine":
+        name += f"_{sampler.schedule}"
+    if sampler.first_sentence:
+        name += "_first_sentence"
+    if sampler.drop_prefix != SamplerConfig.drop_prefix:
+        name += f"_prefix{fingerprint(sampler.drop_prefix)[:6]}"  # a prefix is free text, not a path
+    return name
 
 
 def oracle_context(run: Run) -> OracleContext | None:
