@@ -1,8 +1,8 @@
 """Build a run's independent stages side by side, in worker processes (`reproduce --jobs N`).
 
-The models of the small presets use two CPU cores poorly: one VLM arm trained with two torch
-threads is far from twice as fast as with one, while two arms trained side by side at one thread
-each run at about two thirds of their speed alone (docs/results.md). So a run's stages are built
+The models of the small presets use two CPU cores poorly: two processes of one torch thread
+each train 1.14-1.5x more steps per second together than one process of two threads
+(benchmarks/bench_workers.py, in benchmarks/BENCHMARKS.md). So a run's stages are built
 by N worker processes with an equal share of the torch threads each, taking the stages in the
 order given; a worker that needs a stage another worker is building waits for it
 (`Run.wait_for_writers`), so any order is correct and a good one only saves waiting.
