@@ -71,7 +71,7 @@ class Run:
         self.config = config
         # A stage another process is writing stops this one at once (two commands building one
         # stage are a mistake to report), unless the processes are workers of one schedule,
-        # which wait for each other's stages (`experiments.jobs`).
+        # which wait for each other's stages (`synth2.experiments.parallel`).
         self.wait_for_writers = wait_for_writers
         if is_rank_zero():
             self.root.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,10 @@ class Run:
         commands that only read (`report`, `arms`) take no lock."""
         holder = self._try_lock(name)
         if holder is not None:
-            raise UserError(f"{self.root}: another synth2 process (PID {holder}) is writing stage {name}; wait for it to finish or stop it")
+            raise self._busy(name, holder)
+
+    def _busy(self, name: str, holder: str) -> UserError:
+        return UserError(f"{self.root}: another synth2 process (PID {holder}) is writing stage {name}; wait for it to finish or stop it")
 
     def _try_lock(self, name: str) -> str | None:
         """Take the stage's lock if it is free; else return the holder's PID as it wrote it."""
@@ -117,7 +120,7 @@ class Run:
             if holder is None or _finished(entry, fp):
                 return entry
             if not self.wait_for_writers:
-                self.lock_stage(name)  # raises, naming the holder
+                raise self._busy(name, holder)
             time.sleep(WAIT_POLL_SECONDS)
 
     # manifest ----------------------------------------------------------------
