@@ -121,7 +121,7 @@ def schedule(run: Run) -> list[Target]:
     generator, then the arms that train on its images."""
     available = run_arms(run)
     arms = [(name, seed) for seed in table_seeds(run) for name in table_arms(world_spec(run) is not None, available)]
-    draws = {name for name, arm in available.items() if arm.synthetic or arm.curated}
+    draws = {name for name, arm in available.items() if arm.synthetic}  # curated sets are synthetic too
     text: Target = (lm, ()) if run.config.clip.hf_path else (clip, ())  # CLIP trains on the LM's states: one worker builds both
     first: list[Target] = [(vq, ()), text, (t2i_eval, ())]
     real: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name not in draws]
