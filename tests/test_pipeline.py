@@ -10,9 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from synth2.cli import app
+from synth2.data.arrays import load_pairs
 from synth2.experiments.parallel import threads_per_job
 from synth2.experiments.reproduce import last_quarter_gain
 from synth2.hardware import describe as describe_hardware
+from synth2.world.scene import Obj, Scene
 
 COMPARE = Path(__file__).parents[1] / "scripts" / "compare_results.py"
 
@@ -412,10 +414,16 @@ def test_the_readmes_torchrun_command_runs_on_two_cpu_processes(tiny_run, tmp_pa
     assert (run / "vlm" / "genpair" / "checkpoints" / "step-20" / "dcp").is_dir() == (parallel == "fsdp")
 
 
+def _script(name: str):
+    """A module of scripts/ (they are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_generator(tiny_run, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("generator_replicates", Path(__file__).parents[1] / "scripts" / "generator_replicates.py")
-    replicates = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(replicates)
+    replicates = _script("generator_replicates")
     with _workers_threads():
         replicates.main([str(tiny_run), str(tmp_path), "--offsets", "0,1", "--splits", "a"])
 
@@ -429,3 +437,45 @@ def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_
     table = capsys.readouterr().out
     assert "| a | oracle_seen |" in table and "| mean | range |" in table
     assert not (tmp_path / "offset_0" / "vlm").exists()  # only the generator's upstream stages are copied
+
+
+def test_generator_errors_put_each_image_in_the_class_that_says_what_is_wrong():
+    errors = _script("generator_errors")
+
+    def scene(*objects):
+        return Scene(tuple(Obj(shape, colour, "small", i // 2, i % 2) for i, (shape, colour) in enumerate(objects)), "black")
+
+    truth = scene(("circle", "red"), ("square", "blue"))
+    cases = {
+        "right": scene(("square", "blue"), ("circle", "red")),  # positions are free
+        "fewer objects": scene(("circle", "red")),
+        "more objects": scene(("circle", "red"), ("square", "blue"), ("star", "red")),
+        "wrong shape": scene(("circle", "red"), ("star", "blue")),
+        "wrong colour": scene(("circle", "red"), ("square", "green")),
+        "wrong shape and colour": scene(("circle", "red"), ("star", "green")),
+        "wrong binding": scene(("circle", "blue"), ("square", "red")),
+    }
+    assert {name: errors.drawn_class(truth, parsed) for name, parsed in cases.items()} == {name: name for name in cases}
+    assert tuple(cases) == errors.DRAWN
+    masked, shown = Obj("circle", "red", "small", 0, 0), [Obj("square", "blue", "small", 0, 1)]
+    found = {"right": Obj("circle", "red", "large", 0, 0), "nothing": None, "a shown object again": Obj("square", "blue", "small", 0, 0),
+             "right colour, wrong shape": Obj("star", "red", "small", 0, 0), "right shape, wrong colour": Obj("circle", "green", "small", 0, 0),
+             "both wrong": Obj("star", "green", "small", 0, 0)}
+    assert {name: errors.infill_class(masked, shown, obj) for name, obj in found.items()} == {name: name for name in found}
+    assert tuple(found) == errors.INFILL
+
+
+def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, capsys):
+    manifest = (tiny_run / "manifest.json").read_text()
+    _script("generator_errors").main([str(tiny_run), "--split", "a"])
+    assert (tiny_run / "manifest.json").read_text() == manifest  # no stage rerun
+    drawn, infill = capsys.readouterr().out.strip().split("\n\n")
+    for text in (drawn, infill):
+        for row in text.splitlines()[2:]:
+            cells = row.strip("|").split("|")
+            shares, n = [float(c) for c in cells[1:-1]], int(cells[-1])
+            assert n > 0 and abs(sum(shares) - 100) <= len(shares) / 2  # one class per image, rounded
+    # the metrics' 16 captions; every object of their scenes of two or more objects
+    scenes = [meta["scene"]["objects"] for meta in load_pairs(tiny_run / "encode" / "eval_a", images=False).meta[:16]]
+    assert drawn.splitlines()[-1].startswith("| all |") and int(drawn.splitlines()[-1].split("|")[-2]) == 16
+    assert int(infill.splitlines()[-1].split("|")[-2]) == sum(len(objects) for objects in scenes if len(objects) > 1)

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""How a trained generator's wrong images are wrong, on the embedded world.
+
+    python scripts/generator_errors.py RUN [--split a] [--set sampler.KEY=VALUE ...]
+
+Two tables, from RUN's generator and VQ (the world's grid aligned with the token grid):
+
+- **drawn**: the eval split's complete captions drawn as the metrics draw them
+  (`oracle_seen` and `oracle_heldout` together), each image put in one class by what the oracle
+  reads back against the caption's (shape, colour) objects: right; fewer objects; more objects;
+  as many objects with a shape, a colour, or both wrong, or every attribute right but bound to
+  the wrong objects. One row per number of objects the caption names.
+- **infill**: every object of the split's scenes of two or more objects, its whole grid cell
+  masked in the scene's real tokens, the rest of the scene and the caption shown, filled in by
+  one argmax pass of the generator: what the cell then shows. It asks the generator's
+  conditional for one object given everything else, free of the sampler's order of decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+import numpy as np
+import torch
+
+from synth2 import api
+from synth2.configtools import apply_overrides
+from synth2.data.arrays import load_pairs
+from synth2.stages import artifacts
+from synth2.stages.data import world_spec
+from synth2.world.oracle import Oracle
+from synth2.world.scene import Obj, Scene
+
+DRAWN = ("right", "fewer objects", "more objects", "wrong shape", "wrong colour", "wrong shape and colour", "wrong binding")
+INFILL = ("right", "nothing", "a shown object again", "right colour, wrong shape", "right shape, wrong colour", "both wrong")
+
+
+def drawn_class(true: Scene, parsed: Scene) -> str:
+    """One of DRAWN for an image read back as `parsed`, drawn for a caption of `true`."""
+    truth, found = sorted(true.combos()), sorted(parsed.combos())
+    if truth == found:
+        return "right"
+    if len(found) != len(truth):
+        return "fewer objects" if len(found) < len(truth) else "more objects"
+    shapes = sorted(s for s, _ in truth) != sorted(s for s, _ in found)
+    colours = sorted(c for _, c in truth) != sorted(c for _, c in found)
+    if shapes and colours:
+        return "wrong shape and colour"
+    return "wrong shape" if shapes else "wrong colour" if colours else "wrong binding"
+
+
+def infill_class(masked: Obj, shown: list[Obj], found: Obj | None) -> str:
+    """One of INFILL for the object `found` in the masked object's cell (None: background)."""
+    if found is None:
+        return "nothing"
+    if (found.shape, found.colour) == (masked.shape, masked.colour):
+        return "right"
+    if (found.shape, found.colour) in {(o.shape, o.colour) for o in shown}:
+        return "a shown object again"
+    if found.colour == masked.colour:
+        return "right colour, wrong shape"
+    return "right shape, wrong colour" if found.shape == masked.shape else "both wrong"
+
+
+def table(title: str, classes: tuple[str, ...], counts: dict[str, Counter]) -> list[str]:
+    """Markdown: one row per group, the share of each class (percent) and the group's size."""
+    lines = [f"| {title} | " + " | ".join(classes) + " | n |", "|---" * (len(classes) + 2) + "|"]
+    for group, counter in counts.items():
+        total = sum(counter.values())
+        lines.append(f"| {group} | " + " | ".join(f"{100 * counter[c] / total:.0f}" for c in classes) + f" | {total} |")
+    return lines
+
+
+def drawn_errors(gen, spec, pairs, n: int, seed: int) -> dict[str, Counter]:
+    prompts = [meta.get("complete_caption", caption) for meta, caption in zip(pairs.meta[:n], pairs.captions[:n])]
+    scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[:n]]
+    _, images = gen.generate(prompts, seed=seed + 12345, pixels=True)  # the metrics' own drawing
+    oracle = Oracle(spec)
+    counts: dict[str, Counter] = {}
+    for scene, image in zip(scenes, images):
+        label = drawn_class(scene, oracle.parse(image))
+        for group in (f"{len(scene.objects)} named", "all"):
+            counts.setdefault(group, Counter())[label] += 1
+    return dict(sorted(counts.items()))
+
+
+@torch.no_grad()
+def infill_errors(gen, spec, pairs, n: int, batch_size: int = 64) -> dict[str, Counter]:
+    h, w = gen.grid
+    if h % spec.cfg.grid or w % spec.cfg.grid:
+        raise SystemExit(f"the token grid {h}x{w} does not divide into the world's {spec.cfg.grid}x{spec.cfg.grid} cells")
+    cell = h // spec.cfg.grid
+    cases = [(i, obj) for i in range(n) for obj in Scene.from_json(pairs.meta[i]["scene"]).objects
+             if len(pairs.meta[i]["scene"]["objects"]) > 1]
+    model, oracle, counts = gen.model, Oracle(spec), Counter()
+    for start in range(0, len(cases), batch_size):
+        batch = cases[start : start + batch_size]
+        ids = torch.from_numpy(np.stack([pairs.tokens[i].astype(np.int64) for i, _ in batch])).view(len(batch), h, w)
+        for b, (_, obj) in enumerate(batch):
+            ids[b, obj.row * cell : (obj.row + 1) * cell, obj.col * cell : (obj.col + 1) * cell] = model.mask_id
+        states, mask = gen.lm.encode_texts([gen.prompt(pairs.meta[i]["complete_caption"]) for i, _ in batch], model.cfg.text_layer)
+        flat = ids.view(len(batch), -1)
+        _, chosen = model(flat, states, mask, choose=lambda part, logits: logits.argmax(-1))
+        filled = torch.where(flat == model.mask_id, chosen[0], flat).view(len(batch), h, w)
+        for (i, obj), image in zip(batch, gen.pixels(filled)):
+            found = {(o.row, o.col): o for o in oracle.parse(image).objects}.get((obj.row, obj.col))
+            shown = [o for o in Scene.from_json(pairs.meta[i]["scene"]).objects if o != obj]
+            counts[infill_class(obj, shown, found)] += 1
+    return {"all": counts}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a run whose generator is trained (`synth2 train t2i`)")
+    parser.add_argument("--split", default="a", choices=("a", "b"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="sampler.KEY=VALUE",
+                        help="a decoding setting for the drawn table (the run's config is not changed)")
+    args = parser.parse_args(argv)
+    if any(not o.startswith("sampler.") for o in args.overrides):
+        raise SystemExit("--set takes sampler settings only (sampler.KEY=VALUE)")
+    run = api.open_run(args.run)
+    cfg = run.config
+    spec = world_spec(run)
+    if spec is None:
+        raise SystemExit(f"{args.run}: not an embedded-world run; the oracle needs the world's scenes")
+    # finished stages only, read as they are: an analysis never retrains what it reads
+    done = {name: run.done(name) for name in ("lm", "vq", "encode", "t2i")}
+    missing = [name for name, result in done.items() if result is None]
+    if missing:
+        raise SystemExit(f"{args.run}: stage(s) {', '.join(missing)} not finished; train the generator first")
+    lm = artifacts.load_lm(done["lm"]["path"], cfg.lm.max_text_length, cfg.lm.dtype)
+    gen = artifacts.token_generator(lm, done["t2i"]["path"], done["vq"]["path"], apply_overrides(cfg, args.overrides).sampler)
+    pairs = load_pairs(done["encode"]["splits"][f"eval_{args.split}"], images=False, tokens=True, limit=cfg.eval.max_images)
+    n = min(cfg.eval.generator_captions, len(pairs))
+    print("\n".join(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, n, cfg.seed))))
+    print()
+    print("\n".join(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, n))))
+
+
+if __name__ == "__main__":
+    main()
