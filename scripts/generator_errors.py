@@ -27,6 +27,7 @@ import torch
 from synth2 import api
 from synth2.configtools import apply_overrides
 from synth2.data.arrays import load_pairs
+from synth2.models.codes import join_ids
 from synth2.stages import artifacts
 from synth2.stages.data import world_spec
 from synth2.world.oracle import Oracle
@@ -102,7 +103,7 @@ def infill_errors(gen, spec, pairs, n: int, batch_size: int = 64) -> dict[str, C
         states, mask = gen.lm.encode_texts([gen.prompt(pairs.meta[i]["complete_caption"]) for i, _ in batch], model.cfg.text_layer)
         flat = ids.view(len(batch), -1)
         _, chosen = model(flat, states, mask, choose=lambda part, logits: logits.argmax(-1))
-        filled = torch.where(flat == model.mask_id, chosen[0], flat).view(len(batch), h, w)
+        filled = torch.where(flat == model.mask_id, join_ids(chosen, model.code_factors), flat).view(len(batch), h, w)
         for (i, obj), image in zip(batch, gen.pixels(filled)):
             found = {(o.row, o.col): o for o in oracle.parse(image).objects}.get((obj.row, obj.col))
             shown = [o for o in Scene.from_json(pairs.meta[i]["scene"]).objects if o != obj]
