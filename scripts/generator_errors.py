@@ -27,6 +27,7 @@ import torch
 from synth2 import api
 from synth2.configtools import apply_overrides
 from synth2.data.arrays import load_pairs
+from synth2.eval.generator import draw_eval_captions
 from synth2.models.codes import join_ids
 from synth2.stages import artifacts
 from synth2.stages.data import world_spec
@@ -73,10 +74,8 @@ def table(title: str, classes: tuple[str, ...], counts: dict[str, Counter]) -> l
     return lines
 
 
-def drawn_errors(gen, spec, pairs, n: int, seed: int) -> dict[str, Counter]:
-    prompts = [meta.get("complete_caption", caption) for meta, caption in zip(pairs.meta[:n], pairs.captions[:n])]
-    scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[:n]]
-    _, images = gen.generate(prompts, seed=seed + 12345, pixels=True)  # the metrics' own drawing
+def drawn_errors(gen, spec, pairs, scenes: list[Scene], seed: int) -> dict[str, Counter]:
+    _, images = draw_eval_captions(gen, pairs, len(scenes), seed)
     oracle = Oracle(spec)
     counts: dict[str, Counter] = {}
     for scene, image in zip(scenes, images):
@@ -87,13 +86,12 @@ def drawn_errors(gen, spec, pairs, n: int, seed: int) -> dict[str, Counter]:
 
 
 @torch.no_grad()
-def infill_errors(gen, spec, pairs, n: int, batch_size: int = 64) -> dict[str, Counter]:
+def infill_errors(gen, spec, pairs, scenes: list[Scene], batch_size: int = 64) -> dict[str, Counter]:
     h, w = gen.grid
     if h % spec.cfg.grid or w % spec.cfg.grid:
         raise SystemExit(f"the token grid {h}x{w} does not divide into the world's {spec.cfg.grid}x{spec.cfg.grid} cells")
     cell = h // spec.cfg.grid
-    cases = [(i, obj) for i in range(n) for obj in Scene.from_json(pairs.meta[i]["scene"]).objects
-             if len(pairs.meta[i]["scene"]["objects"]) > 1]
+    cases = [(i, obj) for i, scene in enumerate(scenes) if len(scene.objects) > 1 for obj in scene.objects]
     model, oracle, counts = gen.model, Oracle(spec), Counter()
     for start in range(0, len(cases), batch_size):
         batch = cases[start : start + batch_size]
@@ -106,8 +104,7 @@ def infill_errors(gen, spec, pairs, n: int, batch_size: int = 64) -> dict[str, C
         filled = torch.where(flat == model.mask_id, join_ids(chosen, model.code_factors), flat).view(len(batch), h, w)
         for (i, obj), image in zip(batch, gen.pixels(filled)):
             found = {(o.row, o.col): o for o in oracle.parse(image).objects}.get((obj.row, obj.col))
-            shown = [o for o in Scene.from_json(pairs.meta[i]["scene"]).objects if o != obj]
-            counts[infill_class(obj, shown, found)] += 1
+            counts[infill_class(obj, [o for o in scenes[i].objects if o != obj], found)] += 1
     return {"all": counts}
 
 
@@ -133,10 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     lm = artifacts.load_lm(done["lm"]["path"], cfg.lm.max_text_length, cfg.lm.dtype)
     gen = artifacts.token_generator(lm, done["t2i"]["path"], done["vq"]["path"], apply_overrides(cfg, args.overrides).sampler)
     pairs = load_pairs(done["encode"]["splits"][f"eval_{args.split}"], images=False, tokens=True, limit=cfg.eval.max_images)
-    n = min(cfg.eval.generator_captions, len(pairs))
-    print("\n".join(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, n, cfg.seed))))
+    scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[: min(cfg.eval.generator_captions, len(pairs))]]
+    print("\n".join(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, scenes, cfg.seed))))
     print()
-    print("\n".join(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, n))))
+    print("\n".join(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, scenes))))
 
 
 if __name__ == "__main__":

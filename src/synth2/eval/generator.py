@@ -251,12 +251,19 @@ def oracle_right(gen, spec, captions: list[str], scenes: list, seed: int) -> lis
     return [a["objects"] for a in oracle_agreements(spec, scenes, images)]
 
 
+def draw_eval_captions(gen, pairs, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """(prompts, pixels) of the first `n` eval images' captions drawn as the metrics draw them:
+    each image's `complete_caption` (naming every object) where the split has one."""
+    prompts = [m.get("complete_caption", c) for m, c in zip(pairs.meta[:n], pairs.captions[:n])]
+    _, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
+    return prompts, images
+
+
 def generator_metrics(gen, pairs, real_images: np.ndarray, context: OracleContext | None, eval_cfg, directory: Path, seed: int) -> dict:
     """`pairs`: eval split with tokens and metadata; `real_images`: the same split's pixels;
     `context`: the oracle's (None off the embedded world). Returns `GeneratorMetrics`' fields."""
     n = min(eval_cfg.generator_captions, len(pairs))
-    prompts = [m.get("complete_caption", c) for m, c in zip(pairs.meta[:n], pairs.captions[:n])]
-    tokens, images = gen.generate(prompts, seed=seed + 12345, pixels=True)
+    prompts, images = draw_eval_captions(gen, pairs, n, seed)
     metrics = text_use(gen, pairs.tokens, pairs.captions, seed)
     if context is not None:
         spec = context.spec
