@@ -31,7 +31,8 @@ from synth2.eval.generator import draw_eval_captions
 from synth2.models.codes import join_ids
 from synth2.stages import artifacts
 from synth2.stages.data import world_spec
-from synth2.world.oracle import Oracle
+from synth2.report.build import markdown_table
+from synth2.world.oracle import Oracle, scene_agreement
 from synth2.world.scene import Obj, Scene
 
 DRAWN = ("right", "fewer objects", "more objects", "wrong shape", "wrong colour", "wrong shape and colour", "wrong binding")
@@ -40,16 +41,14 @@ INFILL = ("right", "nothing", "a shown object again", "right colour, wrong shape
 
 def drawn_class(true: Scene, parsed: Scene) -> str:
     """One of DRAWN for an image read back as `parsed`, drawn for a caption of `true`."""
-    truth, found = sorted(true.combos()), sorted(parsed.combos())
-    if truth == found:
+    agree = scene_agreement(true, parsed)
+    if agree["objects"]:
         return "right"
-    if len(found) != len(truth):
-        return "fewer objects" if len(found) < len(truth) else "more objects"
-    shapes = sorted(s for s, _ in truth) != sorted(s for s, _ in found)
-    colours = sorted(c for _, c in truth) != sorted(c for _, c in found)
-    if shapes and colours:
-        return "wrong shape and colour"
-    return "wrong shape" if shapes else "wrong colour" if colours else "wrong binding"
+    if not agree["count"]:
+        return "fewer objects" if len(parsed.objects) < len(true.objects) else "more objects"
+    if agree["shapes"]:
+        return "wrong colour" if not agree["colours"] else "wrong binding"
+    return "wrong shape" if agree["colours"] else "wrong shape and colour"
 
 
 def infill_class(masked: Obj, shown: list[Obj], found: Obj | None) -> str:
@@ -65,13 +64,11 @@ def infill_class(masked: Obj, shown: list[Obj], found: Obj | None) -> str:
     return "right shape, wrong colour" if found.shape == masked.shape else "both wrong"
 
 
-def table(title: str, classes: tuple[str, ...], counts: dict[str, Counter]) -> list[str]:
+def table(title: str, classes: tuple[str, ...], counts: dict[str, Counter]) -> str:
     """Markdown: one row per group, the share of each class (percent) and the group's size."""
-    lines = [f"| {title} | " + " | ".join(classes) + " | n |", "|---" * (len(classes) + 2) + "|"]
-    for group, counter in counts.items():
-        total = sum(counter.values())
-        lines.append(f"| {group} | " + " | ".join(f"{100 * counter[c] / total:.0f}" for c in classes) + f" | {total} |")
-    return lines
+    body = [[group] + [f"{100 * counter[c] / sum(counter.values()):.0f}" for c in classes] + [str(sum(counter.values()))]
+            for group, counter in counts.items()]
+    return markdown_table([title, *classes, "n"], body)
 
 
 def drawn_errors(gen, spec, pairs, scenes: list[Scene], seed: int) -> dict[str, Counter]:
@@ -131,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     gen = artifacts.token_generator(lm, done["t2i"]["path"], done["vq"]["path"], apply_overrides(cfg, args.overrides).sampler)
     pairs = load_pairs(done["encode"]["splits"][f"eval_{args.split}"], images=False, tokens=True, limit=cfg.eval.max_images)
     scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[: min(cfg.eval.generator_captions, len(pairs))]]
-    print("\n".join(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, scenes, cfg.seed))))
+    print(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, scenes, cfg.seed)))
     print()
-    print("\n".join(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, scenes))))
+    print(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, scenes)))
 
 
 if __name__ == "__main__":
