@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
@@ -57,11 +57,15 @@ def build_in_parallel(run: Run, targets: list[Target], jobs: int) -> None:
     others = set(multiprocessing.active_children())
     executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads,))
     try:
-        futures = [executor.submit(_build, str(run.root), run.config, fn, args) for fn, args in targets]
-        with progress_bar("stages", total=len(futures)) as bar:
-            for future in as_completed(futures):
-                future.result()  # raises the worker's error
-                bar.advance()
+        pending = {executor.submit(_build, str(run.root), run.config, fn, args) for fn, args in targets}
+        workers = set(multiprocessing.active_children()) - others  # submit has started them all
+        with progress_bar("stages", total=len(pending)) as bar:
+            while pending:
+                done, pending = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # raises the worker's error
+                    bar.advance()
+                _raise_if_one_died(workers)
     except BaseException as error:
         # a worker may hold a stage another one waits for, so none is left to finish on its own
         for worker in set(multiprocessing.active_children()) - others:
@@ -71,6 +75,18 @@ def build_in_parallel(run: Run, targets: list[Target], jobs: int) -> None:
             raise RuntimeError(f"{run.root}: a worker process died (killed, or out of memory); rerun to resume") from error
         raise
     executor.shutdown(wait=True)
+
+
+# How often the workers are checked for one that died. ProcessPoolExecutor notices a dead worker
+# on its own, except one that dies before its manager thread first waits on it: CPython 3.11+
+# starts spawn workers one per submit, after waking that thread, so the thread may wait on the
+# first worker alone, and would learn of the second's death only from the first's result.
+_POLL_SECONDS = 1.0
+
+
+def _raise_if_one_died(workers: set) -> None:
+    if any(worker.exitcode is not None for worker in workers):
+        raise BrokenProcessPool("a worker process exited while its pool was running")
 
 
 def _start_worker(threads: int) -> None:
