@@ -35,6 +35,19 @@ def test_cached_caption_states_equal_running_the_lm(arch, request):
         assert torch.allclose(states[mask], live_states[mask], atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_text_states_of_every_layer_equal_the_forwards_hidden_states_without_running_the_layers_above(arch, request):
+    lm = FrozenLM.from_pretrained(request.getfixturevalue(f"tiny_{arch}_dir"))
+    ids, mask = lm.tokenize(["a red circle", "a big blue square on a grey background"])
+    reference = lm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    ran = []
+    lm.decoder_layers[-1].register_forward_pre_hook(lambda module, args: ran.append(True))
+    for layer in range(-len(reference), len(reference)):
+        ran.clear()
+        assert torch.equal(lm.text_states(ids, mask, layer), reference[layer].float()), layer
+        assert bool(ran) == (layer % len(reference) == len(reference) - 1), layer  # the top layer runs only when its output is read
+
+
 def test_empty_text_still_has_a_token(tiny_llama_dir):
     lm = FrozenLM.from_pretrained(tiny_llama_dir)
     ids, mask = lm.tokenize([""])

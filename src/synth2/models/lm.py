@@ -168,11 +168,33 @@ class FrozenLM(nn.Module):
 
     @torch.no_grad()
     def text_states(self, ids_BL: torch.Tensor, mask_BL: torch.Tensor, layer: int = -1) -> torch.Tensor:
-        """Hidden states (B, L, D) of the frozen LM after decoder layer `layer` (-1: the last;
-        0: the token embeddings)."""
+        """Hidden states (B, L, D) of the frozen LM: `hidden_states[layer]` of a Hugging Face
+        forward (0: the token embeddings; -1: the last layer's, normed).
+
+        A layer below the top is the input of decoder layer `layer`, so the forward stops there
+        and the layers above it never run (the generator reads layer 0: without the stop, every
+        caption it draws or trains on ran the whole LM for nothing)."""
         device = self.model.get_input_embeddings().weight.device
-        out = self.model(input_ids=ids_BL.to(device), attention_mask=mask_BL.to(device), output_hidden_states=True)
-        return out.hidden_states[layer].float()
+        inputs = {"input_ids": ids_BL.to(device), "attention_mask": mask_BL.to(device)}
+        layers = self.decoder_layers
+        index = layer % (len(layers) + 1)
+        if index == len(layers):
+            return self.model(**inputs, output_hidden_states=True).hidden_states[index].float()
+        captured: list[torch.Tensor] = []
+
+        def stop(module, args, kwargs):
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _ForwardStopped
+
+        # prepended: the input as the forward records it, before any other hook (the VLM's) acts
+        handle = layers[index].register_forward_pre_hook(stop, with_kwargs=True, prepend=True)
+        try:
+            self.model(**inputs)
+        except _ForwardStopped:
+            pass
+        finally:
+            handle.remove()
+        return captured[0].float()
 
     def encode_texts(self, texts: list[str], layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenize(texts)
@@ -181,6 +203,10 @@ class FrozenLM(nn.Module):
     def save(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+
+
+class _ForwardStopped(Exception):
+    """Raised by `FrozenLM.text_states`' hook once it holds the layer it reads."""
 
 
 class CaptionStates:
