@@ -157,7 +157,7 @@ def test_changed_config_reruns_only_downstream_stages(tiny_run):
     assert result.exit_code == 0, result.output
     after = json.loads((tiny_run / "manifest.json").read_text())["stages"]
     assert after["vlm/baseline"]["finished"] != before["vlm/baseline"]["finished"]
-    for stage in ("world", "lm", "vq", "encode"):
+    for stage in ("world", "lm", "vq", "encode", "encode_text_only"):
         assert after[stage]["finished"] == before[stage]["finished"]
 
 

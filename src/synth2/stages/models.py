@@ -96,23 +96,42 @@ def load_vq(run: Run) -> torch.nn.Module:
 
 
 def encode(run: Run) -> StageResult:
-    """Token shards beside every image split, with the same keys (the open-muse convention)."""
+    """Token shards beside the paired and eval image splits, with the same keys (the open-muse
+    convention): what the generator and every arm's evaluation read."""
+    data, _ = datasets(run)
+    return _encode_stage(run, "encode", {"paired": data["paired"], **{f"eval_{s}": data["eval"][s] for s in EVAL_SPLIT_NAMES}})
+
+
+def encode_text_only(run: Run) -> StageResult:
+    """Token shards beside the text-only corpora's images, which only the arms that train on
+    them as real pairs read (gold, real_extra). A stage of its own, so that the generator, on
+    the pipeline's critical path, does not wait for corpora many times the paired data."""
+    data, _ = datasets(run)
+    return _encode_stage(run, "encode_text_only", dict(data["text_only"]))
+
+
+def real_tokens(run: Run, split: str) -> str:
+    """The token shards of a real image split: "paired", "eval_a", ... or a text-only corpus."""
+    stage = encode_text_only(run) if split in datasets(run)[0]["text_only"] else encode(run)
+    return stage["splits"][split]
+
+
+def _encode_stage(run: Run, name: str, splits: dict) -> StageResult:
     cfg = run.config
-    data, inputs = datasets(run)
+    _, inputs = datasets(run)
     v = vq(run)
 
     def build(directory: Path) -> dict:
         model = load_vq(run)
-        splits = {"paired": data["paired"], **data["text_only"], **{f"eval_{s}": data["eval"][s] for s in EVAL_SPLIT_NAMES}}
         out = {}
-        for name, shards in splits.items():
+        for split, shards in splits.items():
             report = QualityReport(source=str(shards), max_bad_fraction=cfg.data.max_bad_fraction)
-            encode_shards(model, shards, directory / name, report, cfg.world.resolution)
-            report.write(directory / name / "encode_report.json")
-            out[name] = str(directory / name)
+            encode_shards(model, shards, directory / split, report, cfg.world.resolution)
+            report.write(directory / split / "encode_report.json")
+            out[split] = str(directory / split)
         return {"splits": out}
 
-    return run.stage("encode", {"resolution": cfg.world.resolution}, inputs + [v], build)
+    return run.stage(name, {"resolution": cfg.world.resolution}, inputs + [v], build)
 
 
 def token_grid(run: Run) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from synth2.stages.curation import curate
 from synth2.stages.controls import CONTROL_SOURCES, genpair_controls
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets
 from synth2.stages.generator import synthesize, t2i, token_generator
-from synth2.stages.models import encode, frozen_lm, lm, load_vq, token_grid, vq
+from synth2.stages.models import encode, encode_text_only, frozen_lm, lm, load_vq, real_tokens, token_grid, vq
 from synth2.train import distributed, sharded
 from synth2.train.loop import train
 from synth2.train.vlm import SourceData, VLMTask
@@ -52,7 +52,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
     if set(cfg.synth.cached_sources) - synthetic:
         raise UserError(f"synth.cached_sources names {sorted(set(cfg.synth.cached_sources) - synthetic)}, "
                         f"not a caption-only source of this run ({sorted(synthetic)})")
-    _, inputs = datasets(run)
+    data, inputs = datasets(run)
     l, v, e = lm(run), vq(run), encode(run)
     drawn = drawn_on_the_fly(cfg, arm)
     on_the_fly = bool(drawn)
@@ -63,6 +63,8 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         extra = ([t2i(run)] if on_the_fly else []) + ([synthesize(run)] if cached else [])
     if arm.control:
         extra.append(genpair_controls(run))
+    if any(source.kind == "real" and source.data in data["text_only"] for source in arm.sources):
+        extra.append(encode_text_only(run))
     name = vlm_stage_name(arm_name, seed, cfg.seed)
     stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if arm.synthetic else None}
     if on_the_fly:  # the cached mode's sampler is in `synthesize`, the curated one's in `curate`
@@ -141,7 +143,7 @@ def source_data(run: Run, source, on_the_fly: bool) -> SourceData:
         cached = genpair_controls(run)[source.data]
         return SourceData(source.data, source, json.loads(Path(cached["captions"]).read_text()), np.load(cached["tokens"]))
     if source.kind == "real":
-        pairs = load_pairs(encode(run)["splits"][source.data], images=False, tokens=True)
+        pairs = load_pairs(real_tokens(run, source.data), images=False, tokens=True)
         return SourceData(source.data, source, pairs.captions, pairs.tokens)
     curated = Arm(source.data, "", [source]).curated
     if curated:
