@@ -81,6 +81,9 @@ def test_reproduce_writes_results_and_report(tiny_run):
     assert "data:image/png;base64," in html and "Table 2" in html
     assert (tiny_run / "report.md").read_text().startswith("# synth2 report")
     assert results["hardware"] in (tiny_run / "report.md").read_text()
+    # the caption diversity is a stage of its own, whose Figure 5 the report shows
+    assert "diversity" in results["stage_seconds"]
+    assert "](report/diversity_concepts.png)" in (tiny_run / "report.md").read_text()
     for arm in ("baseline", "genpair"):
         assert (tiny_run / "vlm" / arm / "eval_a.predictions.json").exists()
         assert (tiny_run / "vlm" / arm / "eval_a.references.json").exists()

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
-from synth2.data.arrays import load_pairs
-from synth2.eval.diversity import diversity, embed_with_lm, embed_with_world_concepts, plot_diversity
 from synth2.eval.generator import GeneratorMetrics
 from synth2.eval.schema import reported
 from synth2.eval.vq import VQMetrics
@@ -28,11 +27,11 @@ from synth2.report.build import write_report
 from synth2.report.results import CURATED_ARMS, CURVE_ARMS, Results, arm_row, arm_tables, claims, seed_mean, table_arms
 from synth2.run import Run
 from synth2.stages.arms import run_arms, skipped_arms
-from synth2.stages.captions import caption_sources
 from synth2.stages.curation import clip, curate
-from synth2.stages.data import datasets, world_spec
+from synth2.stages.data import world_spec
+from synth2.stages.diversity import caption_diversity
 from synth2.stages.generator import t2i_eval
-from synth2.stages.models import frozen_lm, lm, vq
+from synth2.stages.models import lm, vq
 from synth2.stages.vlm import blind, vlm
 
 
@@ -81,26 +80,9 @@ def figure6(run: Run) -> dict:
 
 
 def diversity_table(run: Run) -> dict:
-    """Tables 3/8's concentration and entropy: paired captions, LLM captions, text-only corpora, co-clustered.
-
-    Two embedders, both reported: the frozen LM's mean-pooled states (the paper's kind of
-    measure) and, on the embedded world, the shapes and colours each caption mentions
-    (content only). Tables 3 and 8 show the content measure when the world is used,
-    because the small LM's states separate corpora by writing style first.
-    """
-    data, _ = datasets(run)
-    corpora = {"paired": load_pairs(data["paired"], images=False).captions}
-    corpora.update(caption_sources(run))
-    frozen = frozen_lm(run)
-    directory = run.root / "report"
-    directory.mkdir(exist_ok=True)
-    results = {"lm": diversity(corpora, lambda c: embed_with_lm(frozen, c), run.config.diversity)}
-    spec = world_spec(run)
-    if spec is not None:
-        results["concepts"] = diversity(corpora, lambda c: embed_with_world_concepts(c, spec.shapes, spec.colours), run.config.diversity)
-    for name, result in results.items():
-        plot_diversity(result, directory / f"diversity_{name}.png")
-    (directory / "diversity.json").write_text(json.dumps(results, indent=2))
+    """Tables 3/8's concentration and entropy (the `diversity` stage), by the content embedder when
+    the world is used, because the small LM's states separate corpora by writing style first."""
+    results = json.loads(Path(caption_diversity(run)["results"]).read_text())
     main = "concepts" if "concepts" in results else "lm"
     return {**results[main], "embedder": main, "by_embedder": results}
 
@@ -117,13 +99,13 @@ def table_seeds(run: Run) -> list[int]:
 
 def schedule(run: Run) -> list[Target]:
     """The stages reproduce reads, in the order parallel workers take them: the tokenizer beside
-    the LM and CLIP (they read no image tokens), then the generator beside the arms that need no
-    generator, then the arms that train on its images."""
+    the LM, CLIP and the caption diversity (they read no image tokens), then the generator beside
+    the arms that need no generator, then the arms that train on its images."""
     available = run_arms(run)
     arms = [(name, seed) for seed in table_seeds(run) for name in table_arms(world_spec(run) is not None, available)]
     draws = {name for name, arm in available.items() if arm.synthetic}  # curated sets are synthetic too
     text: Target = (lm, ()) if run.config.clip.hf_path else (clip, ())  # CLIP trains on the LM's states: one worker builds both
-    first: list[Target] = [(vq, ()), text, (t2i_eval, ())]
+    first: list[Target] = [(vq, ()), text, (caption_diversity, ()), (t2i_eval, ())]
     real: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name not in draws]
     drawn: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name in draws]
     return first + real + [(blind, ())] + drawn

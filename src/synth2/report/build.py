@@ -181,8 +181,10 @@ def write_report(root: Path, results: Results) -> tuple[Path, Path]:
     if samples.exists():
         figures["Figure 3: eval images (top) and the generator's images for the same captions (bottom)"] = Path(shutil.copy(samples, directory / "figure3.png"))
     for embedder in ("concepts", "lm"):
-        if (directory / f"diversity_{embedder}.png").exists():
-            figures[f"Figure 5: caption diversity, {embedder} embedder (normalised cluster sizes per corpus; elbow of WCSS)"] = directory / f"diversity_{embedder}.png"
+        plot = root / "diversity" / f"diversity_{embedder}.png"
+        if plot.exists():
+            title = f"Figure 5: caption diversity, {embedder} embedder (normalised cluster sizes per corpus; elbow of WCSS)"
+            figures[title] = Path(shutil.copy(plot, directory / plot.name))
 
     intro = (f"Wall time {results.wall_seconds} s for this invocation, {results.compute_seconds} s in all stages "
              f"(as they first ran) on {results.hardware}. CIDEr is pycocoevalcap's CIDEr-D on its own scale (1.0 = 100 in papers).")
