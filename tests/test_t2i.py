@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
@@ -126,6 +127,20 @@ def test_loss_is_on_masked_positions_only():
     loss, acc, share = masked_prediction_loss(model, ids, text, mask, g)
     loss.backward()
     assert 0 < share.item() <= 1 and torch.isfinite(loss)
+
+
+def test_the_loss_runs_the_head_on_the_masked_tokens_and_equals_the_loss_over_every_tokens_logits():
+    model = tiny_model()
+    ids = torch.randint(0, 32, (4, 16))
+    text, mask, _, _ = _texts(model, batch=4)
+    token_mask = random_mask(4, 16, torch.Generator().manual_seed(5))
+    heads_rows = []
+    model.head.register_forward_hook(lambda module, args, out: heads_rows.append(args[0].shape[0]))
+    loss, accuracy, _ = masked_prediction_loss(model, ids, text, mask, mask_BN=token_mask)
+    assert heads_rows == [int(token_mask.sum())]  # one pass, over the masked tokens only
+    logits = model(ids.masked_fill(token_mask, model.mask_id), text, mask)[token_mask]
+    assert torch.allclose(loss, F.cross_entropy(logits, ids[token_mask]), atol=1e-6)
+    assert accuracy.item() == (logits.argmax(-1) == ids[token_mask]).float().mean().item()
 
 
 def test_text_blocks_read_later_words_and_ignore_padding():

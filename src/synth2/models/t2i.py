@@ -194,10 +194,13 @@ class T2IModel(nn.Module):
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None):
+    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None,
+                only_BN: torch.Tensor | None = None):
         """Logits (B, N, K) for every position, given partially masked ids. With `choose`, each code
         part's logits and chosen ids instead (FactoredHead.parts; one part unless codes are
-        products): the loss and the sampler use it, so a product's K logits are never all built."""
+        products): the loss and the sampler use it, so a product's K logits are never all built.
+        With `only_BN` (bool), the head runs on the selected tokens alone and logits are (M, K):
+        the loss reads the masked tokens only, and the head is the model's widest layer."""
         pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
         x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
         text = self.text_proj(text_BLC)
@@ -210,6 +213,8 @@ class T2IModel(nn.Module):
             # activation checkpointing: keep each block's input only, recompute the block in backward
             x = checkpoint(block, x, text, text_mask_BL, use_reentrant=False) if recompute else block(x, text, text_mask_BL)
         x = self.norm(self._split(x))
+        if only_BN is not None:
+            x = x[only_BN]
         if choose is None:
             return self.head(x)
         if isinstance(self.head, FactoredHead):
@@ -269,17 +274,18 @@ def masked_prediction_loss(
     plain = getattr(model, "module", model)
     inputs = ids_BN.masked_fill(mask_BN, plain.mask_id)
     reduction = "mean" if normaliser is None else "sum"
-    targets = split_ids(ids_BN, plain.code_factors)
-    all_logits, _ = model(inputs, text_BLC, text_mask_BL, choose=lambda i, logits: targets[i])  # teacher forcing
-    loss, right = 0.0, torch.ones_like(ids_BN[mask_BN], dtype=torch.bool)
+    targets = [part[mask_BN] for part in split_ids(ids_BN, plain.code_factors)]
+    # the masked tokens' logits only (M, K), with teacher forcing of the code parts
+    all_logits, _ = model(inputs, text_BLC, text_mask_BL, choose=lambda i, logits: targets[i], only_BN=mask_BN)
+    loss, right = 0.0, torch.ones_like(targets[0], dtype=torch.bool)
     # product codes: the joint NLL is the sum of the parts' (FactoredHead); one part otherwise
     for logits, target in zip(all_logits, targets):
         if weight_BN is None:
-            loss = loss + F.cross_entropy(logits[mask_BN].float(), target[mask_BN], label_smoothing=label_smoothing, reduction=reduction)
+            loss = loss + F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing, reduction=reduction)
         else:
-            per_token = F.cross_entropy(logits[mask_BN].float(), target[mask_BN], label_smoothing=label_smoothing, reduction="none")
+            per_token = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing, reduction="none")
             loss = loss + (per_token * weight_BN[mask_BN]).sum()
-        right &= logits[mask_BN].argmax(-1) == target[mask_BN]
+        right &= logits.argmax(-1) == target
     if weight_BN is not None and normaliser is None:
         normaliser = weight_BN[mask_BN].sum()
     if normaliser is not None:

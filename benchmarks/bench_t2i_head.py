@@ -1,0 +1,57 @@
+"""How much of a generator training step does the output head cost on tokens the loss never reads?
+
+The loss reads the masked tokens only (on average 2/pi of them under the cosine schedule), and the
+head, width x codebook, is the generator's widest layer. `masked_prediction_loss` runs the head on
+the masked tokens alone (`T2IModel.forward(..., only_BN=mask)`); this compares one training step
+(forward, backward, AdamW) of the quick preset's generator that way and with the head on every
+token, the masked logits then picked out. Random ids and text states (the cost does not depend on
+them), batch 64, one torch thread; median of 5 repeats of 20 steps each, the two ways taking
+turns so that the machine's drift falls on both.
+
+    cd benchmarks && ../.venv/bin/python bench_t2i_head.py
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+import torch.nn.functional as F
+from common import save, timed
+
+from synth2.config import quick
+from synth2.models.t2i import T2IModel, random_mask
+
+STEPS, BATCH, TEXT_LENGTH = 20, 64, 24
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = quick()
+    codes, grid, text_width = cfg.vq.model.codebook_size, (8, 8), cfg.lm.model.hidden
+    model = T2IModel(cfg.t2i.model, codes, grid, text_width)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, codes, (BATCH, grid[0] * grid[1]))
+    text, text_mask = torch.randn(BATCH, TEXT_LENGTH, text_width), torch.ones(BATCH, TEXT_LENGTH, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+
+    def step(masked_only: bool) -> None:
+        mask = random_mask(BATCH, ids.shape[1], generator)
+        inputs = ids.masked_fill(mask, model.mask_id)
+        logits = model(inputs, text, text_mask, only_BN=mask) if masked_only else model(inputs, text, text_mask)[mask]
+        F.cross_entropy(logits, ids[mask]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    def steps(masked_only: bool) -> float:
+        return timed(lambda: [step(masked_only) for _ in range(STEPS)]) / STEPS
+
+    steps(True), steps(False)  # warm-up
+    runs = [(steps(False), steps(True)) for _ in range(5)]
+    every, masked = (statistics.median(way) for way in zip(*runs))
+    save("t2i_head", {"batch": BATCH, "every_token_ms": 1000 * every, "masked_only_ms": 1000 * masked, "every_over_masked": every / masked})
+
+
+if __name__ == "__main__":
+    main()
