@@ -275,19 +275,20 @@ def masked_prediction_loss(
     inputs = ids_BN.masked_fill(mask_BN, plain.mask_id)
     reduction = "mean" if normaliser is None else "sum"
     targets = [part[mask_BN] for part in split_ids(ids_BN, plain.code_factors)]
+    weight = None if weight_BN is None else weight_BN[mask_BN]
     # the masked tokens' logits only (M, K), with teacher forcing of the code parts
     all_logits, _ = model(inputs, text_BLC, text_mask_BL, choose=lambda i, logits: targets[i], only_BN=mask_BN)
     loss, right = 0.0, torch.ones_like(targets[0], dtype=torch.bool)
     # product codes: the joint NLL is the sum of the parts' (FactoredHead); one part otherwise
     for logits, target in zip(all_logits, targets):
-        if weight_BN is None:
+        if weight is None:
             loss = loss + F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing, reduction=reduction)
         else:
             per_token = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing, reduction="none")
-            loss = loss + (per_token * weight_BN[mask_BN]).sum()
+            loss = loss + (per_token * weight).sum()
         right &= logits.argmax(-1) == target
-    if weight_BN is not None and normaliser is None:
-        normaliser = weight_BN[mask_BN].sum()
+    if weight is not None and normaliser is None:
+        normaliser = weight.sum()
     if normaliser is not None:
         loss = loss / normaliser
     return loss, right.float().mean(), mask_BN.float().mean()

@@ -36,6 +36,6 @@ def caption_diversity(run: Run) -> StageResult:
         for name, result in results.items():
             plot_diversity(result, directory / f"diversity_{name}.png")
         (directory / "diversity.json").write_text(json.dumps(results, indent=2))
-        return {"results": str(directory / "diversity.json"), "embedders": list(results)}
+        return {"results": str(directory / "diversity.json")}
 
     return run.stage("diversity", {"diversity": cfg.diversity}, inputs, build)
