@@ -83,3 +83,15 @@ def test_pretraining_lowers_perplexity(tiny_llama_dir, tmp_path):
     train(LMTask(cfg, lm, CAPTIONS, DistInfo(), 0), cfg.train, tmp_path, DistInfo(), "lm")
     lm.model.requires_grad_(False)
     assert perplexity(lm, CAPTIONS) < before * 0.5
+
+
+def test_a_local_lms_stage_changes_with_the_text_length_and_dtype_every_stage_reads_it_at(tiny_llama_dir, tmp_path):
+    from synth2 import api
+    from synth2.stages.models import lm
+
+    settings = ([], ["lm.max_text_length=16"], ["lm.dtype=bfloat16"])
+    fingerprints = [lm(api.open_run(tmp_path / f"run{i}", preset="tiny", overrides=[f"lm.path={tiny_llama_dir}", *extra])).fingerprint
+                    for i, extra in enumerate(settings)]
+    assert len(set(fingerprints)) == len(settings)
+    # the same settings again: the stage is the same
+    assert lm(api.open_run(tmp_path / "again", preset="tiny", overrides=[f"lm.path={tiny_llama_dir}"])).fingerprint == fingerprints[0]

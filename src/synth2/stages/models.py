@@ -26,7 +26,9 @@ def lm(run: Run) -> StageResult:
     """The frozen LM: a local HF model, or the embedded one pre-trained on the world's text."""
     cfg = run.config
     if cfg.lm.path:
-        return run.stage("lm", {"path": cfg.lm.path}, [], lambda d: {"path": cfg.lm.path})
+        # every stage reads the LM at this text length and dtype (frozen_lm), so they are part of it
+        read_as = {"path": cfg.lm.path, "max_text_length": cfg.lm.max_text_length, "dtype": cfg.lm.dtype}
+        return run.stage("lm", read_as, [], lambda d: {"path": cfg.lm.path})
     data, inputs = datasets(run)
     caps = captions(run)
 
