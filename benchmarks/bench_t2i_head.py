@@ -29,7 +29,8 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = quick()
-    codes, grid, text_width = cfg.vq.model.codebook_size, (8, 8), cfg.lm.model.hidden
+    side = cfg.world.resolution // cfg.vq.model.downsample  # the quick VQ's token grid
+    codes, grid, text_width = cfg.vq.model.codebook_size, (side, side), cfg.lm.model.hidden
     model = T2IModel(cfg.t2i.model, codes, grid, text_width)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ids = torch.randint(0, codes, (BATCH, grid[0] * grid[1]))
