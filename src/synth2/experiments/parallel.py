@@ -20,7 +20,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -44,21 +44,23 @@ def threads_per_job(jobs: int) -> int:
     return max(1, torch.get_num_threads() // jobs)
 
 
-def build_in_parallel(run: Run, targets: list[Target], jobs: int) -> None:
+def build_in_parallel(run: Run, targets: Iterable[Target], jobs: int) -> None:
     """Build every target's stage (and the stages it reads) in `jobs` worker processes.
 
+    Each target is handed to the workers as `targets` yields it, so a schedule that must read a
+    stage before it can name the rest (a generator) does so while the first targets build.
     The first error (a worker's, a worker killed, or Ctrl-C here) stops every worker and is
     raised here; finished stages and checkpoints stay on disk, so a rerun resumes. Workers show
     no progress bars (several processes cannot share a terminal's bars); this process shows one
     over the targets."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked from this one
     threads = threads_per_job(jobs)
-    console.log(f"{len(targets)} stages on {jobs} workers of {threads} torch thread{'s' if threads > 1 else ''} each")
     others = set(multiprocessing.active_children())
     executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads,))
     try:
         pending = {executor.submit(_build, str(run.root), run.config, fn, args) for fn, args in targets}
         workers = set(multiprocessing.active_children()) - others  # submit has started them all
+        console.log(f"{len(pending)} stages on {jobs} workers of {threads} torch thread{'s' if threads > 1 else ''} each")
         with progress_bar("stages", total=len(pending)) as bar:
             while pending:
                 done, pending = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -97,18 +98,22 @@ def table_seeds(run: Run) -> list[int]:
     return list(cfg.experiments.seeds) if cfg.experiments.table_seeds else [cfg.seed]
 
 
-def schedule(run: Run) -> list[Target]:
+def schedule(run: Run) -> Iterator[Target]:
     """The stages reproduce reads, in the order parallel workers take them: the tokenizer beside
     the LM, CLIP and the caption diversity (they read no image tokens), then the generator beside
-    the arms that need no generator, then the arms that train on its images."""
+    the arms that need no generator, then the arms that train on its images.
+
+    Those first stages are yielded before the arms, which need the world and the LLM captions to
+    be sized: the workers then start (a fresh interpreter each, seconds of imports) while this
+    process builds the world."""
+    text: Target = (lm, ()) if run.config.clip.hf_path else (clip, ())  # CLIP trains on the LM's states: one worker builds both
+    yield from [(vq, ()), text, (caption_diversity, ()), (t2i_eval, ())]
     available = run_arms(run)
     arms = [(name, seed) for seed in table_seeds(run) for name in table_arms(world_spec(run) is not None, available)]
     draws = {name for name, arm in available.items() if arm.synthetic}  # curated sets are synthetic too
-    text: Target = (lm, ()) if run.config.clip.hf_path else (clip, ())  # CLIP trains on the LM's states: one worker builds both
-    first: list[Target] = [(vq, ()), text, (caption_diversity, ()), (t2i_eval, ())]
-    real: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name not in draws]
-    drawn: list[Target] = [(vlm, (name, seed)) for name, seed in arms if name in draws]
-    return first + real + [(blind, ())] + drawn
+    yield from [(vlm, (name, seed)) for name, seed in arms if name not in draws]
+    yield (blind, ())
+    yield from [(vlm, (name, seed)) for name, seed in arms if name in draws]
 
 
 def reproduce(run: Run, jobs: int = 1) -> Results:
@@ -119,7 +124,8 @@ def reproduce(run: Run, jobs: int = 1) -> Results:
     cfg = run.config
     started = time.time()
     if jobs > 1:
-        build_in_parallel(run, schedule(run), jobs)
+        # a worker may be building a stage the schedule reads (the world): wait for it
+        build_in_parallel(run, schedule(Run(run.root, cfg, wait_for_writers=True)), jobs)
     v = vq(run)
     g = t2i_eval(run)
     seeds = table_seeds(run)

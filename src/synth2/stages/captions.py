@@ -47,10 +47,15 @@ def llm_captions_and_scenes(run: Run) -> tuple[list[dict], list]:
 
 def caption_sources(run: Run) -> dict[str, list[str]]:
     """Every caption-only source: the text-only corpora and the LLM captions ("llm")."""
-    data, _ = datasets(run)
-    sources = {name: load_pairs(path, images=False).captions for name, path in data["text_only"].items()}
-    sources["llm"] = llm_captions(run)
-    return sources
+    return {name: caption_source(run, name) for name in [*datasets(run)[0]["text_only"], "llm"]}
+
+
+def caption_source(run: Run, name: str) -> list[str]:
+    """One caption-only source's captions: a text-only corpus, or "llm". A VLM arm reads only
+    its own: a text-only corpus's captions take seconds to read out of its image shards."""
+    if name == "llm":
+        return llm_captions(run)
+    return load_pairs(datasets(run)[0]["text_only"][name], images=False).captions
 
 
 def lm_texts(run: Run) -> list[str]:

@@ -26,7 +26,7 @@ from synth2.models.vlm import VLM, TrainableParts
 from synth2.run import Run, StageResult
 from synth2.stages import artifacts
 from synth2.stages.arms import Arm, run_arms, skipped_arms, vlm_stage_name
-from synth2.stages.captions import caption_sources
+from synth2.stages.captions import caption_source
 from synth2.stages.curation import curate
 from synth2.stages.controls import CONTROL_SOURCES, genpair_controls
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets
@@ -149,7 +149,7 @@ def source_data(run: Run, source, on_the_fly: bool) -> SourceData:
     if curated:
         cached = curate(run)["sets"][curated]
     elif on_the_fly:
-        return SourceData(source.data, source, caption_sources(run)[source.data], None)
+        return SourceData(source.data, source, caption_source(run, source.data), None)
     else:
         cached = synthesize(run)[source.data]
     return SourceData(source.data, source, json.loads(Path(cached["captions"]).read_text()), np.load(cached["tokens"]))
