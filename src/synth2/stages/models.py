@@ -112,10 +112,14 @@ def encode_text_only(run: Run) -> StageResult:
     return _encode_stage(run, "encode_text_only", dict(data["text_only"]))
 
 
+def token_stage(run: Run, split: str) -> StageResult:
+    """The stage that encodes a real image split: "paired", "eval_a", ... or a text-only corpus."""
+    return encode_text_only(run) if split in datasets(run)[0]["text_only"] else encode(run)
+
+
 def real_tokens(run: Run, split: str) -> str:
-    """The token shards of a real image split: "paired", "eval_a", ... or a text-only corpus."""
-    stage = encode_text_only(run) if split in datasets(run)[0]["text_only"] else encode(run)
-    return stage["splits"][split]
+    """The token shards of a real image split."""
+    return token_stage(run, split)["splits"][split]
 
 
 def _encode_stage(run: Run, name: str, splits: dict) -> StageResult:

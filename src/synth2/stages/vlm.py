@@ -31,7 +31,7 @@ from synth2.stages.curation import curate
 from synth2.stages.controls import CONTROL_SOURCES, genpair_controls
 from synth2.stages.data import EVAL_SPLIT_NAMES, datasets
 from synth2.stages.generator import synthesize, t2i, token_generator
-from synth2.stages.models import encode, encode_text_only, frozen_lm, lm, load_vq, real_tokens, token_grid, vq
+from synth2.stages.models import encode, frozen_lm, lm, load_vq, real_tokens, token_grid, token_stage, vq
 from synth2.train import distributed, sharded
 from synth2.train.loop import train
 from synth2.train.vlm import SourceData, VLMTask
@@ -52,7 +52,7 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
     if set(cfg.synth.cached_sources) - synthetic:
         raise UserError(f"synth.cached_sources names {sorted(set(cfg.synth.cached_sources) - synthetic)}, "
                         f"not a caption-only source of this run ({sorted(synthetic)})")
-    data, inputs = datasets(run)
+    _, inputs = datasets(run)
     l, v, e = lm(run), vq(run), encode(run)
     drawn = drawn_on_the_fly(cfg, arm)
     on_the_fly = bool(drawn)
@@ -63,8 +63,8 @@ def vlm(run: Run, arm_name: str = "baseline", seed: int | None = None) -> StageR
         extra = ([t2i(run)] if on_the_fly else []) + ([synthesize(run)] if cached else [])
     if arm.control:
         extra.append(genpair_controls(run))
-    if any(source.kind == "real" and source.data in data["text_only"] for source in arm.sources):
-        extra.append(encode_text_only(run))
+    # the stages that encoded its real pairs' images (encode, or encode_text_only for a corpus)
+    extra += [token_stage(run, s.data) for s in arm.sources if s.kind == "real" and s.data not in CONTROL_SOURCES]
     name = vlm_stage_name(arm_name, seed, cfg.seed)
     stage_cfg = {"vlm": cfg.vlm, "arm": arm, "seed": seed, "eval": cfg.eval, "synth": cfg.synth if arm.synthetic else None}
     if on_the_fly:  # the cached mode's sampler is in `synthesize`, the curated one's in `curate`
