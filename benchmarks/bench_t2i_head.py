@@ -1,4 +1,4 @@
-"""How much of a generator training step does the output head cost on tokens the loss never reads?
+"""How much does the generator's output head cost on tokens nothing reads, in training and in decoding?
 
 The loss reads the masked tokens only (on average 2/pi of them under the cosine schedule), and the
 head, width x codebook, is the generator's widest layer. `masked_prediction_loss` runs the head on
@@ -7,6 +7,12 @@ the masked tokens alone (`T2IModel.forward(..., only_BN=mask)`); this compares o
 token, the masked logits then picked out. Random ids and text states (the cost does not depend on
 them), batch 64, one torch thread; median of 5 repeats of 20 steps each, the two ways taking
 turns so that the machine's drift falls on both.
+
+Decoding reads the unknown tokens only (`sampler.sample` runs the head on them alone): the second
+measure is one image batch through the quick sampler's steps, each step a forward at that step's
+share of unknown tokens, its argmax and log-probabilities, on the unknown tokens or on every
+token. Batch 36, about Synth²'s synthetic share of a quick VLM batch; median of 5 repeats of 10
+batches.
 
     cd benchmarks && ../.venv/bin/python bench_t2i_head.py
 """
@@ -20,9 +26,11 @@ import torch.nn.functional as F
 from common import save, timed
 
 from synth2.config import quick
+from synth2.models.sampler import masked_after
 from synth2.models.t2i import T2IModel, random_mask
 
 STEPS, BATCH, TEXT_LENGTH = 20, 64, 24
+DRAW_BATCH, DRAWS = 36, 10
 
 
 def main() -> None:
@@ -51,7 +59,31 @@ def main() -> None:
     steps(True), steps(False)  # warm-up
     runs = [(steps(False), steps(True)) for _ in range(5)]
     every, masked = (statistics.median(way) for way in zip(*runs))
-    save("t2i_head", {"batch": BATCH, "every_token_ms": 1000 * every, "masked_only_ms": 1000 * masked, "every_over_masked": every / masked})
+
+    model.eval()
+    N, decoding = ids.shape[1], cfg.sampler
+    # the unknown tokens before each decoding step: the schedule's count, at random places
+    unknown_steps = [torch.rand(DRAW_BATCH, N, generator=generator).argsort(1).argsort(1) < masked_after(t, decoding.steps, N, decoding.schedule) for t in range(decoding.steps)]
+
+    @torch.no_grad()
+    def draw(unknown_only: bool) -> None:
+        for unknown in unknown_steps:
+            inputs = ids[:DRAW_BATCH].masked_fill(unknown, model.mask_id)
+            logits = model(inputs, text[:DRAW_BATCH], text_mask[:DRAW_BATCH], only_BN=unknown) if unknown_only else model(inputs, text[:DRAW_BATCH], text_mask[:DRAW_BATCH])
+            chosen = logits.argmax(-1)
+            F.log_softmax(logits, dim=-1).gather(-1, chosen[..., None])
+
+    def draws(unknown_only: bool) -> float:
+        return timed(lambda: [draw(unknown_only) for _ in range(DRAWS)]) / DRAWS
+
+    draws(True), draws(False)  # warm-up
+    runs = [(draws(False), draws(True)) for _ in range(5)]
+    every_draw, unknown_draw = (statistics.median(way) for way in zip(*runs))
+    save("t2i_head", {
+        "batch": BATCH, "every_token_ms": 1000 * every, "masked_only_ms": 1000 * masked, "every_over_masked": every / masked,
+        "draw_batch": DRAW_BATCH, "draw_steps": decoding.steps, "draw_every_token_ms": 1000 * every_draw,
+        "draw_unknown_only_ms": 1000 * unknown_draw, "draw_every_over_unknown": every_draw / unknown_draw,
+    })
 
 
 if __name__ == "__main__":

@@ -85,27 +85,32 @@ def sample(
         picked = [None] * len(model.code_factors)
 
         def choose(i: int, logits: torch.Tensor) -> torch.Tensor:
-            """Part i's ids from its logits (guided when the batch holds [cond; uncond])."""
+            """Part i's ids from its logits over the unknown tokens, (M, K_i) ([cond; uncond] when guided)."""
             logits = logits.float()
             if guided:
                 logits_c, logits_u = logits.chunk(2)
                 logits = logits_u + cfg.guidance * (logits_c - logits_u)
-            ids_i = (logits / cfg.temperature + _gumbel(logits.shape, generator, device)).argmax(-1) if cfg.temperature > 0 else logits.argmax(-1)
+            if cfg.temperature > 0:
+                # noise drawn for every token, known or not: a seed's draws do not depend on which are known
+                noise = _gumbel((B, N, logits.shape[-1]), generator, device)[unknown]
+                ids_i = (logits / cfg.temperature + noise).argmax(-1)
+            else:
+                ids_i = logits.argmax(-1)
             picked[i] = (ids_i, F.log_softmax(logits, dim=-1).gather(-1, ids_i[..., None]).squeeze(-1))
             return torch.cat([ids_i, ids_i]) if guided else ids_i
 
+        # the head runs on the unknown tokens only: known ones are never re-masked or re-drawn
         if guided:
-            model(torch.cat([ids, ids]), text, mask, choose=choose)
+            model(torch.cat([ids, ids]), text, mask, choose=choose, only_BN=torch.cat([unknown, unknown]))
         else:
-            model(ids, text_BLC, text_mask_BL, choose=choose)
+            model(ids, text_BLC, text_mask_BL, choose=choose, only_BN=unknown)
+        sampled = ids.clone()
+        sampled[unknown] = join_ids([ids_i for ids_i, _ in picked], model.code_factors)
         # the parts' log-probabilities add up to the joint's (FactoredHead), so this samples the joint
-        chosen = [ids_i for ids_i, _ in picked]
-        confidence = sum(log_prob for _, log_prob in picked)
-        sampled = join_ids(chosen, model.code_factors)
-        sampled = torch.where(unknown, sampled, ids)
+        confidence = torch.full((B, N), math.inf, device=device)
+        confidence[unknown] = sum(log_prob for _, log_prob in picked)
         ratio = (t + 1) / cfg.steps
         confidence = confidence + cfg.choice_temperature * (1.0 - ratio) * _gumbel(confidence.shape, generator, device)
-        confidence = confidence.masked_fill(~unknown, math.inf)
         # at least one token is revealed per step, and masked tokens never exceed the previous count
         still_masked = max(0, min(masked_after(t + 1, cfg.steps, N, cfg.schedule), int(unknown.sum(1).min()) - 1))
         ids = sampled
