@@ -96,26 +96,29 @@ def test_sampler_is_deterministic_for_a_seed_and_fills_every_token():
     assert (a < model.codebook_size).all()
 
 
-class _HeadOnEveryToken(T2IModel):
-    """The same generator with its head run on every token, the selected tokens' logits picked out after."""
+class _EveryStepWhole(T2IModel):
+    """The same generator as every decoding step would run it whole: the caption's side computed
+    again and the head run on every token, the selected tokens' logits picked out after."""
 
-    def forward(self, ids_BN, text_BLC, text_mask_BL, choose=None, only_BN=None):
+    def forward(self, ids_BN, text_BLC, text_mask_BL, choose=None, only_BN=None, context=None):
         logits = super().forward(ids_BN, text_BLC, text_mask_BL)
         logits = logits if only_BN is None else logits[only_BN]
         return logits if choose is None else ([logits], [choose(0, logits)])
 
 
 @pytest.mark.parametrize("guidance, temperature", [(1.0, 0.0), (3.0, 0.0), (2.0, 1.0)])
-def test_decoding_runs_the_head_on_the_unknown_tokens_and_draws_what_the_head_on_every_token_draws(guidance, temperature):
+def test_decoding_runs_the_head_on_the_unknown_tokens_and_the_caption_once_and_draws_what_whole_steps_draw(guidance, temperature):
     model = tiny_model()
     text, mask, empty, empty_mask = _texts(model)
     cfg = SamplerConfig(steps=6, guidance=guidance, temperature=temperature, choice_temperature=4.5)
-    unknown, head_rows = [], []
+    unknown, head_rows, text_passes = [], [], []
     model.register_forward_pre_hook(lambda module, args: unknown.append(int((args[0] == module.mask_id).sum())))
     model.head.register_forward_hook(lambda module, args, out: head_rows.append(args[0].shape[0]))
+    model.text_proj.register_forward_hook(lambda module, args, out: text_passes.append(1))
     ids = sample(model, text, mask, empty, empty_mask, cfg, torch.Generator().manual_seed(7))
     assert head_rows == unknown and unknown == sorted(unknown, reverse=True) and unknown[-1] < unknown[0]
-    every = _HeadOnEveryToken(model.cfg, model.codebook_size, model.grid, 8)
+    assert len(text_passes) == 1 and len(unknown) == cfg.steps
+    every = _EveryStepWhole(model.cfg, model.codebook_size, model.grid, 8)
     every.load_state_dict(model.state_dict())
     assert torch.equal(ids, sample(every.eval(), text, mask, empty, empty_mask, cfg, torch.Generator().manual_seed(7)))
 

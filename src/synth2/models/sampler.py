@@ -79,7 +79,8 @@ def sample(
         cond_mask = F.pad(text_mask_BL, (0, width - Lc))
         empty = F.pad(empty_LC, (0, 0, 0, width - Le)).expand(B, width, -1)
         empty_mask = F.pad(empty_mask_L, (0, width - Le)).expand(B, width)
-        text, mask = torch.cat([cond, empty]), torch.cat([cond_mask, empty_mask])
+        text_BLC, text_mask_BL = torch.cat([cond, empty]), torch.cat([cond_mask, empty_mask])
+    context = model.text_context(text_BLC, text_mask_BL)  # the same at every step
     for t in range(cfg.steps):
         unknown = ids == model.mask_id
         picked = [None] * len(model.code_factors)
@@ -101,9 +102,9 @@ def sample(
 
         # the head runs on the unknown tokens only: known ones are never re-masked or re-drawn
         if guided:
-            model(torch.cat([ids, ids]), text, mask, choose=choose, only_BN=torch.cat([unknown, unknown]))
+            model(torch.cat([ids, ids]), text_BLC, text_mask_BL, choose=choose, only_BN=torch.cat([unknown, unknown]), context=context)
         else:
-            model(ids, text_BLC, text_mask_BL, choose=choose, only_BN=unknown)
+            model(ids, text_BLC, text_mask_BL, choose=choose, only_BN=unknown, context=context)
         sampled = ids.clone()
         sampled[unknown] = join_ids([ids_i for ids_i, _ in picked], model.code_factors)
         # the parts' log-probabilities add up to the joint's (FactoredHead), so this samples the joint

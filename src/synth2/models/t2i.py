@@ -55,11 +55,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(width, width)
         self.dropout = dropout
 
-    def forward(self, x_BND: torch.Tensor, context_BLC: torch.Tensor | None = None, mask_BL: torch.Tensor | None = None) -> torch.Tensor:
+    def keys_values(self, source_BLD: torch.Tensor) -> torch.Tensor:
+        """(2, B, heads, L, D / heads): the keys and values of `source`."""
+        B, L, _ = source_BLD.shape
+        return self.kv(source_BLD).view(B, L, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x_BND: torch.Tensor, context_BLC: torch.Tensor | None = None, mask_BL: torch.Tensor | None = None,
+                keys_values: torch.Tensor | None = None) -> torch.Tensor:
+        """`keys_values`: the context's, computed before (`keys_values(context_BLC)`)."""
         B, N, D = x_BND.shape
-        source = x_BND if context_BLC is None else context_BLC
         q = self.q(x_BND).view(B, N, self.heads, -1).transpose(1, 2)
-        k, v = self.kv(source).view(B, source.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = self.keys_values(x_BND if context_BLC is None else context_BLC) if keys_values is None else keys_values
         attn_mask = None if mask_BL is None else mask_BL[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, N, D))
@@ -80,13 +86,15 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x_BND: torch.Tensor, text_BLC: torch.Tensor | None, text_mask_BL: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_BND: torch.Tensor, text_BLC: torch.Tensor | None, text_mask_BL: torch.Tensor,
+                text_keys_values: torch.Tensor | None = None) -> torch.Tensor:
         """With cross-attention, `text_mask_BL` masks the text's padding as keys of the cross-attention;
-        without (`text_BLC` None, x is the text), as keys of the self-attention."""
+        without (`text_BLC` None, x is the text), as keys of the self-attention. `text_keys_values`:
+        the cross-attention's keys and values of `text_BLC`, computed before (`TextContext`)."""
         self_mask = text_mask_BL if text_BLC is None else None
         x_BND = x_BND + self.drop(self.self_attn(self.norm1(x_BND), None, self_mask))
         if text_BLC is not None:
-            x_BND = x_BND + self.drop(self.cross_attn(self.norm2(x_BND), text_BLC, text_mask_BL))
+            x_BND = x_BND + self.drop(self.cross_attn(self.norm2(x_BND), text_BLC, text_mask_BL, text_keys_values))
         return x_BND + self.drop(self.mlp(self.norm3(x_BND)))
 
 
@@ -151,6 +159,16 @@ class FactoredHead(nn.Module):
         return (earlier + log_i[..., None]).transpose(-1, -2).flatten(-2)
 
 
+@dataclass
+class TextContext:
+    """The caption's side of a forward (`T2IModel.text_context`): the text states the blocks read
+    and each block's cross-attention keys and values. It does not depend on the image tokens, so
+    decoding computes it once for all its steps."""
+
+    text_BLD: torch.Tensor
+    keys_values: list[torch.Tensor]
+
+
 class T2IModel(nn.Module):
     def __init__(self, cfg: T2IConfig, codebook_size: int, grid: tuple[int, int], text_width: int, code_factors: tuple[int, ...] | None = None):
         """`code_factors`: the parts of product-code ids (VQModel.code_factors); the generator then
@@ -194,24 +212,37 @@ class T2IModel(nn.Module):
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None,
-                only_BN: torch.Tensor | None = None):
-        """Logits (B, N, K) for every position, given partially masked ids. With `choose`, each code
-        part's logits and chosen ids instead (FactoredHead.parts; one part unless codes are
-        products): the loss and the sampler use it, so a product's K logits are never all built.
-        With `only_BN` (bool), the head runs on the selected tokens alone and logits are (M, K):
-        the loss reads the masked tokens only, and the head is the model's widest layer."""
-        pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
-        x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
+    def text_states(self, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> torch.Tensor:
+        """(B, L, D): the frozen LM's states as the blocks read them."""
         text = self.text_proj(text_BLC)
         if self.text_conv is not None:
             text = text + self.text_conv((text * text_mask_BL[..., None]).transpose(1, 2)).transpose(1, 2)
         for block in self.text_blocks:
             text = block(text, None, text_mask_BL)
+        return text
+
+    @torch.no_grad()
+    def text_context(self, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> TextContext:
+        """The caption's side of `forward` for these texts, for the decoding steps to share."""
+        text = self.text_states(text_BLC, text_mask_BL)
+        return TextContext(text, [block.cross_attn.keys_values(text) for block in self.blocks])
+
+    def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None,
+                only_BN: torch.Tensor | None = None, context: TextContext | None = None):
+        """Logits (B, N, K) for every position, given partially masked ids. With `choose`, each code
+        part's logits and chosen ids instead (FactoredHead.parts; one part unless codes are
+        products): the loss and the sampler use it, so a product's K logits are never all built.
+        With `only_BN` (bool), the head runs on the selected tokens alone and logits are (M, K):
+        the loss reads the masked tokens only, and the head is the model's widest layer.
+        `context`: `text_context(text_BLC, text_mask_BL)`, computed before (decoding)."""
+        pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
+        x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
+        text = self.text_states(text_BLC, text_mask_BL) if context is None else context.text_BLD
+        keys_values = [None] * len(self.blocks) if context is None else context.keys_values
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        for block, block_keys_values in zip(self.blocks, keys_values):
             # activation checkpointing: keep each block's input only, recompute the block in backward
-            x = checkpoint(block, x, text, text_mask_BL, use_reentrant=False) if recompute else block(x, text, text_mask_BL)
+            x = checkpoint(block, x, text, text_mask_BL, use_reentrant=False) if recompute else block(x, text, text_mask_BL, block_keys_values)
         x = self.norm(self._split(x))
         if only_BN is not None:
             x = x[only_BN]
