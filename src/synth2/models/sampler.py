@@ -71,16 +71,17 @@ def sample(
     N = model.num_tokens
     ids = torch.full((B, N), model.mask_id, dtype=torch.long, device=device)
     guided = cfg.guidance != 1.0
+    copies = 2 if guided else 1  # one forward over [cond; uncond] per step when guided
+    text, mask = text_BLC, text_mask_BL
     if guided:
-        # one forward over [cond; uncond] per step
         Lc, Le = text_BLC.shape[1], empty_LC.shape[0]
         width = max(Lc, Le)
         cond = F.pad(text_BLC, (0, 0, 0, width - Lc))
         cond_mask = F.pad(text_mask_BL, (0, width - Lc))
         empty = F.pad(empty_LC, (0, 0, 0, width - Le)).expand(B, width, -1)
         empty_mask = F.pad(empty_mask_L, (0, width - Le)).expand(B, width)
-        text_BLC, text_mask_BL = torch.cat([cond, empty]), torch.cat([cond_mask, empty_mask])
-    context = model.text_context(text_BLC, text_mask_BL)  # the same at every step
+        text, mask = torch.cat([cond, empty]), torch.cat([cond_mask, empty_mask])
+    context = model.text_context(text, mask)  # the same at every step
     for t in range(cfg.steps):
         unknown = ids == model.mask_id
         picked = [None] * len(model.code_factors)
@@ -98,13 +99,10 @@ def sample(
             else:
                 ids_i = logits.argmax(-1)
             picked[i] = (ids_i, F.log_softmax(logits, dim=-1).gather(-1, ids_i[..., None]).squeeze(-1))
-            return torch.cat([ids_i, ids_i]) if guided else ids_i
+            return ids_i.repeat(copies)
 
         # the head runs on the unknown tokens only: known ones are never re-masked or re-drawn
-        if guided:
-            model(torch.cat([ids, ids]), text_BLC, text_mask_BL, choose=choose, only_BN=torch.cat([unknown, unknown]), context=context)
-        else:
-            model(ids, text_BLC, text_mask_BL, choose=choose, only_BN=unknown, context=context)
+        model(ids.repeat(copies, 1), text, mask, choose=choose, only_BN=unknown.repeat(copies, 1), context=context)
         sampled = ids.clone()
         sampled[unknown] = join_ids([ids_i for ids_i, _ in picked], model.code_factors)
         # the parts' log-probabilities add up to the joint's (FactoredHead), so this samples the joint
