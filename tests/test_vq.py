@@ -90,6 +90,46 @@ def test_product_codes_are_one_id_made_of_parts():
         VQModel(dataclasses.replace(TINY_PRODUCT, product_codebooks=[16]))
 
 
+def _one_shape_in_every_colour(shape="heart"):
+    """A world object alone in the top-left cell, in every colour on both backgrounds (uint8 NHWC)."""
+    from synth2.world.render import render
+    from synth2.world.scene import Obj, Scene, WorldConfig
+
+    world = WorldConfig()
+    return np.stack([render(Scene((Obj(shape, c, "large", 0, 0),), bg), world.resolution, world.grid) for c in world.colours for bg in world.backgrounds])
+
+
+def test_foreground_coverage_is_the_same_map_in_every_colour():
+    from synth2.models.vq import foreground_coverage
+
+    coverage = foreground_coverage(to_model_pixels(torch.from_numpy(_one_shape_in_every_colour())))[:, 0]
+    assert coverage.shape == (16, 32, 32)
+    # anti-aliased edges come back as the same blend in every colour, up to uint8 rounding
+    assert (coverage.max(0).values - coverage.min(0).values).max() < 0.05
+    assert coverage[0, 16:, 16:].eq(-1).all()  # the empty cells are background
+    assert coverage[0].max() == 1 and ((coverage[0] > -1) & (coverage[0] < 1)).any()  # an interior and its edges
+
+
+@pytest.mark.parametrize("structure_input", ["coverage", "pixels"])
+def test_a_colour_blind_structure_encoder_gives_a_shape_one_structure_code_in_every_colour(structure_input):
+    """Untrained, so only the input can make the codes agree: the coverage map does (up to the
+    uint8 rounding of anti-aliased edges), the pixels do not."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY_PRODUCT, product_codebooks=[16, 4], structure_input=structure_input, channel_mult=[1], patch_size=4, encoder_kernel=1)
+    model = VQModel(cfg).eval()
+    structure, _ = model.quantizer.split_ids(model.encode(to_model_pixels(torch.from_numpy(_one_shape_in_every_colour()))))
+    assert structure[0, :4, :4].unique().numel() > 1  # the shape's patches differ from each other
+    agreement = (structure == structure.mode(0).values).float().mean()  # share of (colour, patch) on the patch's usual code
+    assert agreement > 0.99 if structure_input == "coverage" else agreement < 0.7
+
+
+def test_a_structure_encoder_needs_product_codes():
+    with pytest.raises(ValueError, match="needs product codes"):
+        VQModel(dataclasses.replace(TINY, structure_input="coverage"))
+    with pytest.raises(ValueError, match="structure_input"):
+        VQModel(dataclasses.replace(TINY_PRODUCT, structure_input="edges"))
+
+
 @pytest.mark.parametrize("maps", ["linear", "channels"])
 def test_recolouring_keeps_every_blend_weight_and_follows_the_seed(maps):
     from synth2.train.vq import recolour

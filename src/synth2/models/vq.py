@@ -54,6 +54,10 @@ class VQConfig:
     quantizer: str = "vq"
     fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 8])
     product_codebooks: list[int] = field(default_factory=lambda: [256, 32])
+    # Product codes only. "pixels": one encoder; its first channel group is the structure part.
+    # "coverage": the structure part has an encoder of its own that sees `foreground_coverage`, a
+    # map with no colour in it, so a patch pattern gets the same structure code in every colour.
+    structure_input: str = "pixels"
     codebook_size: int = 512
     codebook_dim: int = 32  # < latent_dim: low-dimensional codes (project in/out)
     cosine: bool = False
@@ -92,11 +96,11 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VQConfig):
+    def __init__(self, cfg: VQConfig, in_channels: int = 3, latent_dim: int | None = None):
         super().__init__()
         widths = [cfg.channels * m for m in cfg.channel_mult]
         p = cfg.patch_size
-        self.conv_in = nn.Conv2d(3, widths[0], 3, padding=1) if p == 1 else nn.Conv2d(3, widths[0], p, stride=p)
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1) if p == 1 else nn.Conv2d(in_channels, widths[0], p, stride=p)
         blocks: list[nn.Module] = []
         c = widths[0]
         for level, width in enumerate(widths):
@@ -108,7 +112,7 @@ class Encoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.mid = nn.Sequential(*(ResBlock(c, c, cfg.norm, cfg.encoder_kernel) for _ in range(cfg.mid_blocks)))
         self.act_out = _norm_act(c, cfg.norm)
-        self.conv_out = nn.Conv2d(c, cfg.latent_dim, 1)
+        self.conv_out = nn.Conv2d(c, latent_dim or cfg.latent_dim, 1)
 
     def forward(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.blocks(self.conv_in(pixels_BCHW)))
@@ -189,11 +193,40 @@ class ProductQuantizer(nn.Module):
         return torch.cat([part.project_out(part.codebook[ids]) for part, ids in zip(self.parts, self.split_ids(ids_Bhw))], dim=-1)
 
 
+def foreground_coverage(pixels_BCHW: torch.Tensor, window: int = 9, eps: float = 0.05) -> torch.Tensor:
+    """(B, 1, H, W) in [-1, 1]: how much of each pixel a foreground object covers, from -1 (the
+    image's background) to 1, whatever the colours.
+
+    The background is each image's most frequent colour. A pixel's distance from it is divided by
+    the largest such distance within `window` pixels (an object's own contrast): an anti-aliased
+    edge pixel is a*c + (1 - a)*b for an object colour c on a background b, so this gives back its
+    coverage a for every c and b. A colour-blind view of structure for objects on a plain
+    background, the embedded world's images; it means little on photographs.
+    """
+    levels = pixels_BCHW.add(1).mul(127.5).round().long()
+    keys = ((levels[:, 0] * 256 + levels[:, 1]) * 256 + levels[:, 2]).flatten(1)
+    where = keys.mode(dim=1).indices  # a pixel of the most frequent colour
+    flat = pixels_BCHW.flatten(2)
+    background = flat.gather(2, where[:, None, None].expand(-1, flat.shape[1], 1))
+    distance = (flat - background).norm(dim=1).view(len(pixels_BCHW), 1, *pixels_BCHW.shape[2:])
+    contrast = F.max_pool2d(distance, window, stride=1, padding=window // 2)
+    return (distance / contrast.clamp_min(eps)).mul(2).sub(1)
+
+
 class VQModel(nn.Module):
     def __init__(self, cfg: VQConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        if cfg.structure_input == "coverage":
+            if cfg.quantizer != "product":
+                raise ValueError("vq structure_input 'coverage' needs product codes (vq.model.quantizer=product)")
+            structure_dim = cfg.latent_dim // len(cfg.product_codebooks)
+            self.encoder = Encoder(cfg, latent_dim=cfg.latent_dim - structure_dim)
+            self.structure_encoder = Encoder(cfg, in_channels=1, latent_dim=structure_dim)
+        elif cfg.structure_input == "pixels":
+            self.encoder, self.structure_encoder = Encoder(cfg), None
+        else:
+            raise ValueError(f"vq structure_input must be 'pixels' or 'coverage', got {cfg.structure_input!r}")
         self.decoder = Decoder(cfg)
         if cfg.quantizer == "fsq":
             self.quantizer = FSQ(levels=cfg.fsq_levels, dim=cfg.latent_dim)
@@ -217,6 +250,12 @@ class VQModel(nn.Module):
     def embed_dim(self) -> int:
         return self.cfg.latent_dim
 
+    def _latent(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
+        """Pixels -> pre-quantisation latents (B, D, h, w); with a structure encoder, its channels first."""
+        if self.structure_encoder is None:
+            return self.encoder(pixels_BCHW)
+        return torch.cat([self.structure_encoder(foreground_coverage(pixels_BCHW)), self.encoder(pixels_BCHW)], dim=1)
+
     def _quantize(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z_q (B, D, h, w), ids (B, h, w), commitment loss; zero for FSQ, which has none)."""
         if isinstance(self.quantizer, FSQ):
@@ -232,7 +271,7 @@ class VQModel(nn.Module):
         (a forward, so that DDP and FSDP see it)."""
         if recoloured_BCHW is not None:
             return self.recolour_swap(pixels_BCHW, recoloured_BCHW)
-        z_q, ids_Bhw, commit = self._quantize(self.encoder(pixels_BCHW))
+        z_q, ids_Bhw, commit = self._quantize(self._latent(pixels_BCHW))
         return self.decoder(z_q), ids_Bhw, commit
 
     def recolour_swap(self, pixels_BCHW: torch.Tensor, recoloured_BCHW: torch.Tensor):
@@ -246,7 +285,7 @@ class VQModel(nn.Module):
         """
         if not isinstance(self.quantizer, ProductQuantizer):
             raise ValueError("vq recolour_swap needs product codes (vq.model.quantizer=product)")
-        z = self.encoder(torch.cat([pixels_BCHW, recoloured_BCHW]))
+        z = self._latent(torch.cat([pixels_BCHW, recoloured_BCHW]))
         z_q, ids, commit = self._quantize(z)
         d = self.quantizer.part_dim
         original, recoloured = z_q.chunk(2)
@@ -266,14 +305,14 @@ class VQModel(nn.Module):
         """Pixels in [-1, 1] -> token ids (B, h, w). Never updates the codebook."""
         was_training = self.training
         self.eval()
-        _, ids_Bhw, _ = self._quantize(self.encoder(pixels_BCHW))
+        _, ids_Bhw, _ = self._quantize(self._latent(pixels_BCHW))
         self.train(was_training)
         return ids_Bhw
 
     @torch.no_grad()
     def features(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] -> pre-quantisation latents (B, D, h, w): image features for the Fréchet distance."""
-        return self.encoder(pixels_BCHW)
+        return self._latent(pixels_BCHW)
 
     def embed(self, ids_Bhw: torch.Tensor) -> torch.Tensor:
         """Token ids -> soft codebook embeddings (B, h, w, D): what the VLM reads."""
