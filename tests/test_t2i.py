@@ -383,6 +383,14 @@ def test_a_factored_generator_scores_product_codes_as_a_product_of_its_parts():
     chain = [torch.full((2, 5), k) for k in (1, 0, 3)]
     logits, _ = head.parts(x, lambda i, _: chain[i])
     assert torch.allclose(head(x)[..., 1 * 8 + 0 * 4 + 3], sum(l.log_softmax(-1)[..., k] for l, k in zip(logits, (1, 0, 3))), atol=1e-5)
+    # unchained, each part's logits ignore the parts chosen after it, and the joint is their product
+    head = FactoredHead(8, (3, 2, 4), chained=False)
+    logits, _ = head.parts(x, lambda i, _: chain[i])
+    other, _ = head.parts(x, lambda i, logits: torch.zeros(logits.shape[:-1], dtype=torch.long))
+    assert all(torch.equal(a, b) for a, b in zip(logits, other))
+    joint = head(x).exp().view(2, 5, 3, 2, 4)
+    marginals = [l.softmax(-1) for l in logits]
+    assert torch.allclose(joint, marginals[0][..., :, None, None] * marginals[1][..., None, :, None] * marginals[2][..., None, None, :], atol=1e-6)
 
 
 def test_a_factored_generator_samples_part_by_part_and_embeds_ids_it_never_saw():

@@ -42,6 +42,10 @@ class T2IConfig:
     # Tokens per side merged into one transformer position (space-to-depth before the blocks,
     # depth-to-space after, as aMUSEd's U-ViT downsamples): 2 makes the sequence 4x shorter.
     group: int = 1
+    # Product codes only: True, each part is predicted given the parts chosen after it (the colour,
+    # then a structure to go with it); False, every part from the position's state alone, so the
+    # structure head cannot learn which shapes each colour comes on.
+    chain_parts: bool = True
 
 
 class Attention(nn.Module):
@@ -120,19 +124,21 @@ class FactoredEmbedding(nn.Module):
 
 class FactoredHead(nn.Module):
     """Product-code ids predicted part by part, from the last part to the first: part i from a
-    position's state plus the embeddings of the parts chosen after it. With (structure, colour)
-    codes the colour comes from the text alone, and the structure is chosen to go with it, so a
-    patch's parts agree, while a colour never drawn on a shape can still be chosen.
+    position's state plus, when `chained`, the embeddings of the parts chosen after it. With
+    (structure, colour) codes the colour comes from the text alone, and the structure is chosen to
+    go with it, so a patch's parts agree, while a colour never drawn on a shape can still be
+    chosen. Unchained, the parts are independent given the state.
 
     `parts(x, choose)` returns each part's logits and ids; `choose(i, logits_i)` gives part i's
     ids: the true ones in training (teacher forcing), a sample in decoding.
     """
 
-    def __init__(self, width: int, factors: tuple[int, ...]):
+    def __init__(self, width: int, factors: tuple[int, ...], chained: bool = True):
         super().__init__()
         self.factors = factors
+        self.chained = chained
         self.proj = nn.ModuleList(nn.Linear(width, size) for size in factors)
-        self.given = nn.ModuleList(nn.Embedding(size, width) for size in factors[1:])
+        self.given = nn.ModuleList(nn.Embedding(size, width) for size in factors[1:]) if chained else None
 
     def parts(self, x_BND: torch.Tensor, choose: Callable) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits: list = [None] * len(self.factors)
@@ -141,7 +147,7 @@ class FactoredHead(nn.Module):
         for i in reversed(range(len(self.factors))):
             logits[i] = self.proj[i](state)
             chosen[i] = choose(i, logits[i])
-            if i > 0:
+            if i > 0 and self.chained:
                 state = state + self.given[i - 1](chosen[i])
         return logits, chosen
 
@@ -155,7 +161,10 @@ class FactoredHead(nn.Module):
         log_i = F.log_softmax(self.proj[i](state).float(), dim=-1)
         if i == 0:
             return log_i
-        earlier = self._joint(state[..., None, :] + self.given[i - 1].weight, i - 1)  # (..., K_i, K_0 * ... * K_{i-1})
+        if self.chained:
+            earlier = self._joint(state[..., None, :] + self.given[i - 1].weight, i - 1)  # (..., K_i, K_0 * ... * K_{i-1})
+        else:
+            earlier = self._joint(state, i - 1)[..., None, :]  # the same for every part i code
         return (earlier + log_i[..., None]).transpose(-1, -2).flatten(-2)
 
 
@@ -206,7 +215,7 @@ class T2IModel(nn.Module):
         self.text_blocks = nn.ModuleList(Block(cfg, text_width=None) for _ in range(cfg.text_blocks))
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
-        self.head = FactoredHead(cfg.width, self.code_factors) if factored else nn.Linear(cfg.width, codebook_size)
+        self.head = FactoredHead(cfg.width, self.code_factors, cfg.chain_parts) if factored else nn.Linear(cfg.width, codebook_size)
 
     @property
     def num_tokens(self) -> int:
