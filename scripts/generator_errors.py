@@ -14,6 +14,9 @@ Two tables, from RUN's generator and VQ (the world's grid aligned with the token
   masked in the scene's real tokens, the rest of the scene and the caption shown, filled in by
   one argmax pass of the generator: what the cell then shows. It asks the generator's
   conditional for one object given everything else, free of the sampler's order of decoding.
+- **binding**: one object per caption, each shape in its held-out colours and in colours the
+  paired data showed it in (`oracle_binding_*`'s scenes, 16 per shape and group instead of 4),
+  drawn and put in the drawn table's classes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from synth2 import api
 from synth2.configtools import apply_overrides
 from synth2.data.arrays import load_pairs
-from synth2.eval.generator import draw_eval_captions
+from synth2.eval.generator import binding_captions, draw_eval_captions
 from synth2.models.codes import join_ids
 from synth2.stages import artifacts
 from synth2.stages.data import world_spec
@@ -82,6 +85,14 @@ def drawn_errors(gen, spec, pairs, scenes: list[Scene], seed: int) -> dict[str, 
     return dict(sorted(counts.items()))
 
 
+def binding_errors(gen, spec, seed: int, per_shape: int = 16) -> dict[str, Counter]:
+    oracle, counts = Oracle(spec), {}
+    for group, (scenes, captions) in binding_captions(spec, spec.cfg.eval_styles[0], seed, per_shape).items():
+        _, images = gen.generate(captions, seed=seed + 99, pixels=True)
+        counts[f"{group} colours"] = Counter(drawn_class(scene, oracle.parse(image)) for scene, image in zip(scenes, images))
+    return counts
+
+
 @torch.no_grad()
 def infill_errors(gen, spec, pairs, scenes: list[Scene], batch_size: int = 64) -> dict[str, Counter]:
     h, w = gen.grid
@@ -131,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, scenes, cfg.seed)))
     print()
     print(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, scenes)))
+    print()
+    print(table("binding, one object", DRAWN[:-1], binding_errors(gen, spec, cfg.seed)))
 
 
 if __name__ == "__main__":

@@ -212,13 +212,20 @@ def binding_scenes(spec, seed: int, per_shape: int = 4) -> dict[str, list[Scene]
     return groups
 
 
-def binding_accuracy(gen, spec, style: str, seed: int) -> dict[str, float]:
-    """`oracle_binding_*`: the `binding_scenes` captioned in eval split A's style by an annotator
-    who names every object, drawn and read back by the oracle."""
+def binding_captions(spec, style: str, seed: int, per_shape: int = 4) -> dict[str, tuple[list[Scene], list[str]]]:
+    """The `binding_scenes` of each group with their captions, in `style` by an annotator who
+    names every object."""
     annotator = Annotator(style, seed * 7919 + 31, spec.cfg.grid, omits=False)
     out = {}
-    for group, scenes in binding_scenes(spec, seed).items():
-        captions = [annotator.describe(scene, np.random.default_rng([seed, i])) for i, scene in enumerate(scenes)]
+    for group, scenes in binding_scenes(spec, seed, per_shape).items():
+        out[group] = scenes, [annotator.describe(scene, np.random.default_rng([seed, i])) for i, scene in enumerate(scenes)]
+    return out
+
+
+def binding_accuracy(gen, spec, style: str, seed: int) -> dict[str, float]:
+    """`oracle_binding_*`: the `binding_captions` in eval split A's style, drawn and read back by the oracle."""
+    out = {}
+    for group, (scenes, captions) in binding_captions(spec, style, seed).items():
         right = oracle_right(gen, spec, captions, scenes, seed + 99)
         out[f"oracle_binding_{group}"] = float(np.mean(right)) if right else float("nan")
     return out
