@@ -290,9 +290,14 @@ def test_trained_models_load_from_their_own_directories(tiny_run):
     assert list(t2i.grid) == tokens["grid"]
 
 
-def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path):
-    """Product codes (a structure and a colour codebook, trained with the recolouring swap) go
-    through the tokenizer, token shards, the factored generator and its evaluation."""
+@pytest.mark.parametrize("variant", [
+    ["--set", "vq.recolour_swap=1.0"],
+    ["--set", "vq.model.structure_input=coverage", "--set", "t2i.model.chain_parts=false"],
+], ids=["recolouring-swap", "colour-blind-structure"])
+def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path, variant):
+    """Product codes (a structure and a colour codebook, trained with the recolouring swap or with
+    a colour-blind structure encoder) go through the tokenizer, token shards, the factored
+    generator and its evaluation."""
     import shutil
 
     from synth2.stages.artifacts import load_t2i, load_vq
@@ -300,7 +305,7 @@ def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path):
     for name in ("world", "lm", "captions", "config.yaml", "manifest.json"):
         copy = shutil.copytree if (tiny_run / name).is_dir() else shutil.copy
         copy(tiny_run / name, tmp_path / name)
-    product = ["--set", "vq.model.quantizer=product", "--set", "vq.model.product_codebooks=[32,8]", "--set", "vq.recolour_swap=1.0"]
+    product = ["--set", "vq.model.quantizer=product", "--set", "vq.model.product_codebooks=[32,8]", *variant]
     result = CliRunner().invoke(app, ["train", "t2i", "--run", str(tmp_path), "--preset", "tiny", *product])
     assert result.exit_code == 0, result.output
     vq, t2i = load_vq(tmp_path / "vq" / "model"), load_t2i(tmp_path / "t2i" / "model")
