@@ -10,8 +10,9 @@ optional cosine similarity and low-dimensional codes); optionally finite scalar 
 (FSQ, Mentzer et al. 2023), which rounds a few bounded channels to fixed levels and so has no
 codebook to collapse; or product codes, where the latent's channels split into parts, each
 quantised by a codebook of its own, and a token is the tuple of its parts' codes (trained with a
-recolouring swap, train/vq.py, the first part holds structure and the second colour, so a
-generator can compose a colour with a shape it never saw it on). Both the generator and the VLM
+recolouring swap, train/vq.py, or encoded from a colour-blind coverage map, the first part holds
+structure and the second colour, so a generator can compose a colour with a shape it never saw
+it on). Both the generator and the VLM
 see images only through `encode`, `decode` and `embed`.
 
 Shape legend: B batch, C channels, H/W pixels, h/w token grid, D latent width.
