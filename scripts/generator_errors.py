@@ -88,6 +88,8 @@ def drawn_errors(gen, spec, pairs, scenes: list[Scene], seed: int) -> dict[str, 
 def binding_errors(gen, spec, seed: int, per_shape: int = 16) -> dict[str, Counter]:
     oracle, counts = Oracle(spec), {}
     for group, (scenes, captions) in binding_captions(spec, spec.cfg.eval_styles[0], seed, per_shape).items():
+        if not scenes:  # a world without held-out combinations
+            continue
         _, images = gen.generate(captions, seed=seed + 99, pixels=True)
         counts[f"{group} colours"] = Counter(drawn_class(scene, oracle.parse(image)) for scene, image in zip(scenes, images))
     return counts

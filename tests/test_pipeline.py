@@ -477,8 +477,8 @@ def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, cap
     manifest = (tiny_run / "manifest.json").read_text()
     _script("generator_errors").main([str(tiny_run), "--split", "a"])
     assert (tiny_run / "manifest.json").read_text() == manifest  # no stage rerun
-    drawn, infill = capsys.readouterr().out.strip().split("\n\n")
-    for text in (drawn, infill):
+    drawn, infill, binding = capsys.readouterr().out.strip().split("\n\n")
+    for text in (drawn, infill, binding):
         for row in text.splitlines()[2:]:
             cells = row.strip("|").split("|")
             shares, n = [float(c) for c in cells[1:-1]], int(cells[-1])
@@ -487,3 +487,11 @@ def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, cap
     scenes = [meta["scene"]["objects"] for meta in load_pairs(tiny_run / "encode" / "eval_a", images=False).meta[:16]]
     assert drawn.splitlines()[-1].startswith("| all |") and int(drawn.splitlines()[-1].split("|")[-2]) == 16
     assert int(infill.splitlines()[-1].split("|")[-2]) == sum(len(objects) for objects in scenes if len(objects) > 1)
+    # 16 one-object captions per shape and group
+    from synth2.api import open_run
+    from synth2.eval.generator import binding_scenes
+    from synth2.stages.data import world_spec
+
+    run = open_run(tiny_run)
+    expected = {f"{group} colours": len(group_scenes) for group, group_scenes in binding_scenes(world_spec(run), run.config.seed, 16).items() if group_scenes}
+    assert {row.split("|")[1].strip(): int(row.split("|")[-2]) for row in binding.splitlines()[2:]} == expected
