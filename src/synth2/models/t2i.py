@@ -136,8 +136,8 @@ class FactoredHead(nn.Module):
     def __init__(self, width: int, factors: tuple[int, ...], chained: bool = True):
         super().__init__()
         self.factors = factors
-        self.chained = chained
         self.proj = nn.ModuleList(nn.Linear(width, size) for size in factors)
+        # the embeddings of the chosen parts that the earlier parts read; None when unchained
         self.given = nn.ModuleList(nn.Embedding(size, width) for size in factors[1:]) if chained else None
 
     def parts(self, x_BND: torch.Tensor, choose: Callable) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -147,7 +147,7 @@ class FactoredHead(nn.Module):
         for i in reversed(range(len(self.factors))):
             logits[i] = self.proj[i](state)
             chosen[i] = choose(i, logits[i])
-            if i > 0 and self.chained:
+            if i > 0 and self.given is not None:
                 state = state + self.given[i - 1](chosen[i])
         return logits, chosen
 
@@ -161,7 +161,7 @@ class FactoredHead(nn.Module):
         log_i = F.log_softmax(self.proj[i](state).float(), dim=-1)
         if i == 0:
             return log_i
-        if self.chained:
+        if self.given is not None:
             earlier = self._joint(state[..., None, :] + self.given[i - 1].weight, i - 1)  # (..., K_i, K_0 * ... * K_{i-1})
         else:
             earlier = self._joint(state, i - 1)[..., None, :]  # the same for every part i code
