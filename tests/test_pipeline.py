@@ -495,3 +495,38 @@ def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, cap
     run = open_run(tiny_run)
     expected = {f"{group} colours": len(group_scenes) for group, group_scenes in binding_scenes(world_spec(run), run.config.seed, 16).items() if group_scenes}
     assert {row.split("|")[1].strip(): int(row.split("|")[-2]) for row in binding.splitlines()[2:]} == expected
+
+
+def test_pointer_probe_reads_where_the_colour_comes_from_on_every_masked_patch(tiny_run, capsys):
+    import dataclasses
+
+    import torch
+
+    from synth2.api import open_run
+    from synth2.eval.generator import binding_scenes
+    from synth2.models.t2i import T2IModel
+    from synth2.stages import artifacts
+    from synth2.stages.data import world_spec
+    from synth2.synthesis import TokenGenerator
+
+    probe = _script("pointer_probe")
+    with pytest.raises(SystemExit, match="no pointer part"):
+        probe.main([str(tiny_run)])  # the tiny run's generator has one head over joint codes
+    # the tiny run's LM and VQ with an untrained pointer generator that reads the VQ's ids as two parts
+    run = open_run(tiny_run)
+    lm = artifacts.load_lm(run.done("lm")["path"], run.config.lm.max_text_length, run.config.lm.dtype)
+    trained = artifacts.token_generator(lm, run.done("t2i")["path"], run.done("vq")["path"], run.config.sampler)
+    size = trained.model.codebook_size
+    factors = (size // 4, 4)
+    torch.manual_seed(0)
+    model = T2IModel(dataclasses.replace(trained.model.cfg, pointer_part=True, chain_parts=True, structure_first=True), size,
+                     trained.model.grid, lm.hidden_size, code_factors=factors)
+    spec = world_spec(run)
+    rows = probe.probe(TokenGenerator(lm, model, run.config.sampler, trained.vq), spec, run.config.seed, per_shape=2)
+    cell_patches = (trained.model.grid[0] // spec.cfg.grid) ** 2
+    counts = {group: len(scenes) for group, scenes in binding_scenes(spec, run.config.seed, 2).items() if scenes}
+    assert {f"{group} colours" for group in counts} == {row[0] for row in rows}
+    for group, scenes in counts.items():  # every masked patch shows the object or the background
+        assert sum(int(row[2]) for row in rows if row[0] == f"{group} colours") == scenes * cell_patches
+    for row in rows:
+        assert all(0.0 <= float(value) <= 1.0 for value in row[3:])
