@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""How a product-code generator chooses the colour of a patch it is shown the structure of.
+
+    python scripts/colour_probe.py RUN [--per-shape 16]
+
+RUN's generator predicts product codes (`vq.model.quantizer=product`). The probe takes the
+one-object scenes of `oracle_binding_*` (each shape in its held-out colours and in colours the
+paired data showed it in, `--per-shape` per shape and group), renders and encodes them, masks
+the object's cell, and runs the generator once with the caption and the structure part of
+every masked patch given (teacher forcing), so the colour part is the only choice. Per group,
+for the masked patches the object shows in (their true colour code is not the scene's
+background code) and for the background ones, it prints the mean p(true colour code) and the
+share of patches whose most likely colour code is the true one. The gap between held-out and
+seen colours at object patches is the (shape, colour) prior the generator's colour prediction
+has learnt, free of the sampler and of the other patches.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from synth2 import api
+from synth2.encoding import encode_images
+from synth2.eval.generator import binding_captions
+from synth2.models.codes import split_ids
+from synth2.report.build import markdown_table
+from synth2.stages import artifacts
+from synth2.stages.data import world_spec
+from synth2.world.render import render
+
+COLUMNS = ("group", "patches", "n", "p(true colour code)", "right")
+
+
+@torch.no_grad()
+def probe(gen, spec, seed: int, per_shape: int) -> list[list[str]]:
+    model = gen.model.eval()
+    h, w = gen.grid
+    if h % spec.cfg.grid or w % spec.cfg.grid:
+        raise SystemExit(f"the token grid {h}x{w} does not divide into the world's {spec.cfg.grid}x{spec.cfg.grid} cells")
+    cell = h // spec.cfg.grid
+    rows = []
+    for group, (scenes, captions) in binding_captions(spec, spec.cfg.eval_styles[0], seed, per_shape).items():
+        if not scenes:  # a world without held-out combinations
+            continue
+        images = np.stack([render(scene, spec.cfg.resolution, spec.cfg.grid) for scene in scenes])
+        tokens = torch.from_numpy(encode_images(gen.vq, images, spec.cfg.resolution).astype(np.int64)).view(len(scenes), -1)
+        masked = torch.zeros(len(scenes), h, w, dtype=torch.bool)
+        for b, scene in enumerate(scenes):
+            obj = scene.objects[0]
+            masked[b, obj.row * cell : (obj.row + 1) * cell, obj.col * cell : (obj.col + 1) * cell] = True
+        masked = masked.view(len(scenes), -1)
+        true = split_ids(tokens[masked], model.code_factors)
+        states, text_mask = gen.lm.encode_texts([gen.prompt(c) for c in captions], model.cfg.text_layer)
+        logits, _ = model(tokens.masked_fill(masked, model.mask_id), states, text_mask, choose=lambda part, logits: true[part], only_BN=masked)
+        colour = true[-1][:, None]
+        measures = [logits[-1].float().log_softmax(-1).exp().gather(-1, colour)[:, 0], (logits[-1].argmax(-1) == true[-1]).float()]
+        scene_of = masked.nonzero(as_tuple=True)[0]  # each masked patch's scene
+        # a scene's background code: the most common colour code among its patches outside the cell
+        background = torch.stack([split_ids(tokens[b][~masked[b]], model.code_factors)[-1].mode().values for b in range(len(scenes))])
+        shows_object = true[-1] != background[scene_of]
+        for name, chosen in (("object", shows_object), ("background", ~shows_object)):
+            means = [f"{x[chosen].mean().item():.2f}" for x in measures]
+            rows.append([f"{group} colours", name, str(int(chosen.sum()))] + means)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a run whose generator predicts product codes (`vq.model.quantizer=product`)")
+    parser.add_argument("--per-shape", type=int, default=16, help="one-object scenes per shape and group")
+    args = parser.parse_args(argv)
+    run = api.open_run(args.run)
+    cfg = run.config
+    spec = world_spec(run)
+    if spec is None:
+        raise SystemExit(f"{args.run}: not an embedded-world run; the probe needs the world's scenes")
+    # finished stages only, read as they are: an analysis never retrains what it reads
+    done = {name: run.done(name) for name in ("lm", "vq", "t2i")}
+    missing = [name for name, result in done.items() if result is None]
+    if missing:
+        raise SystemExit(f"{args.run}: stage(s) {', '.join(missing)} not finished; train the generator first")
+    lm = artifacts.load_lm(done["lm"]["path"], cfg.lm.max_text_length, cfg.lm.dtype)
+    gen = artifacts.token_generator(lm, done["t2i"]["path"], done["vq"]["path"], cfg.sampler)
+    if len(gen.model.code_factors) < 2:
+        raise SystemExit(f"{args.run}: its generator predicts joint codes; the probe needs product codes (vq.model.quantizer=product)")
+    print(markdown_table(list(COLUMNS), probe(gen, spec, cfg.seed, args.per_shape)))
+
+
+if __name__ == "__main__":
+    main()
