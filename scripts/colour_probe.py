@@ -7,7 +7,9 @@ RUN's generator predicts product codes (`vq.model.quantizer=product`). The probe
 one-object scenes of `oracle_binding_*` (each shape in its held-out colours and in colours the
 paired data showed it in, `--per-shape` per shape and group), renders and encodes them, masks
 the object's cell, and runs the generator once with the caption and the structure part of
-every masked patch given (teacher forcing), so the colour part is the only choice. Per group,
+every masked patch given to a head that reads it (teacher forcing; an unchained head, or one
+that chooses the colour first, predicts the colour from the position's state alone), so the
+colour part is the only choice. Per group,
 for the masked patches the object shows in (their true colour code is not the scene's
 background code) and for the background ones, it prints the mean p(true colour code) and the
 share of patches whose most likely colour code is the true one. The gap between held-out and
