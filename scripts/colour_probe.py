@@ -9,10 +9,10 @@ paired data showed it in, `--per-shape` per shape and group), renders and encode
 the object's cell, and runs the generator once with the caption and the structure part of
 every masked patch given to a head that reads it (teacher forcing; an unchained head, or one
 that chooses the colour first, predicts the colour from the position's state alone), so the
-colour part is the only choice. Per group,
-for the masked patches the object shows in (their true colour code is not the scene's
-background code) and for the background ones, it prints the mean p(true colour code) and the
-share of patches whose most likely colour code is the true one. The gap between held-out and
+colour part is the only choice. Per group, for the masked patches the object shows in (their
+true colour code is not the scene's background code) and for the background ones, it prints
+the mean p(true colour code) and the share of patches whose most likely colour code is the
+true one. The gap between held-out and
 seen colours at object patches is the (shape, colour) prior the generator's colour prediction
 has learnt, free of the sampler and of the other patches.
 """
@@ -54,15 +54,14 @@ def probe(gen, spec, seed: int, per_shape: int) -> list[list[str]]:
             obj = scene.objects[0]
             masked[b, obj.row * cell : (obj.row + 1) * cell, obj.col * cell : (obj.col + 1) * cell] = True
         masked = masked.view(len(scenes), -1)
-        true = split_ids(tokens[masked], model.code_factors)
+        parts = split_ids(tokens, model.code_factors)
+        true = [part[masked] for part in parts]
         states, text_mask = gen.lm.encode_texts([gen.prompt(c) for c in captions], model.cfg.text_layer)
         logits, _ = model(tokens.masked_fill(masked, model.mask_id), states, text_mask, choose=lambda part, logits: true[part], only_BN=masked)
-        colour = true[-1][:, None]
-        measures = [logits[-1].float().log_softmax(-1).exp().gather(-1, colour)[:, 0], (logits[-1].argmax(-1) == true[-1]).float()]
-        scene_of = masked.nonzero(as_tuple=True)[0]  # each masked patch's scene
+        measures = [logits[-1].float().softmax(-1).gather(-1, true[-1][:, None])[:, 0], (logits[-1].argmax(-1) == true[-1]).float()]
         # a scene's background code: the most common colour code among its patches outside the cell
-        background = torch.stack([split_ids(tokens[b][~masked[b]], model.code_factors)[-1].mode().values for b in range(len(scenes))])
-        shows_object = true[-1] != background[scene_of]
+        background = torch.stack([colours[~cell].mode().values for colours, cell in zip(parts[-1], masked)])
+        shows_object = true[-1] != background[masked.nonzero(as_tuple=True)[0]]
         for name, chosen in (("object", shows_object), ("background", ~shows_object)):
             means = [f"{x[chosen].mean().item():.2f}" for x in measures]
             rows.append([f"{group} colours", name, str(int(chosen.sum()))] + means)
