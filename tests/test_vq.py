@@ -123,6 +123,64 @@ def test_a_colour_blind_structure_encoder_gives_a_shape_one_structure_code_in_ev
     assert agreement > 0.99 if structure_input == "coverage" else agreement < 0.7
 
 
+def _every_object_in_one_cell():
+    """Every (shape, colour, size, background) of the default world in the top-right cell (uint8 NHWC), and its keys."""
+    from synth2.world.render import render
+    from synth2.world.scene import Obj, Scene, WorldConfig
+
+    world = WorldConfig()
+    keys = [(s, c, z, bg) for s in world.shapes for c in world.colours for z in world.sizes for bg in world.backgrounds]
+    return np.stack([render(Scene((Obj(s, c, z, 0, 1),), bg), world.resolution, world.grid) for s, c, z, bg in keys]), keys
+
+
+def test_colour_layers_give_every_patch_of_an_object_its_palette_colour():
+    from synth2.models.vq import colour_layers, foreground_coverage
+    from synth2.world.vocab import BACKGROUNDS, COLOURS
+
+    images, keys = _every_object_in_one_cell()
+    pixels = to_model_pixels(torch.from_numpy(images))
+    background, object_colour = colour_layers(pixels, foreground_coverage(pixels), 4)
+    assert background.shape == (len(keys), 3, 8, 8) and object_colour.shape == (len(keys), 4, 8, 8)
+    levels = lambda rgb: torch.tensor(rgb, dtype=torch.float32)[:, None] / 127.5 - 1  # noqa: E731
+    shows = object_colour[:, 3] > 0
+    assert not shows[:, 4:].any() and not shows[:, :, :4].any()  # only the object's cell shows it
+    assert object_colour[:, :3][~shows[:, None].expand(-1, 3, -1, -1)].eq(0).all()
+    for k, (_, colour, _, bg) in enumerate(keys):
+        assert shows[k].sum() >= 4  # edges, however faint, show the object too
+        # anti-aliased edges give back the object's own colour, up to uint8 rounding over small coverages
+        assert (object_colour[k, :3][:, shows[k]] - levels(COLOURS[colour])).abs().max() * 127.5 < 12
+        assert torch.allclose(background[k].flatten(1), levels(BACKGROUNDS[bg]))
+
+
+def test_colour_layers_give_a_colour_one_code_on_every_shape_and_background():
+    """Untrained, so only the input can make the codes agree: each colour has one object-colour code
+    at every patch it shows in, and each background one background code."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY_PRODUCT, product_codebooks=[16, 4, 16], latent_dim=12, structure_input="coverage", colour_input="layers",
+                              channel_mult=[1], patch_size=4, encoder_kernel=1)
+    model = VQModel(cfg).eval()
+    from synth2.models.vq import colour_layers, foreground_coverage
+
+    images, keys = _every_object_in_one_cell()
+    pixels = to_model_pixels(torch.from_numpy(images))
+    _, background, colour = model.quantizer.split_ids(model.encode(pixels))
+    shows = colour_layers(pixels, foreground_coverage(pixels), 4)[1][:, 3] > 0
+    for name in sorted({c for _, c, _, _ in keys}):
+        ks = [k for k, key in enumerate(keys) if key[1] == name]
+        assert colour[ks][shows[ks]].unique().numel() == 1, name
+    for name in sorted({bg for *_, bg in keys}):
+        assert background[[k for k, key in enumerate(keys) if key[3] == name]].unique().numel() == 1, name
+
+
+def test_colour_layers_need_the_coverage_structure_and_three_parts():
+    with pytest.raises(ValueError, match="needs the coverage structure"):
+        VQModel(dataclasses.replace(TINY_PRODUCT, colour_input="layers"))
+    with pytest.raises(ValueError, match="three product codebooks"):
+        VQModel(dataclasses.replace(TINY_PRODUCT, structure_input="coverage", colour_input="layers"))
+    with pytest.raises(ValueError, match="colour_input"):
+        VQModel(dataclasses.replace(TINY_PRODUCT, structure_input="coverage", colour_input="hue"))
+
+
 def test_a_structure_encoder_needs_product_codes():
     with pytest.raises(ValueError, match="needs product codes"):
         VQModel(dataclasses.replace(TINY, structure_input="coverage"))

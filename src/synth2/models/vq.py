@@ -11,8 +11,9 @@ optional cosine similarity and low-dimensional codes); optionally finite scalar 
 codebook to collapse; or product codes, where the latent's channels split into parts, each
 quantised by a codebook of its own, and a token is the tuple of its parts' codes (trained with a
 recolouring swap, train/vq.py, or encoded from a colour-blind coverage map, the first part holds
-structure and the second colour, so a generator can compose a colour with a shape it never saw
-it on). Both the generator and the VLM
+structure and the others colour, so a generator can compose a colour with a shape it never saw
+it on; `colour_input: layers` splits the colour into the background's and the object's, so that
+an object colour has one code). Both the generator and the VLM
 see images only through `encode`, `decode` and `embed`.
 
 Shape legend: B batch, C channels, H/W pixels, h/w token grid, D latent width.
@@ -59,6 +60,11 @@ class VQConfig:
     # "coverage": the structure part has an encoder of its own that sees `foreground_coverage`, a
     # map with no colour in it, so a patch pattern gets the same structure code in every colour.
     structure_input: str = "pixels"
+    # Product codes with a coverage structure only. "pixels": one encoder over the pixels gives the
+    # colour part. "layers": three parts (structure, background colour, object colour): the image is
+    # read as a plain background and, per patch, one object's colour, which the third part sees
+    # alone (`colour_layers`), so a colour gets one code whatever the shape, coverage or background.
+    colour_input: str = "pixels"
     codebook_size: int = 512
     codebook_dim: int = 32  # < latent_dim: low-dimensional codes (project in/out)
     cosine: bool = False
@@ -194,6 +200,15 @@ class ProductQuantizer(nn.Module):
         return torch.cat([part.project_out(part.codebook[ids]) for part, ids in zip(self.parts, self.split_ids(ids_Bhw))], dim=-1)
 
 
+def image_background(pixels_BCHW: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 1, 1): each image's most frequent colour."""
+    levels = pixels_BCHW.add(1).mul(127.5).round().long()
+    keys = ((levels[:, 0] * 256 + levels[:, 1]) * 256 + levels[:, 2]).flatten(1)
+    where = keys.mode(dim=1).indices  # a pixel of the most frequent colour
+    flat = pixels_BCHW.flatten(2)
+    return flat.gather(2, where[:, None, None].expand(-1, flat.shape[1], 1)).unsqueeze(-1)
+
+
 def foreground_coverage(pixels_BCHW: torch.Tensor, window: int = 9, eps: float = 0.05) -> torch.Tensor:
     """(B, 1, H, W) in [-1, 1]: how much of each pixel a foreground object covers, from -1 (the
     image's background) to 1, whatever the colours.
@@ -204,14 +219,49 @@ def foreground_coverage(pixels_BCHW: torch.Tensor, window: int = 9, eps: float =
     coverage a for every c and b. A colour-blind view of structure for objects on a plain
     background, the embedded world's images; it means little on photographs.
     """
-    levels = pixels_BCHW.add(1).mul(127.5).round().long()
-    keys = ((levels[:, 0] * 256 + levels[:, 1]) * 256 + levels[:, 2]).flatten(1)
-    where = keys.mode(dim=1).indices  # a pixel of the most frequent colour
-    flat = pixels_BCHW.flatten(2)
-    background = flat.gather(2, where[:, None, None].expand(-1, flat.shape[1], 1))
-    distance = (flat - background).norm(dim=1).view(len(pixels_BCHW), 1, *pixels_BCHW.shape[2:])
+    distance = (pixels_BCHW - image_background(pixels_BCHW)).norm(dim=1, keepdim=True)
     contrast = F.max_pool2d(distance, window, stride=1, padding=window // 2)
     return (distance / contrast.clamp_min(eps)).mul(2).sub(1)
+
+
+def colour_layers(pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image as layers, per `patch` x `patch` patch: (the background colour (B, 3, h, w), the
+    object's colour and whether the patch shows one (B, 4, h, w): colour channels 0 where it does not).
+
+    A pixel is a*c + (1 - a)*b for coverage a (`foreground_coverage`, here in [0, 1]), object colour
+    c and background b, so a patch's c is sum(pixel - (1 - a)*b) / sum(a): the same, up to the
+    uint8 rounding of faint edges, at every patch an object covers and on every background. It
+    assumes objects on a plain background, one per patch at most (the embedded world's, whose cells
+    align with the token grid), and means little on photographs.
+    """
+    a = coverage_B1HW.add(1).div(2)
+    background = image_background(pixels_BCHW)
+    covered = F.avg_pool2d(a, patch)
+    blend = F.avg_pool2d(pixels_BCHW - (1 - a) * background, patch)
+    shows = (covered > 1e-3).float()
+    colour = blend / covered.clamp_min(1e-3) * shows
+    h, w = covered.shape[-2:]
+    return background.expand(-1, -1, h, w), torch.cat([colour, shows], dim=1)
+
+
+def _pointwise(in_channels: int, hidden: int, out_channels: int) -> nn.Module:
+    """An MLP applied at each position alone (1x1 convolutions): a part's code is a function of
+    that position's input and nothing else."""
+    return nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, out_channels, 1))
+
+
+class ColourLayersEncoder(nn.Module):
+    """The background and object-colour parts of `colour_input: layers` (`colour_layers`)."""
+
+    def __init__(self, cfg: VQConfig, part_dim: int):
+        super().__init__()
+        self.patch = cfg.downsample
+        self.background = _pointwise(3, cfg.channels, part_dim)
+        self.object_colour = _pointwise(4, cfg.channels, part_dim)
+
+    def forward(self, pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor) -> torch.Tensor:
+        background, object_colour = colour_layers(pixels_BCHW, coverage_B1HW, self.patch)
+        return torch.cat([self.background(background), self.object_colour(object_colour)], dim=1)
 
 
 class VQModel(nn.Module):
@@ -222,9 +272,18 @@ class VQModel(nn.Module):
             if cfg.quantizer != "product":
                 raise ValueError("vq structure_input 'coverage' needs product codes (vq.model.quantizer=product)")
             structure_dim = cfg.latent_dim // len(cfg.product_codebooks)
-            self.encoder = Encoder(cfg, latent_dim=cfg.latent_dim - structure_dim)
             self.structure_encoder = Encoder(cfg, in_channels=1, latent_dim=structure_dim)
+            if cfg.colour_input == "layers":
+                if len(cfg.product_codebooks) != 3:
+                    raise ValueError("vq colour_input 'layers' needs three product codebooks (structure, background colour, object colour)")
+                self.encoder = ColourLayersEncoder(cfg, structure_dim)
+            elif cfg.colour_input == "pixels":
+                self.encoder = Encoder(cfg, latent_dim=cfg.latent_dim - structure_dim)
+            else:
+                raise ValueError(f"vq colour_input must be 'pixels' or 'layers', got {cfg.colour_input!r}")
         elif cfg.structure_input == "pixels":
+            if cfg.colour_input != "pixels":
+                raise ValueError("vq colour_input 'layers' needs the coverage structure (vq.model.structure_input=coverage)")
             self.encoder, self.structure_encoder = Encoder(cfg), None
         else:
             raise ValueError(f"vq structure_input must be 'pixels' or 'coverage', got {cfg.structure_input!r}")
@@ -255,7 +314,9 @@ class VQModel(nn.Module):
         """Pixels -> pre-quantisation latents (B, D, h, w); with a structure encoder, its channels first."""
         if self.structure_encoder is None:
             return self.encoder(pixels_BCHW)
-        return torch.cat([self.structure_encoder(foreground_coverage(pixels_BCHW)), self.encoder(pixels_BCHW)], dim=1)
+        coverage = foreground_coverage(pixels_BCHW)
+        colour = self.encoder(pixels_BCHW, coverage) if self.cfg.colour_input == "layers" else self.encoder(pixels_BCHW)
+        return torch.cat([self.structure_encoder(coverage), colour], dim=1)
 
     def _quantize(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z_q (B, D, h, w), ids (B, h, w), commitment loss; zero for FSQ, which has none)."""
