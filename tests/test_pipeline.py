@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -290,14 +291,17 @@ def test_trained_models_load_from_their_own_directories(tiny_run):
     assert list(t2i.grid) == tokens["grid"]
 
 
-@pytest.mark.parametrize("variant", [
-    ["--set", "vq.recolour_swap=1.0"],
-    ["--set", "vq.model.structure_input=coverage", "--set", "t2i.model.chain_parts=false"],
-], ids=["recolouring-swap", "colour-blind-structure"])
-def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path, variant):
+@pytest.mark.parametrize("variant, factors", [
+    (["--set", "vq.recolour_swap=1.0"], (32, 8)),
+    (["--set", "vq.model.structure_input=coverage", "--set", "t2i.model.chain_parts=false"], (32, 8)),
+    (["--set", "vq.model.structure_input=coverage", "--set", "vq.model.colour_input=layers", "--set", "vq.model.product_codebooks=[32,2,10]",
+      "--set", "vq.model.latent_dim=48", "--set", "t2i.model.pointer_parts=[0,2]", "--set", "t2i.model.structure_first=true"], (32, 2, 10)),
+], ids=["recolouring-swap", "colour-blind-structure", "colour-layers-with-pointers"])
+def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path, variant, factors):
     """Product codes (a structure and a colour codebook, trained with the recolouring swap or with
-    a colour-blind structure encoder) go through the tokenizer, token shards, the factored
-    generator and its evaluation."""
+    a colour-blind structure encoder; or structure, background and object colour, with the
+    structure and the object colour copied from caption words) go through the tokenizer, token
+    shards, the factored generator and its evaluation."""
     import shutil
 
     from synth2.stages.artifacts import load_t2i, load_vq
@@ -309,7 +313,7 @@ def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path, var
     result = CliRunner().invoke(app, ["train", "t2i", "--run", str(tmp_path), "--preset", "tiny", *product])
     assert result.exit_code == 0, result.output
     vq, t2i = load_vq(tmp_path / "vq" / "model"), load_t2i(tmp_path / "t2i" / "model")
-    assert vq.code_factors == t2i.code_factors == (32, 8) and t2i.codebook_size == 256
+    assert vq.code_factors == t2i.code_factors == factors and t2i.codebook_size == math.prod(factors)
     metrics = json.loads((tmp_path / "t2i_eval" / "metrics.json").read_text())
     assert 0 <= metrics["oracle_seen"] <= 1 and metrics["masked_token_nll"] > 0
     vq_metrics = json.loads((tmp_path / "vq" / "metrics.json").read_text())

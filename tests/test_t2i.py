@@ -353,9 +353,9 @@ def test_the_generator_can_be_prompted_with_the_first_sentence_only(tiny_llama_d
     assert whole.prompt(caption) == caption[len("This is an image of ") :]
 
 
-def factored_model(seed=0):
+def factored_model(seed=0, **config):
     torch.manual_seed(seed)
-    return T2IModel(T2IConfig(width=16, layers=2, heads=2, mlp=32, dropout=0.0), 12, (4, 4), 8, code_factors=(4, 3)).eval()
+    return T2IModel(T2IConfig(width=16, layers=2, heads=2, mlp=32, dropout=0.0, **config), 12, (4, 4), 8, code_factors=(4, 3)).eval()
 
 
 def test_a_factored_generator_scores_product_codes_as_a_product_of_its_parts():
@@ -391,6 +391,87 @@ def test_a_factored_generator_scores_product_codes_as_a_product_of_its_parts():
     joint = head(x).exp().view(2, 5, 3, 2, 4)
     marginals = [l.softmax(-1) for l in logits]
     assert torch.allclose(joint, marginals[0][..., :, None, None] * marginals[1][..., None, :, None] * marginals[2][..., None, None, :], atol=1e-6)
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_a_pointer_part_copies_the_codes_of_the_word_it_attends_to(chained):
+    model = factored_model(pointer_parts=[1], chain_parts=chained, structure_first=True, text_conv=3)
+    text, mask = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+    ids = torch.randint(0, 12, (2, 16), generator=torch.Generator().manual_seed(1))
+    joint = model(ids, text, mask)
+    assert torch.allclose(joint.exp().sum(-1), torch.ones(2, 16), atol=1e-5)
+    # the colour is chosen last: id 3 * s + c has log p(s) + log p(c | s)
+    (structure, colour), _ = model(ids, text, mask, choose=lambda i, logits: torch.full(logits.shape[:-1], 2 if i == 0 else 1))
+    assert torch.allclose(joint[..., 2 * 3 + 1], structure.log_softmax(-1)[..., 2] + colour[..., 1], atol=1e-5)
+    # greedy one-step decoding (the caption's side computed once, the head on unknown tokens):
+    # the most likely structure, then the most likely colour given it
+    empty, empty_mask = torch.zeros(1, 8), torch.ones(1, dtype=torch.bool)
+    ids_drawn = sample(model, text, mask, empty, empty_mask, SamplerConfig(steps=1, guidance=1.0, temperature=0.0, choice_temperature=0.0))
+    blank = model(torch.full((2, 16), model.mask_id), text, mask).view(2, 16, 4, 3)  # [structure, colour]
+    drawn_structure = blank.logsumexp(3).argmax(-1)
+    drawn_colour = blank.gather(2, drawn_structure[..., None, None].expand(2, 16, 1, 3)).squeeze(2).argmax(-1)
+    assert torch.equal(ids_drawn, drawn_structure * 3 + drawn_colour)
+    # the loss is still the joint's negative log-likelihood, computed from the parts
+    token_mask = torch.zeros(2, 16, dtype=torch.bool)
+    token_mask[:, 1::2] = True
+    loss, _, _ = masked_prediction_loss(model, ids, text, mask, mask_BN=token_mask)
+    reference = F.nll_loss(model(ids.masked_fill(token_mask, model.mask_id), text, mask)[token_mask], ids[token_mask])
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    # a word's key reads its neighbours (the text convolution), its codes do not
+    pointer, neighbours = model.pointers[1], text.clone()
+    neighbours[:, [0, 2]] = torch.randn(2, 2, 8)
+    with torch.no_grad():
+        here, there = (pointer.caption(model.text_states(t, mask), t, mask) for t in (text, neighbours))
+    assert not torch.allclose(here.keys[:, 1], there.keys[:, 1])
+    assert torch.equal(here.probs[:, 1], there.probs[:, 1])
+    # the colour is the weights' mixture of the own slot's codes and each word's codes as the
+    # position reweighs them, which `forward` computes without making the (positions, words, codes) tensor
+    state, own, caption = torch.randn(2, 5, 16), torch.randn(2, 5, 3), here
+    with torch.no_grad():
+        weights, words = pointer.attention(state, caption).exp(), pointer.word_codes(state, caption).exp()
+        mixture = weights[..., 0:1] * own.softmax(-1) + (weights[..., 1:, None] * words).sum(-2)
+        assert torch.allclose(pointer(state, own, caption).exp(), mixture, atol=1e-6)
+        # selected positions' states get what they get among all positions
+        select = torch.rand(2, 5, generator=torch.Generator().manual_seed(2)) < 0.5
+        assert torch.allclose(pointer(state[select], own[select], caption.at(select)), pointer(state, own, caption)[select], atol=1e-6)
+    # a position that attends to word 1 alone draws the colour part from that word's codes, and
+    # with no say of its own (`fit` zero) exactly them
+    with torch.no_grad():
+        pointer.query.weight.zero_()
+        pointer.query.bias.fill_(1.0)
+        pointer.own_key.fill_(-100.0)  # the position's own slot scores far below any word
+        pointer.fit.weight.zero_()
+        pointer.fit.bias.zero_()
+    one_word = mask.clone()
+    one_word[:, [0, 2]] = False
+    (_, colour), _ = model(ids, text, one_word, choose=lambda i, logits: logits.argmax(-1))
+    expected = pointer.value(text[:, 1]).log_softmax(-1)[:, None, :].expand(2, 16, 3)
+    assert torch.allclose(colour, expected, atol=1e-5)
+    # the position's say multiplies the word's distribution: a code the word gives no weight stays out
+    with torch.no_grad():
+        pointer.fit.bias.copy_(torch.tensor([0.0, 3.0, -3.0]))
+    (_, fitted), _ = model(ids, text, one_word, choose=lambda i, logits: logits.argmax(-1))
+    assert torch.allclose(fitted, (expected + pointer.fit.bias).log_softmax(-1), atol=1e-5)
+    with pytest.raises(ValueError, match="pointer_parts needs product codes"):
+        T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32, pointer_parts=[0]), 12, (4, 4), 8)
+    with pytest.raises(ValueError, match=r"pointer_parts \[2\]: the codes have parts 0 to 1"):
+        factored_model(pointer_parts=[2])
+
+
+def test_every_part_can_be_copied_from_a_caption_word():
+    """Structure and colour each from a pointer of their own: still one distribution over the
+    product ids, whose parts the head and the sampler's caption context give alike."""
+    model = factored_model(pointer_parts=[0, 1], structure_first=True, text_conv=3)
+    assert sorted(model.pointers) == [0, 1] and model.pointers[0] is not model.pointers[1]
+    text, mask = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+    ids = torch.randint(0, 12, (2, 16), generator=torch.Generator().manual_seed(1))
+    joint = model(ids, text, mask)
+    assert torch.allclose(joint.exp().sum(-1), torch.ones(2, 16), atol=1e-5)
+    pick = lambda i, logits: torch.full(logits.shape[:-1], 3 if i == 0 else 2)  # noqa: E731
+    (structure, colour), _ = model(ids, text, mask, choose=pick)
+    assert torch.allclose(joint[..., 3 * 3 + 2], structure[..., 3] + colour[..., 2], atol=1e-5)  # log-probabilities already
+    (structure_ctx, colour_ctx), _ = model(ids, text, mask, choose=pick, context=model.text_context(text, mask))
+    assert torch.allclose(structure_ctx, structure, atol=1e-6) and torch.allclose(colour_ctx, colour, atol=1e-6)
 
 
 def test_a_factored_generator_samples_part_by_part_and_embeds_ids_it_never_saw():

@@ -11,7 +11,7 @@ Shape legend: B batch, N = h*w image tokens, L text length, D width, K codebook 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -21,6 +21,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from synth2.models.codes import split_ids
+
+# the smallest normal float32: the floor of a probability before its log
+_TINY = torch.finfo(torch.float32).tiny
 
 
 @dataclass
@@ -46,6 +49,13 @@ class T2IConfig:
     # then a structure to go with it); False, every part from the position's state alone, so the
     # structure head cannot learn which shapes each colour comes on.
     chain_parts: bool = True
+    # Product codes only: the parts copied from a caption word, each by a pointer over the words
+    # with one more slot for the position's own prediction (CaptionPointer): [2] for the object
+    # colour of `vq.model.colour_input: layers`, [0, 2] for its structure as well.
+    pointer_parts: list[int] = field(default_factory=list)
+    # Product codes, chained: choose the first part (the structure) first and the rest given it,
+    # instead of the last part (the colour) first.
+    structure_first: bool = False
 
 
 class Attention(nn.Module):
@@ -123,49 +133,170 @@ class FactoredEmbedding(nn.Module):
 
 
 class FactoredHead(nn.Module):
-    """Product-code ids predicted part by part, from the last part to the first: part i from a
-    position's state plus, when `chained`, the embeddings of the parts chosen after it. With
-    (structure, colour) codes the colour comes from the text alone, and the structure is chosen to
-    go with it, so a patch's parts agree, while a colour never drawn on a shape can still be
-    chosen. Unchained, the parts are independent given the state.
+    """Product-code ids predicted part by part: each part from a position's state plus, when
+    `chained`, the embeddings of the parts chosen before it. The parts go from the last to the
+    first: with (structure, colour) codes the colour comes from the text alone, and the structure
+    is chosen to go with it, so a patch's parts agree, while a colour never drawn on a shape can
+    still be chosen. `first_part_first` reverses that: the structure first, then the colour for
+    it. Unchained, the parts are independent given the state. The parts in `pointers`
+    (CaptionPointer) are copied from a caption word.
 
     `parts(x, choose)` returns each part's logits and ids; `choose(i, logits_i)` gives part i's
-    ids: the true ones in training (teacher forcing), a sample in decoding.
+    ids: the true ones in training (teacher forcing), a sample in decoding. A pointer's logits
+    are log-probabilities, read from its part's entry of `captions` (`CaptionPointer.caption`).
     """
 
-    def __init__(self, width: int, factors: tuple[int, ...], chained: bool = True):
+    def __init__(self, width: int, factors: tuple[int, ...], chained: bool = True, pointers: dict[int, CaptionPointer] | None = None,
+                 first_part_first: bool = False):
         super().__init__()
         self.factors = factors
+        self.order = list(range(len(factors))) if first_part_first else list(reversed(range(len(factors))))
         self.proj = nn.ModuleList(nn.Linear(width, size) for size in factors)
-        # the embeddings of the chosen parts that the earlier parts read; None when unchained
-        self.given = nn.ModuleList(nn.Embedding(size, width) for size in factors[1:]) if chained else None
+        # the embeddings of the chosen parts that the later-chosen parts read, in part order; None when unchained
+        read = sorted(self.order[:-1])
+        self.given = nn.ModuleList(nn.Embedding(factors[i], width) for i in read) if chained else None
+        self.given_index = {i: k for k, i in enumerate(read)}
+        self.pointers = nn.ModuleDict({str(i): pointer for i, pointer in (pointers or {}).items()})
 
-    def parts(self, x_BND: torch.Tensor, choose: Callable) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def parts(self, x_BND: torch.Tensor, choose: Callable, captions: dict[int, PointerCaption] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits: list = [None] * len(self.factors)
         chosen: list = [None] * len(self.factors)
         state = x_BND
-        for i in reversed(range(len(self.factors))):
-            logits[i] = self.proj[i](state)
+        for i in self.order:
+            logits[i] = self._logits(state, i, captions)
             chosen[i] = choose(i, logits[i])
-            if i > 0 and self.given is not None:
-                state = state + self.given[i - 1](chosen[i])
+            if self.given is not None and i in self.given_index:
+                state = state + self.given[self.given_index[i]](chosen[i])
         return logits, chosen
 
-    def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_BND: torch.Tensor, captions: dict[int, PointerCaption] | None = None) -> torch.Tensor:
         """Log-probabilities over every product id (B, N, K): for inspection and tests only, since it
-        runs each part's head once per combination of the parts after it."""
-        return self._joint(x_BND, len(self.factors) - 1)
+        runs each part's head once per combination of the parts chosen before it."""
+        n = len(self.factors)
+        joint = self._joint(x_BND, 0, captions)  # (..., K of each part in the order chosen)
+        lead = joint.dim() - n
+        joint = joint.permute(*range(lead), *(lead + self.order.index(i) for i in range(n)))
+        return joint.flatten(lead)  # part 0 most significant
 
-    def _joint(self, state: torch.Tensor, i: int) -> torch.Tensor:
-        """log p(parts 0..i | state), (..., K_0 * ... * K_i), part 0 most significant."""
-        log_i = F.log_softmax(self.proj[i](state).float(), dim=-1)
-        if i == 0:
+    def _logits(self, state: torch.Tensor, i: int, captions: dict[int, PointerCaption] | None) -> torch.Tensor:
+        own = self.proj[i](state)
+        if str(i) not in self.pointers:
+            return own
+        return self.pointers[str(i)](state, own, captions[i])
+
+    def _joint(self, state: torch.Tensor, step: int, captions: dict[int, PointerCaption] | None) -> torch.Tensor:
+        """log p(the parts chosen from `step` on | state), (..., K of each, in the order chosen)."""
+        i, rest = self.order[step], len(self.factors) - 1 - step
+        log_i = F.log_softmax(self._logits(state, i, captions).float(), dim=-1)
+        if rest == 0:
             return log_i
         if self.given is not None:
-            earlier = self._joint(state[..., None, :] + self.given[i - 1].weight, i - 1)  # (..., K_i, K_0 * ... * K_{i-1})
+            state = state[..., None, :] + self.given[self.given_index[i]].weight  # one state per part i code
+            later = self._joint(state, step + 1, captions)
         else:
-            earlier = self._joint(state, i - 1)[..., None, :]  # the same for every part i code
-        return (earlier + log_i[..., None]).transpose(-1, -2).flatten(-2)
+            later = self._joint(state, step + 1, captions)[..., None, *[slice(None)] * rest]  # the same for every part i code
+        return log_i[(...,) + (None,) * rest] + later
+
+
+@dataclass
+class PointerCaption:
+    """The caption's side of a CaptionPointer, per caption: each word's key (B, L, P), its
+    probabilities over the part's codes (B, L, K) and whether it is a word and not padding
+    (B, L). `select` (B, N), when set, says which positions the states the pointer reads belong
+    to, in row-major order: states (X, ..., D) for the X selected positions. Unset, the states
+    are (B, ..., D), every position of each caption."""
+
+    keys: torch.Tensor
+    probs: torch.Tensor
+    mask: torch.Tensor
+    select: torch.Tensor | None = None
+
+    def at(self, select_BN: torch.Tensor | None) -> PointerCaption:
+        """The same caption for the states of the positions `select_BN` (None: all of them)."""
+        return PointerCaption(self.keys, self.probs, self.mask, select_BN)
+
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-position values (X or B, ..., C) -> (B, M, C), M the positions (and codes) per caption."""
+        if self.select is not None:
+            dense = x.new_zeros(*self.select.shape, *x.shape[1:])
+            dense[self.select] = x
+            x = dense
+        return x.reshape(self.keys.shape[0], -1, x.shape[-1])
+
+    def unbatched(self, x_BMC: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The inverse of `batched`, for values laid out as `like` (..., D) but of width C."""
+        if self.select is None:
+            return x_BMC.reshape(*like.shape[:-1], x_BMC.shape[-1])
+        return x_BMC.reshape(*self.select.shape, *like.shape[1:-1], x_BMC.shape[-1])[self.select]
+
+
+class CaptionPointer(nn.Module):
+    """One code part copied from a caption word: a pointer-generator (See et al., 2017).
+
+    A position attends over the caption's words plus one slot of its own; the part's distribution
+    is the attention-weighted mixture of each word's distribution and the slot's, which is the
+    position's own prediction (`own`, e.g. a background colour the caption does not name). A
+    word's key comes from the contextual text states, so a position can find the colour (or
+    shape) word of its object; its distribution comes from the LM's state of the word alone, so
+    "red" gives the same codes before any shape word. A shape never drawn in a colour in training
+    cannot learn to avoid that colour's word: it has never attended to it. A linear head on the
+    state can, since every example of the shape pushes the colours it never comes in down, and
+    every example of a colour the shapes it never comes on.
+
+    A word alone rarely names one code: a shape word names each of its patches' structure codes,
+    and a colour word, unless the colour part is the object's colour alone (`vq.model.colour_input:
+    layers`), codes that also hold the background and the patch's coverage. So a word's
+    distribution is multiplied by one from the position's state (`fit`) and renormalised, a
+    product of experts: the state chooses among the word's codes (which patch of the shape this
+    position is), and a code the word gives no weight stays out.
+    """
+
+    def __init__(self, width: int, text_width: int, size: int, key_width: int = 64):
+        super().__init__()
+        self.query = nn.Linear(width, key_width)
+        self.key = nn.Linear(width, key_width)
+        self.value = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, size))
+        self.own_key = nn.Parameter(torch.zeros(key_width))
+        # the position's say in which of a word's codes: the background behind it, an edge
+        self.fit = nn.Linear(width, size)
+
+    def caption(self, text_BLD: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> PointerCaption:
+        """`text_BLD`: the generator's text states (T2IModel.text_states); `text_BLC`: the LM's."""
+        return PointerCaption(self.key(text_BLD), F.softmax(self.value(text_BLC).float(), dim=-1), text_mask_BL.bool())
+
+    def forward(self, state_XD: torch.Tensor, own_XK: torch.Tensor, caption: PointerCaption) -> torch.Tensor:
+        """log p(part) (X, K) for positions X (any leading shape, laid out as `caption` says)."""
+        weights = self.attention(state_XD, caption)
+        own = weights[..., :1] + F.log_softmax(own_XK.float(), dim=-1)
+        # word l gives code k p_l(k) e^fit(k) / Z_l (`word_codes`), mixed by the weights: two
+        # matrix products per caption, so no (positions, words, codes) tensor is made. The
+        # shift in `_fit` keeps e^fit <= 1 and cancels between a word's codes and its Z_l.
+        fit = self._fit(state_XD)
+        norm = caption.batched(fit.exp()) @ caption.probs.transpose(-1, -2)  # (B, M, L): Z_l
+        word_weights = caption.batched(weights[..., 1:].exp())
+        mixed = caption.unbatched((word_weights / norm.clamp_min(_TINY)) @ caption.probs, own_XK)
+        words = torch.log(mixed.clamp_min(_TINY)) + fit
+        return torch.logaddexp(own, words)
+
+    def attention(self, state_XD: torch.Tensor, caption: PointerCaption) -> torch.Tensor:
+        """Log-weights (X, 1 + L) of the position's own slot, then of each word."""
+        query = self.query(state_XD)
+        word_scores = caption.batched(query) @ caption.keys.transpose(-1, -2)  # (B, M, L)
+        # padding gets a large finite negative score: a caption of padding alone stays finite
+        word_scores = word_scores.masked_fill(~caption.mask[:, None, :], -1e9)
+        scores = torch.cat([(query * self.own_key).sum(-1, keepdim=True), caption.unbatched(word_scores, query)], dim=-1)
+        return F.log_softmax(scores.float() / math.sqrt(query.shape[-1]), dim=-1)
+
+    def word_codes(self, state_XD: torch.Tensor, caption: PointerCaption) -> torch.Tensor:
+        """log p(code | word l, position) (X, L, K) for states (X, D), or (B, N, L, K) for (B, N, D):
+        each word's codes as the position reweighs them, for inspection (`forward` mixes them
+        without making this tensor)."""
+        probs = caption.probs[caption.select.nonzero(as_tuple=True)[0]] if caption.select is not None else caption.probs[:, None]
+        return F.log_softmax(torch.log(probs.clamp_min(_TINY)) + self._fit(state_XD)[..., None, :], dim=-1)
+
+    def _fit(self, state_XD: torch.Tensor) -> torch.Tensor:
+        fit = self.fit(state_XD).float()
+        return fit - fit.amax(-1, keepdim=True)
 
 
 @dataclass
@@ -176,6 +307,7 @@ class TextContext:
 
     text_BLD: torch.Tensor
     keys_values: list[torch.Tensor]
+    pointer_captions: dict[int, PointerCaption] = field(default_factory=dict)
 
 
 class T2IModel(nn.Module):
@@ -215,7 +347,18 @@ class T2IModel(nn.Module):
         self.text_blocks = nn.ModuleList(Block(cfg, text_width=None) for _ in range(cfg.text_blocks))
         self.blocks = nn.ModuleList(Block(cfg, cfg.width) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.width)
-        self.head = FactoredHead(cfg.width, self.code_factors, cfg.chain_parts) if factored else nn.Linear(cfg.width, codebook_size)
+        if cfg.pointer_parts and not factored:
+            raise ValueError("t2i.model.pointer_parts needs product codes (vq.model.quantizer=product)")
+        if any(not 0 <= i < len(self.code_factors) for i in cfg.pointer_parts):
+            raise ValueError(f"t2i.model.pointer_parts {list(cfg.pointer_parts)}: the codes have parts 0 to {len(self.code_factors) - 1}")
+        pointers = {i: CaptionPointer(cfg.width, text_width, self.code_factors[i]) for i in cfg.pointer_parts}
+        self.head = (FactoredHead(cfg.width, self.code_factors, cfg.chain_parts, pointers, cfg.structure_first) if factored
+                     else nn.Linear(cfg.width, codebook_size))
+
+    @property
+    def pointers(self) -> dict[int, CaptionPointer]:
+        """The code parts copied from a caption word, and their pointers."""
+        return {int(i): pointer for i, pointer in self.head.pointers.items()} if isinstance(self.head, FactoredHead) else {}
 
     @property
     def num_tokens(self) -> int:
@@ -234,7 +377,8 @@ class T2IModel(nn.Module):
     def text_context(self, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> TextContext:
         """The caption's side of `forward` for these texts, for the decoding steps to share."""
         text = self.text_states(text_BLC, text_mask_BL)
-        return TextContext(text, [block.cross_attn.keys_values(text) for block in self.blocks])
+        captions = {i: pointer.caption(text, text_BLC, text_mask_BL) for i, pointer in self.pointers.items()}
+        return TextContext(text, [block.cross_attn.keys_values(text) for block in self.blocks], captions)
 
     def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None,
                 only_BN: torch.Tensor | None = None, context: TextContext | None = None):
@@ -247,6 +391,9 @@ class T2IModel(nn.Module):
         pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
         x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
         text = self.text_states(text_BLC, text_mask_BL) if context is None else context.text_BLD
+        captions = ({i: pointer.caption(text, text_BLC, text_mask_BL) for i, pointer in self.pointers.items()} if context is None
+                    else context.pointer_captions)
+        captions = {i: caption.at(only_BN) for i, caption in captions.items()}  # the head runs on the selected positions' states
         keys_values = [None] * len(self.blocks) if context is None else context.keys_values
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block, block_keys_values in zip(self.blocks, keys_values):
@@ -255,12 +402,10 @@ class T2IModel(nn.Module):
         x = self.norm(self._split(x))
         if only_BN is not None:
             x = x[only_BN]
-        if choose is None:
-            return self.head(x)
         if isinstance(self.head, FactoredHead):
-            return self.head.parts(x, choose)
+            return self.head(x, captions) if choose is None else self.head.parts(x, choose, captions)
         logits = self.head(x)
-        return [logits], [choose(0, logits)]
+        return logits if choose is None else ([logits], [choose(0, logits)])
 
     def _merge(self, x_BND: torch.Tensor) -> torch.Tensor:
         """(B, h*w, D) -> (B, h*w / g^2, D): each g x g block of tokens becomes one position."""
