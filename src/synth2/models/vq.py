@@ -209,7 +209,7 @@ def image_background(pixels_BCHW: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, where[:, None, None].expand(-1, flat.shape[1], 1)).unsqueeze(-1)
 
 
-def foreground_coverage(pixels_BCHW: torch.Tensor, window: int = 9, eps: float = 0.05) -> torch.Tensor:
+def foreground_coverage(pixels_BCHW: torch.Tensor, window: int = 9, eps: float = 0.05, background: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 1, H, W) in [-1, 1]: how much of each pixel a foreground object covers, from -1 (the
     image's background) to 1, whatever the colours.
 
@@ -217,14 +217,17 @@ def foreground_coverage(pixels_BCHW: torch.Tensor, window: int = 9, eps: float =
     the largest such distance within `window` pixels (an object's own contrast): an anti-aliased
     edge pixel is a*c + (1 - a)*b for an object colour c on a background b, so this gives back its
     coverage a for every c and b. A colour-blind view of structure for objects on a plain
-    background, the embedded world's images; it means little on photographs.
+    background, the embedded world's images; it means little on photographs. `background`:
+    `image_background(pixels_BCHW)`, when the caller has it already.
     """
-    distance = (pixels_BCHW - image_background(pixels_BCHW)).norm(dim=1, keepdim=True)
+    background = image_background(pixels_BCHW) if background is None else background
+    distance = (pixels_BCHW - background).norm(dim=1, keepdim=True)
     contrast = F.max_pool2d(distance, window, stride=1, padding=window // 2)
     return (distance / contrast.clamp_min(eps)).mul(2).sub(1)
 
 
-def colour_layers(pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def colour_layers(pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor, patch: int,
+                  background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The image as layers, per `patch` x `patch` patch: (the background colour (B, 3, h, w), the
     object's colour and whether the patch shows one (B, 4, h, w): colour channels 0 where it does not).
 
@@ -232,10 +235,11 @@ def colour_layers(pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor, patch:
     c and background b, so a patch's c is sum(pixel - (1 - a)*b) / sum(a): the same, up to the
     uint8 rounding of faint edges, at every patch an object covers and on every background. It
     assumes objects on a plain background, one per patch at most (the embedded world's, whose cells
-    align with the token grid), and means little on photographs.
+    align with the token grid), and means little on photographs. `background`: as for
+    `foreground_coverage`.
     """
     a = coverage_B1HW.add(1).div(2)
-    background = image_background(pixels_BCHW)
+    background = image_background(pixels_BCHW) if background is None else background
     covered = F.avg_pool2d(a, patch)
     blend = F.avg_pool2d(pixels_BCHW - (1 - a) * background, patch)
     shows = (covered > 1e-3).float()
@@ -259,8 +263,8 @@ class ColourLayersEncoder(nn.Module):
         self.background = _pointwise(3, cfg.channels, part_dim)
         self.object_colour = _pointwise(4, cfg.channels, part_dim)
 
-    def forward(self, pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor) -> torch.Tensor:
-        background, object_colour = colour_layers(pixels_BCHW, coverage_B1HW, self.patch)
+    def forward(self, pixels_BCHW: torch.Tensor, coverage_B1HW: torch.Tensor, background_B311: torch.Tensor) -> torch.Tensor:
+        background, object_colour = colour_layers(pixels_BCHW, coverage_B1HW, self.patch, background_B311)
         return torch.cat([self.background(background), self.object_colour(object_colour)], dim=1)
 
 
@@ -314,8 +318,9 @@ class VQModel(nn.Module):
         """Pixels -> pre-quantisation latents (B, D, h, w); with a structure encoder, its channels first."""
         if self.structure_encoder is None:
             return self.encoder(pixels_BCHW)
-        coverage = foreground_coverage(pixels_BCHW)
-        colour = self.encoder(pixels_BCHW, coverage) if self.cfg.colour_input == "layers" else self.encoder(pixels_BCHW)
+        background = image_background(pixels_BCHW)  # read once, by the coverage and the colour layers
+        coverage = foreground_coverage(pixels_BCHW, background=background)
+        colour = self.encoder(pixels_BCHW, coverage, background) if self.cfg.colour_input == "layers" else self.encoder(pixels_BCHW)
         return torch.cat([self.structure_encoder(coverage), colour], dim=1)
 
     def _quantize(self, z_BDhw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
