@@ -377,8 +377,11 @@ class T2IModel(nn.Module):
     def text_context(self, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> TextContext:
         """The caption's side of `forward` for these texts, for the decoding steps to share."""
         text = self.text_states(text_BLC, text_mask_BL)
-        captions = {i: pointer.caption(text, text_BLC, text_mask_BL) for i, pointer in self.pointers.items()}
-        return TextContext(text, [block.cross_attn.keys_values(text) for block in self.blocks], captions)
+        return TextContext(text, [block.cross_attn.keys_values(text) for block in self.blocks], self._pointer_captions(text, text_BLC, text_mask_BL))
+
+    def _pointer_captions(self, text_BLD: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> dict[int, PointerCaption]:
+        """Each copied part's caption side (CaptionPointer.caption); empty without pointers."""
+        return {i: pointer.caption(text_BLD, text_BLC, text_mask_BL) for i, pointer in self.pointers.items()}
 
     def forward(self, ids_BN: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor, choose: Callable | None = None,
                 only_BN: torch.Tensor | None = None, context: TextContext | None = None):
@@ -391,8 +394,7 @@ class T2IModel(nn.Module):
         pos_ND = (self.row_embed + self.col_embed).reshape(self.num_tokens, -1)
         x = self._merge(self.embed_norm(self.token_embed(ids_BN) + pos_ND))
         text = self.text_states(text_BLC, text_mask_BL) if context is None else context.text_BLD
-        captions = ({i: pointer.caption(text, text_BLC, text_mask_BL) for i, pointer in self.pointers.items()} if context is None
-                    else context.pointer_captions)
+        captions = self._pointer_captions(text, text_BLC, text_mask_BL) if context is None else context.pointer_captions
         captions = {i: caption.at(only_BN) for i, caption in captions.items()}  # the head runs on the selected positions' states
         keys_values = [None] * len(self.blocks) if context is None else context.keys_values
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
