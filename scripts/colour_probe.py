@@ -29,8 +29,8 @@ from synth2.encoding import encode_images
 from synth2.eval.generator import binding_captions
 from synth2.models.codes import split_ids
 from synth2.report.build import markdown_table
-from synth2.stages import artifacts
 from synth2.stages.data import world_spec
+from synth2.stages.generator import finished_generator
 from synth2.world.render import render
 
 COLUMNS = ("group", "patches", "n", "p(true colour code)", "right")
@@ -78,13 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = world_spec(run)
     if spec is None:
         raise SystemExit(f"{args.run}: not an embedded-world run; the probe needs the world's scenes")
-    # finished stages only, read as they are: an analysis never retrains what it reads
-    done = {name: run.done(name) for name in ("lm", "vq", "t2i")}
-    missing = [name for name, result in done.items() if result is None]
-    if missing:
-        raise SystemExit(f"{args.run}: stage(s) {', '.join(missing)} not finished; train the generator first")
-    lm = artifacts.load_lm(done["lm"]["path"], cfg.lm.max_text_length, cfg.lm.dtype)
-    gen = artifacts.token_generator(lm, done["t2i"]["path"], done["vq"]["path"], cfg.sampler)
+    gen, _ = finished_generator(run)
     if len(gen.model.code_factors) < 2:
         raise SystemExit(f"{args.run}: its generator predicts joint codes; the probe needs product codes (vq.model.quantizer=product)")
     print(markdown_table(list(COLUMNS), probe(gen, spec, cfg.seed, args.per_shape)))

@@ -32,8 +32,8 @@ from synth2.configtools import apply_overrides
 from synth2.data.arrays import load_pairs
 from synth2.eval.generator import binding_captions, draw_eval_captions
 from synth2.models.codes import join_ids
-from synth2.stages import artifacts
 from synth2.stages.data import world_spec
+from synth2.stages.generator import finished_generator
 from synth2.report.build import markdown_table
 from synth2.world.oracle import Oracle, scene_agreement
 from synth2.world.scene import Obj, Scene
@@ -132,13 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = world_spec(run)
     if spec is None:
         raise SystemExit(f"{args.run}: not an embedded-world run; the oracle needs the world's scenes")
-    # finished stages only, read as they are: an analysis never retrains what it reads
-    done = {name: run.done(name) for name in ("lm", "vq", "encode", "t2i")}
-    missing = [name for name, result in done.items() if result is None]
-    if missing:
-        raise SystemExit(f"{args.run}: stage(s) {', '.join(missing)} not finished; train the generator first")
-    lm = artifacts.load_lm(done["lm"]["path"], cfg.lm.max_text_length, cfg.lm.dtype)
-    gen = artifacts.token_generator(lm, done["t2i"]["path"], done["vq"]["path"], apply_overrides(cfg, args.overrides).sampler)
+    gen, done = finished_generator(run, apply_overrides(cfg, args.overrides).sampler, also=("encode",))
     pairs = load_pairs(done["encode"]["splits"][f"eval_{args.split}"], images=False, tokens=True, limit=cfg.eval.max_images)
     scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[: min(cfg.eval.generator_captions, len(pairs))]]
     print(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, scenes, cfg.seed)))

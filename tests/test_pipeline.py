@@ -501,14 +501,25 @@ def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, cap
     assert {row.split("|")[1].strip(): int(row.split("|")[-2]) for row in binding.splitlines()[2:]} == expected
 
 
+def test_an_analysis_reads_only_a_finished_generator_and_names_the_stages_that_are_not(tmp_path):
+    from synth2.api import open_run
+    from synth2.errors import UserError
+    from synth2.stages.generator import finished_generator
+
+    run = open_run(tmp_path / "run", preset="tiny")
+    with pytest.raises(UserError, match=r"stage\(s\) lm, vq, t2i, encode not finished"):
+        finished_generator(run, also=("encode",))
+    assert not (tmp_path / "run" / "lm").exists()  # nothing was trained to fill the gap
+
+
 def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure(tiny_run):
     import torch
 
     from synth2.api import open_run
     from synth2.eval.generator import binding_scenes
     from synth2.models.t2i import T2IModel
-    from synth2.stages import artifacts
     from synth2.stages.data import world_spec
+    from synth2.stages.generator import finished_generator
     from synth2.synthesis import TokenGenerator
 
     probe = _script("colour_probe")
@@ -516,8 +527,8 @@ def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure
         probe.main([str(tiny_run)])  # the tiny run's generator has one head over joint codes
     # the tiny run's LM and VQ with an untrained generator that reads the VQ's ids as two parts
     run = open_run(tiny_run)
-    lm = artifacts.load_lm(run.done("lm")["path"], run.config.lm.max_text_length, run.config.lm.dtype)
-    trained = artifacts.token_generator(lm, run.done("t2i")["path"], run.done("vq")["path"], run.config.sampler)
+    trained, _ = finished_generator(run)
+    lm = trained.lm
     size = trained.model.codebook_size
     torch.manual_seed(0)
     model = T2IModel(trained.model.cfg, size, trained.model.grid, lm.hidden_size, code_factors=(size // 4, 4))

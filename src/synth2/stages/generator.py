@@ -13,6 +13,7 @@ import numpy as np
 
 from synth2.data.arrays import load_pairs
 from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_metrics
+from synth2.errors import UserError
 from synth2.eval.schema import field_names
 from synth2.models.sampler import SamplerConfig
 from synth2.progress import warn
@@ -78,6 +79,19 @@ def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only
 def token_generator(run: Run, sampler: SamplerConfig | None = None) -> TokenGenerator:
     """The trained generator with `sampler` (default: the config's)."""
     return artifacts.token_generator(frozen_lm(run), t2i(run)["path"], vq(run)["path"], sampler or run.config.sampler, stage_device(run))
+
+
+def finished_generator(run: Run, sampler: SamplerConfig | None = None, also: tuple[str, ...] = ()) -> tuple[TokenGenerator, dict]:
+    """The trained generator as the run holds it, with the results of `lm`, `vq`, `t2i` and the
+    stages `also` names, for analyses: unlike `token_generator`, it never retrains a stage whose
+    config differs, and raises a UserError naming those not finished."""
+    done = {name: run.done(name) for name in ("lm", "vq", "t2i", *also)}
+    missing = [name for name, result in done.items() if result is None]
+    if missing:
+        raise UserError(f"{run.root}: stage(s) {', '.join(missing)} not finished; train the generator first")
+    cfg = run.config
+    frozen = artifacts.load_lm(done["lm"]["path"], cfg.lm.max_text_length, cfg.lm.dtype)
+    return artifacts.token_generator(frozen, done["t2i"]["path"], done["vq"]["path"], sampler or cfg.sampler), done
 
 
 def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -> StageResult:
