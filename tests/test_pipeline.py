@@ -501,6 +501,22 @@ def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, cap
     assert {row.split("|")[1].strip(): int(row.split("|")[-2]) for row in binding.splitlines()[2:]} == expected
 
 
+def test_paired_counts_reads_how_many_objects_an_alt_text_caption_names():
+    from synth2.world.annotate import BACKGROUND_WORDS, COLOUR_WORDS, Annotator
+
+    named_objects = _script("paired_counts").named_objects
+    rng = np.random.default_rng(0)
+    colours, shapes = sorted(COLOUR_WORDS), ["circle", "star", "heart"]
+    for style in ("noisy_alt", "clean_alt", "alt"):
+        for seed in range(40):
+            careful = Annotator(style, seed, grid=2, omits=False)  # names every object
+            count = 1 + seed % 3
+            objects = tuple(Obj(shapes[i], colours[int(rng.integers(len(colours)))], "small", i // 2, i % 2) for i in range(count))
+            scene = Scene(objects, sorted(BACKGROUND_WORDS)[seed % len(BACKGROUND_WORDS)])  # "dark blue" is a background
+            caption = careful.describe(scene, rng)
+            assert named_objects(caption) == count, (style, caption)
+
+
 def test_an_analysis_reads_only_a_finished_generator_and_names_the_stages_that_are_not(tmp_path):
     from synth2.api import open_run
     from synth2.errors import UserError
