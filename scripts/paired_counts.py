@@ -34,10 +34,10 @@ def named_objects(caption: str) -> int:
     return sum(token in COLOUR_TOKENS for token in re.findall(r"[a-z]+", text))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shards", help="a world split's shard directory, e.g. RUN/world/paired")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     report = QualityReport(source=args.shards, max_bad_fraction=1.0)
     shown_by_named: dict[int, Counter] = {}
     other_styles = 0

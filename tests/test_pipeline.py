@@ -517,6 +517,14 @@ def test_paired_counts_reads_how_many_objects_an_alt_text_caption_names():
             assert named_objects(caption) == count, (style, caption)
 
 
+def test_paired_counts_puts_every_paired_record_in_one_row(tiny_run, capsys):
+    _script("paired_counts").main([str(tiny_run / "world" / "paired")])
+    rows = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert sum(int(row[1]) for row in rows) == len(load_pairs(tiny_run / "world" / "paired", images=False))
+    for row in rows:  # exactly as many, more and fewer split each row's pairs
+        assert sum(float(cell.strip().rstrip("%")) for cell in row[2:]) == pytest.approx(100, abs=0.2)
+
+
 def test_an_analysis_reads_only_a_finished_generator_and_names_the_stages_that_are_not(tmp_path):
     from synth2.api import open_run
     from synth2.errors import UserError

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from synth2.data.arrays import load_pairs
-from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_metrics
 from synth2.errors import UserError
+from synth2.eval.generator import GeneratorMetrics, OracleContext, generator_metrics
 from synth2.eval.schema import field_names
 from synth2.models.sampler import SamplerConfig
 from synth2.progress import warn
