@@ -458,6 +458,34 @@ def test_a_pointer_part_copies_the_codes_of_the_word_it_attends_to(chained):
         factored_model(pointer_parts=[2])
 
 
+def test_a_part_with_fit_rank_zero_takes_a_words_codes_whatever_the_positions_state():
+    """`pointer_fit_rank` 0: no `fit`, so a position attending to one word draws exactly that
+    word's codes, while the other pointer still reweighs its word's codes by the state."""
+    model = factored_model(pointer_parts=[0, 1], pointer_fit_rank={1: 0}, structure_first=True)
+    assert model.pointers[1].fit is None and model.pointers[0].fit is not None
+    text, mask = torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool)
+    caption = model.pointers[1].caption(model.text_states(text, mask), text, mask)
+    for seed in range(2):
+        state = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(seed))
+        codes = model.pointers[1].word_codes(state, caption).exp()
+        assert torch.allclose(codes, caption.probs[:, None].expand_as(codes), atol=1e-6)
+    assert not torch.allclose(*(model.pointers[0].word_codes(torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(s)),
+                                                             model.pointers[0].caption(model.text_states(text, mask), text, mask)) for s in range(2)))
+    joint = model(torch.randint(0, 12, (2, 16)), text, mask)
+    assert torch.allclose(joint.exp().sum(-1), torch.ones(2, 16), atol=1e-5)
+    with pytest.raises(ValueError, match=r"pointer_fit_rank \{0: 0\} names parts not among pointer_parts \[1\]"):
+        factored_model(pointer_parts=[1], pointer_fit_rank={0: 0})
+
+
+def test_a_rank_limited_fit_moves_a_words_codes_along_that_many_directions():
+    model = factored_model(pointer_parts=[0, 1], pointer_fit_rank={0: 1}, structure_first=True)
+    pointer = model.pointers[0]
+    fits = pointer._fit(torch.randn(6, 16, generator=torch.Generator().manual_seed(0)))
+    # positions differ along one direction over the codes (up to the shift that takes off the max)
+    centred = fits - fits.mean(-1, keepdim=True)
+    assert torch.linalg.matrix_rank(centred[1:] - centred[0], atol=1e-5) == 1
+
+
 def test_every_part_can_be_copied_from_a_caption_word():
     """Structure and colour each from a pointer of their own: still one distribution over the
     product ids, whose parts the head and the sampler's caption context give alike."""

@@ -53,6 +53,11 @@ class T2IConfig:
     # with one more slot for the position's own prediction (CaptionPointer): [2] for the object
     # colour of `vq.model.colour_input: layers`, [0, 2] for its structure as well.
     pointer_parts: list[int] = field(default_factory=list)
+    # Of `pointer_parts`, those whose position may reweigh a word's codes only along `rank`
+    # directions ({part: rank}; a part not named: every code freely, CaptionPointer's `fit`; rank
+    # 0: not at all, the word's codes as it gives them). The colour of `colour_input: layers` is
+    # named by its word; what a free `fit` adds there is which colours each shape came in.
+    pointer_fit_rank: dict[int, int] = field(default_factory=dict)
     # Product codes, chained: choose the first part (the structure) first and the rest given it,
     # instead of the last part (the colour) first.
     structure_first: bool = False
@@ -251,14 +256,19 @@ class CaptionPointer(nn.Module):
     position is), and a code the word gives no weight stays out.
     """
 
-    def __init__(self, width: int, text_width: int, size: int, key_width: int = 64):
+    def __init__(self, width: int, text_width: int, size: int, key_width: int = 64, fit_rank: int | None = None):
         super().__init__()
         self.query = nn.Linear(width, key_width)
         self.key = nn.Linear(width, key_width)
         self.value = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, size))
         self.own_key = nn.Parameter(torch.zeros(key_width))
         # the position's say in which of a word's codes: the background behind it, an edge
-        self.fit = nn.Linear(width, size)
+        # (`fit_rank` limits it to that many directions over the codes; 0: none, None: any)
+        if fit_rank is None:
+            self.fit = nn.Linear(width, size)
+        else:
+            self.fit = nn.Sequential(nn.Linear(width, fit_rank), nn.Linear(fit_rank, size)) if fit_rank else None
+        self.size = size
 
     def caption(self, text_BLD: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> PointerCaption:
         """`text_BLD`: the generator's text states (T2IModel.text_states); `text_BLC`: the LM's."""
@@ -295,6 +305,8 @@ class CaptionPointer(nn.Module):
         return F.log_softmax(torch.log(probs.clamp_min(_TINY)) + self._fit(state_XD)[..., None, :], dim=-1)
 
     def _fit(self, state_XD: torch.Tensor) -> torch.Tensor:
+        if self.fit is None:  # the word's codes as it gives them
+            return state_XD.new_zeros(*state_XD.shape[:-1], self.size, dtype=torch.float32)
         fit = self.fit(state_XD).float()
         return fit - fit.amax(-1, keepdim=True)
 
@@ -351,7 +363,9 @@ class T2IModel(nn.Module):
             raise ValueError("t2i.model.pointer_parts needs product codes (vq.model.quantizer=product)")
         if any(not 0 <= i < len(self.code_factors) for i in cfg.pointer_parts):
             raise ValueError(f"t2i.model.pointer_parts {list(cfg.pointer_parts)}: the codes have parts 0 to {len(self.code_factors) - 1}")
-        pointers = {i: CaptionPointer(cfg.width, text_width, self.code_factors[i]) for i in cfg.pointer_parts}
+        if not set(cfg.pointer_fit_rank) <= set(cfg.pointer_parts):
+            raise ValueError(f"t2i.model.pointer_fit_rank {dict(cfg.pointer_fit_rank)} names parts not among pointer_parts {list(cfg.pointer_parts)}")
+        pointers = {i: CaptionPointer(cfg.width, text_width, self.code_factors[i], fit_rank=cfg.pointer_fit_rank.get(i)) for i in cfg.pointer_parts}
         self.head = (FactoredHead(cfg.width, self.code_factors, cfg.chain_parts, pointers, cfg.structure_first) if factored
                      else nn.Linear(cfg.width, codebook_size))
 
