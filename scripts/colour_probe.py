@@ -15,6 +15,12 @@ the mean p(true colour code) and the share of patches whose most likely colour c
 true one. The gap between held-out and
 seen colours at object patches is the (shape, colour) prior the generator's colour prediction
 has learnt, free of the sampler and of the other patches.
+
+When the colour part is copied by a pointer (`t2i.model.pointer_parts`), four more columns say
+where that prior enters: the weight the pointer gives its own slot (the position's prediction
+from its state) rather than the caption's words; p(true colour code) from the own slot alone and
+from the words alone (their weighted mixture, each word's codes as the position reweighs them,
+CaptionPointer's `fit`); and from the same words' codes as the words give them, unweighed.
 """
 
 from __future__ import annotations
@@ -34,6 +40,18 @@ from synth2.stages.generator import finished_generator
 from synth2.world.render import render
 
 COLUMNS = ("group", "patches", "n", "p(true colour code)", "right")
+POINTER_COLUMNS = ("own slot weight", "p(true) own slot", "p(true) words", "p(true) words unweighed")
+
+
+def pointer_terms(pointer, state, own, caption, true):
+    """Per position: the own slot's weight, and p(true code) from the own slot, from the words as
+    the position reweighs their codes, and from the same words' codes as they are."""
+    weights = pointer.attention(state, caption).exp()
+    word_weights = weights[:, 1:, None] / (1 - weights[:, 0:1, None]).clamp_min(1e-12)
+    own_true = own.float().softmax(-1).gather(-1, true[:, None])[:, 0]
+    words = (word_weights * pointer.word_codes(state, caption).exp()).sum(1)
+    unweighed = (word_weights * caption.probs[caption.select.nonzero(as_tuple=True)[0]]).sum(1)
+    return [weights[:, 0], own_true] + [codes.gather(-1, true[:, None])[:, 0] for codes in (words, unweighed)]
 
 
 @torch.no_grad()
@@ -57,8 +75,14 @@ def probe(gen, spec, seed: int, per_shape: int) -> list[list[str]]:
         parts = split_ids(tokens, model.code_factors)
         true = [part[masked] for part in parts]
         states, text_mask = gen.lm.encode_texts([gen.prompt(c) for c in captions], model.cfg.text_layer)
+        pointer = model.pointers.get(len(parts) - 1)
+        seen = []  # the colour pointer's inputs, when there is one
+        hook = pointer.register_forward_hook(lambda _, inputs, __: seen.append(inputs)) if pointer is not None else None
         logits, _ = model(tokens.masked_fill(masked, model.mask_id), states, text_mask, choose=lambda part, logits: true[part], only_BN=masked)
         measures = [logits[-1].float().softmax(-1).gather(-1, true[-1][:, None])[:, 0], (logits[-1].argmax(-1) == true[-1]).float()]
+        if hook is not None:
+            hook.remove()
+            measures += pointer_terms(pointer, *seen[0], true[-1])
         # a scene's background code: the most common colour code among its patches outside the cell
         background = torch.stack([colours[~cell].mode().values for colours, cell in zip(parts[-1], masked)])
         shows_object = true[-1] != background[masked.nonzero(as_tuple=True)[0]]
@@ -81,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     gen, _ = finished_generator(run)
     if len(gen.model.code_factors) < 2:
         raise SystemExit(f"{args.run}: its generator predicts joint codes; the probe needs product codes (vq.model.quantizer=product)")
-    print(markdown_table(list(COLUMNS), probe(gen, spec, cfg.seed, args.per_shape)))
+    columns = COLUMNS + (POINTER_COLUMNS if len(gen.model.code_factors) - 1 in gen.model.pointers else ())
+    print(markdown_table(list(columns), probe(gen, spec, cfg.seed, args.per_shape)))
 
 
 if __name__ == "__main__":

@@ -565,3 +565,29 @@ def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure
         assert sum(int(row[2]) for row in rows if row[0] == f"{group} colours") == scenes * cell_patches
     for row in rows:  # an untrained colour head spreads its probability over the 4 colour codes
         assert 0.1 < float(row[3]) < 0.4 and 0.0 <= float(row[4]) <= 1.0
+
+
+def test_colour_probe_splits_a_pointers_probability_into_its_own_slot_and_the_words():
+    import torch
+
+    from synth2.models.t2i import CaptionPointer
+
+    probe = _script("colour_probe")
+    torch.manual_seed(0)
+    pointer = CaptionPointer(width=16, text_width=8, size=5)
+    text, mask = torch.randn(2, 4, 8), torch.ones(2, 4, dtype=torch.bool)
+    mask[1, 3] = False
+    select = torch.rand(2, 6) < 0.6
+    caption = pointer.caption(torch.randn(2, 4, 16), text, mask).at(select)
+    state, own = torch.randn(int(select.sum()), 16), torch.randn(int(select.sum()), 5)
+    true = torch.randint(0, 5, (len(state),))
+    with torch.no_grad():
+        own_weight, own_true, words_true, unweighed_true = probe.pointer_terms(pointer, state, own, caption, true)
+        p_true = pointer(state, own, caption).exp().gather(-1, true[:, None])[:, 0]
+        assert torch.allclose(own_weight * own_true + (1 - own_weight) * words_true, p_true, atol=1e-5)
+        assert ((0 <= own_weight) & (own_weight <= 1)).all()
+        # with the position's say taken away, the words' codes are the ones the words give
+        pointer.fit.weight.zero_()
+        pointer.fit.bias.zero_()
+        assert torch.allclose(probe.pointer_terms(pointer, state, own, caption, true)[2], unweighed_true, atol=1e-6)
+        assert not torch.allclose(words_true, unweighed_true)
