@@ -49,9 +49,8 @@ def pointer_terms(pointer, state, own, caption, true):
     weights = pointer.attention(state, caption).exp()
     word_weights = weights[:, 1:, None] / (1 - weights[:, 0:1, None]).clamp_min(1e-12)
     own_true = own.float().softmax(-1).gather(-1, true[:, None])[:, 0]
-    words = (word_weights * pointer.word_codes(state, caption).exp()).sum(1)
-    unweighed = (word_weights * caption.probs[caption.select.nonzero(as_tuple=True)[0]]).sum(1)
-    return [weights[:, 0], own_true] + [codes.gather(-1, true[:, None])[:, 0] for codes in (words, unweighed)]
+    words = [(word_weights * pointer.word_codes(state, caption, reweigh).exp()).sum(1) for reweigh in (True, False)]
+    return [weights[:, 0], own_true] + [codes.gather(-1, true[:, None])[:, 0] for codes in words]
 
 
 @torch.no_grad()

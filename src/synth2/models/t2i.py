@@ -268,7 +268,6 @@ class CaptionPointer(nn.Module):
             self.fit = nn.Linear(width, size)
         else:
             self.fit = nn.Sequential(nn.Linear(width, fit_rank), nn.Linear(fit_rank, size)) if fit_rank else None
-        self.size = size
 
     def caption(self, text_BLD: torch.Tensor, text_BLC: torch.Tensor, text_mask_BL: torch.Tensor) -> PointerCaption:
         """`text_BLD`: the generator's text states (T2IModel.text_states); `text_BLC`: the LM's."""
@@ -297,16 +296,19 @@ class CaptionPointer(nn.Module):
         scores = torch.cat([(query * self.own_key).sum(-1, keepdim=True), caption.unbatched(word_scores, query)], dim=-1)
         return F.log_softmax(scores.float() / math.sqrt(query.shape[-1]), dim=-1)
 
-    def word_codes(self, state_XD: torch.Tensor, caption: PointerCaption) -> torch.Tensor:
+    def word_codes(self, state_XD: torch.Tensor, caption: PointerCaption, reweigh: bool = True) -> torch.Tensor:
         """log p(code | word l, position) (X, L, K) for states (X, D), or (B, N, L, K) for (B, N, D):
-        each word's codes as the position reweighs them, for inspection (`forward` mixes them
-        without making this tensor)."""
+        each word's codes as the position reweighs them (`reweigh` False: as the word gives them),
+        for inspection (`forward` mixes them without making this tensor)."""
         probs = caption.probs[caption.select.nonzero(as_tuple=True)[0]] if caption.select is not None else caption.probs[:, None]
-        return F.log_softmax(torch.log(probs.clamp_min(_TINY)) + self._fit(state_XD)[..., None, :], dim=-1)
+        log_probs = torch.log(probs.clamp_min(_TINY))
+        if not reweigh:
+            return log_probs.expand(*state_XD.shape[:-1], *log_probs.shape[-2:])
+        return F.log_softmax(log_probs + self._fit(state_XD)[..., None, :], dim=-1)
 
     def _fit(self, state_XD: torch.Tensor) -> torch.Tensor:
         if self.fit is None:  # the word's codes as it gives them
-            return state_XD.new_zeros(*state_XD.shape[:-1], self.size, dtype=torch.float32)
+            return state_XD.new_zeros(*state_XD.shape[:-1], self.value[-1].out_features, dtype=torch.float32)
         fit = self.fit(state_XD).float()
         return fit - fit.amax(-1, keepdim=True)
 
