@@ -8,7 +8,7 @@ from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
 from synth2.models.sampler import SamplerConfig, masked_after, sample
-from synth2.models.t2i import Block, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
+from synth2.models.t2i import Block, CaptionPointer, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.t2i import background_weights
 
 
@@ -533,3 +533,22 @@ def test_sweep_stage_names_tell_apart_every_sampler_setting():
     variants = [base, dataclasses.replace(base, schedule="square"), dataclasses.replace(base, first_sentence=True),
                 dataclasses.replace(base, drop_prefix=""), dataclasses.replace(base, drop_prefix="A photo of"), dataclasses.replace(base, steps=16)]
     assert len({sampler_name(s) for s in variants}) == len(variants)
+
+
+def test_a_word_whose_codes_the_position_rules_out_still_gives_finite_gradients():
+    """A sharp `fit` that puts its weight where the attended word has none made a word's Z_l so
+    small that 1/Z_l^2 overflowed in the backward; the fit's range keeps every gradient finite."""
+    torch.manual_seed(0)
+    pointer = CaptionPointer(width=4, text_width=4, size=3)
+    with torch.no_grad():
+        pointer.value[1].weight.zero_()
+        pointer.value[1].bias.copy_(torch.tensor([40.0, -40.0, -40.0]))  # the word: code 0
+        pointer.fit.weight.zero_()
+        pointer.fit.bias.copy_(torch.tensor([-60.0, 0.0, -60.0]))  # the position: code 1
+    text, mask = torch.randn(1, 2, 4), torch.ones(1, 2, dtype=torch.bool)
+    caption = pointer.caption(torch.randn(1, 2, 4), text, mask)
+    state, own = torch.randn(1, 5, 4), torch.randn(1, 5, 3)
+    loss = -pointer(state, own, caption)[..., 0].sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in pointer.parameters() if p.grad is not None)

@@ -24,6 +24,8 @@ from synth2.models.codes import split_ids
 
 # the smallest normal float32: the floor of a probability before its log
 _TINY = torch.finfo(torch.float32).tiny
+# how far a pointer position may lower one of a word's codes below another, in log-probability
+_FIT_RANGE = 30.0
 
 
 @dataclass
@@ -310,7 +312,10 @@ class CaptionPointer(nn.Module):
         if self.fit is None:  # the word's codes as it gives them
             return state_XD.new_zeros(*state_XD.shape[:-1], self.value[-1].out_features, dtype=torch.float32)
         fit = self.fit(state_XD).float()
-        return fit - fit.amax(-1, keepdim=True)
+        # at most e^30 between two codes: a word's Z_l then stays >= e^-30 (its probabilities sum
+        # to 1), where a word whose codes the position all but rules out made 1/Z_l^2 overflow
+        # float32 in the backward (NaN gradients once a rank-limited fit grew sharp on `small`)
+        return (fit - fit.amax(-1, keepdim=True)).clamp_min(-_FIT_RANGE)
 
 
 @dataclass
