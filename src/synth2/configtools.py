@@ -60,6 +60,8 @@ def merge(cfg: T, data: dict[str, Any], where: str = "") -> T:
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             updates[key] = merge(current, value, f"{where}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict) and not value:
+            updates[key] = {}  # `--set a.b={}` empties a mapping (merging nothing would change nothing)
         elif isinstance(current, dict) and isinstance(value, dict):
             # a mapping field (data.text_only, world.text_only, ...) is updated key by key, so
             # `--set data.text_only.a=X --set data.text_only.b=Y` keeps both
