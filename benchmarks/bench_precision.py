@@ -56,7 +56,7 @@ def t2i_steps_per_s(cfg, precision: str, steps: int = 10) -> float:
 
 
 def main(repeats: int = 3) -> None:
-    cfg = quick()
+    cfg = quick(world_codes=False)  # joint codes: what BENCHMARKS.md measures (the presets on your own images)
     results = {}
     for name, fn in {
         "vq_fp32": lambda: vq_steps_per_s(cfg, "fp32", False),

@@ -76,7 +76,7 @@ class CausalDecoder(torch.nn.Module):
 
 
 def main(batch: int = 32, repeats: int = 3) -> None:
-    cfg = quick()
+    cfg = quick(world_codes=False)  # joint codes: what BENCHMARKS.md measures (the presets on your own images)
     width, codebook, text_width = cfg.t2i.model, cfg.vq.model.codebook_size, cfg.lm.model.hidden
     results = {"batch": batch, "model": vars(width), "codebook": codebook}
     # the quick world's 8x8 grid, and the paper's 16x16 (256 px through a 16x downsampling VQ)

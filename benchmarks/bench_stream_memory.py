@@ -61,7 +61,7 @@ def train_and_measure(shards: str, mode: str, steps: int, batch: int, workers: i
     from synth2.train.vq import VQTask
 
     torch.manual_seed(0)
-    cfg = quick().vq
+    cfg = quick(world_codes=False).vq  # joint codes, as BENCHMARKS.md measures
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch), channels_last=False)
     images = (ImageStream(shards, batch, 0, RESOLUTION, workers=workers) if mode == "stream"
               else load_pairs(shards, resolution=RESOLUTION).images)

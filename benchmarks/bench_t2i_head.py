@@ -39,7 +39,7 @@ DRAW_BATCH, DRAWS = 36, 10
 def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = quick()
+    cfg = quick(world_codes=False)  # joint codes: what BENCHMARKS.md measures (the presets on your own images)
     side = cfg.world.resolution // cfg.vq.model.downsample  # the quick VQ's token grid
     codes, grid, text_width = cfg.vq.model.codebook_size, (side, side), cfg.lm.model.hidden
     model = T2IModel(cfg.t2i.model, codes, grid, text_width)

@@ -30,7 +30,7 @@ def measure(model: str, threads: int, barrier=None) -> float:
     """Steps/s of `model`'s training at `threads` torch threads; with a barrier, timing starts
     when the other process is ready too."""
     torch.set_num_threads(threads)
-    cfg = quick()
+    cfg = quick(world_codes=False)  # joint codes: what BENCHMARKS.md measures (the presets on your own images)
     steps = STEPS[model]
     if model == "vlm":
         inputs = build_vlm_inputs(cfg)

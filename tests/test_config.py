@@ -1,6 +1,6 @@
 import pytest
 
-from synth2.config import Config, PRESETS, preset, resolve
+from synth2.config import Config, PRESETS, preset, resolve, use_world_codes
 from synth2.configtools import ConfigError, apply_overrides, dump_yaml, load_yaml, to_dict
 
 
@@ -25,6 +25,7 @@ def test_override_of_dict_entry():
     assert cfg.world.text_only["ltip"].style == preset("quick").world.text_only["ltip"].style and "webli" in cfg.world.text_only
     cfg = apply_overrides(preset("quick"), ["data.text_only.webli=/a", "data.text_only.ltip=/b"])
     assert cfg.data.text_only == {"webli": "/a", "ltip": "/b"}
+    assert apply_overrides(cfg, ["data.text_only={}"]).data.text_only == {}  # an empty mapping empties it
 
 
 def test_unknown_key_error_names_the_key():
@@ -49,3 +50,21 @@ def test_resolve_prefers_preset_then_saved(tmp_path):
     dump_yaml(apply_overrides(preset("tiny"), ["seed=5"]), saved)
     assert resolve(saved=saved).seed == 5
     assert resolve("quick", saved=saved).preset == "quick"
+
+
+def test_a_preset_on_the_users_own_images_leaves_out_the_worlds_codes(tmp_path):
+    """The world's layered codes read colours off plain backgrounds: a preset keeps them for the
+    embedded world, leaves them out for the user's images or VQ, and the user's own settings win."""
+    world = resolve("quick")
+    assert world.vq.model.colour_input == "layers" and world.t2i.model.pointer_parts == [0, 2]
+    own = resolve("quick", overrides=["data.paired=/shards"])
+    assert (own.vq.model.quantizer, own.vq.model.colour_input, own.t2i.model.pointer_parts) == ("vq", "pixels", [])
+    use_world_codes(own)
+    assert to_dict(own) == to_dict(apply_overrides(world, ["data.paired=/shards"]))  # nothing else differs
+    assert resolve("tiny", overrides=["vq.pretrained=/vq"]).t2i.model.pointer_parts == []
+    config_file = tmp_path / "own.yaml"
+    config_file.write_text("preset: small\ndata:\n  paired: /shards\n")
+    assert resolve(config_file=config_file).vq.model.quantizer == "vq"
+    chosen = resolve("quick", overrides=["data.paired=/shards", "vq.model.quantizer=product", "vq.model.structure_input=coverage",
+                                         "vq.model.colour_input=layers", "vq.model.product_codebooks=[256,2,10]", "vq.model.latent_dim=48"])
+    assert chosen.vq.model.colour_input == "layers" and chosen.vq.model.product_codebooks == [256, 2, 10]

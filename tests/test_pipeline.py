@@ -291,11 +291,15 @@ def test_trained_models_load_from_their_own_directories(tiny_run):
     assert list(t2i.grid) == tokens["grid"]
 
 
+JOINT_HEAD = ["--set", "t2i.model.pointer_parts=[]", "--set", "t2i.model.pointer_fit_rank={}", "--set", "t2i.model.structure_first=false"]
+
+
 @pytest.mark.parametrize("variant, factors", [
-    (["--set", "vq.recolour_swap=1.0"], (32, 8)),
-    (["--set", "vq.model.structure_input=coverage", "--set", "t2i.model.chain_parts=false"], (32, 8)),
-    (["--set", "vq.model.structure_input=coverage", "--set", "vq.model.colour_input=layers", "--set", "vq.model.product_codebooks=[32,2,10]",
-      "--set", "vq.model.latent_dim=48", "--set", "t2i.model.pointer_parts=[0,2]", "--set", "t2i.model.structure_first=true"], (32, 2, 10)),
+    (["--set", "vq.model.structure_input=pixels", "--set", "vq.model.colour_input=pixels", "--set", "vq.model.product_codebooks=[32,8]",
+      "--set", "vq.model.latent_dim=32", "--set", "vq.recolour_swap=1.0", *JOINT_HEAD], (32, 8)),
+    (["--set", "vq.model.colour_input=pixels", "--set", "vq.model.product_codebooks=[32,8]", "--set", "vq.model.latent_dim=32",
+      *JOINT_HEAD, "--set", "t2i.model.chain_parts=false"], (32, 8)),
+    (["--set", "vq.model.product_codebooks=[32,2,10]"], (32, 2, 10)),
 ], ids=["recolouring-swap", "colour-blind-structure", "colour-layers-with-pointers"])
 def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path, variant, factors):
     """Product codes (a structure and a colour codebook, trained with the recolouring swap or with
@@ -309,8 +313,7 @@ def test_the_generator_trains_and_draws_on_product_codes(tiny_run, tmp_path, var
     for name in ("world", "lm", "captions", "config.yaml", "manifest.json"):
         copy = shutil.copytree if (tiny_run / name).is_dir() else shutil.copy
         copy(tiny_run / name, tmp_path / name)
-    product = ["--set", "vq.model.quantizer=product", "--set", "vq.model.product_codebooks=[32,8]", *variant]
-    result = CliRunner().invoke(app, ["train", "t2i", "--run", str(tmp_path), "--preset", "tiny", *product])
+    result = CliRunner().invoke(app, ["train", "t2i", "--run", str(tmp_path), "--preset", "tiny", *variant])
     assert result.exit_code == 0, result.output
     vq, t2i = load_vq(tmp_path / "vq" / "model"), load_t2i(tmp_path / "t2i" / "model")
     assert vq.code_factors == t2i.code_factors == factors and t2i.codebook_size == math.prod(factors)
@@ -536,7 +539,9 @@ def test_an_analysis_reads_only_a_finished_generator_and_names_the_stages_that_a
     assert not (tmp_path / "run" / "lm").exists()  # nothing was trained to fill the gap
 
 
-def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure(tiny_run):
+def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure(tiny_run, capsys):
+    import dataclasses
+
     import torch
 
     from synth2.api import open_run
@@ -547,24 +552,33 @@ def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure
     from synth2.synthesis import TokenGenerator
 
     probe = _script("colour_probe")
-    with pytest.raises(SystemExit, match="predicts joint codes"):
-        probe.main([str(tiny_run)])  # the tiny run's generator has one head over joint codes
-    # the tiny run's LM and VQ with an untrained generator that reads the VQ's ids as two parts
     run = open_run(tiny_run)
-    trained, _ = finished_generator(run)
-    lm = trained.lm
-    size = trained.model.codebook_size
-    torch.manual_seed(0)
-    model = T2IModel(trained.model.cfg, size, trained.model.grid, lm.hidden_size, code_factors=(size // 4, 4))
     spec = world_spec(run)
-    rows = probe.probe(TokenGenerator(lm, model, run.config.sampler, trained.vq), spec, run.config.seed, per_shape=2)
+    trained, _ = finished_generator(run)
     cell_patches = (trained.model.grid[0] // spec.cfg.grid) ** 2
-    counts = {group: len(scenes) for group, scenes in binding_scenes(spec, run.config.seed, 2).items() if scenes}
-    assert {f"{group} colours" for group in counts} == {row[0] for row in rows}
-    for group, scenes in counts.items():  # every masked patch shows the object or the background
-        assert sum(int(row[2]) for row in rows if row[0] == f"{group} colours") == scenes * cell_patches
+    counts = {f"{group} colours": len(scenes) for group, scenes in binding_scenes(spec, run.config.seed, 2).items() if scenes}
+
+    def rows_add_up(rows):
+        assert set(counts) == {row[0] for row in rows}
+        for group, scenes in counts.items():  # every masked patch shows the object or the background
+            assert sum(int(row[2]) for row in rows if row[0] == group) == scenes * cell_patches
+
+    # the tiny run's generator copies the colour with a pointer: the table has its four columns
+    probe.main([str(tiny_run), "--per-shape", "2"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    header, rows = lines[0], [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    assert all(column in header for column in probe.COLUMNS + probe.POINTER_COLUMNS)
+    rows_add_up(rows)
+    assert all(0.0 <= float(value) <= 1.0 for row in rows for value in row[3:])
+    # the same LM and VQ with an untrained generator that reads the VQ's ids as two parts, no pointer
+    lm, size = trained.lm, trained.model.codebook_size
+    joint_head = dataclasses.replace(trained.model.cfg, pointer_parts=[], pointer_fit_rank={}, structure_first=False)
+    torch.manual_seed(0)
+    model = T2IModel(joint_head, size, trained.model.grid, lm.hidden_size, code_factors=(size // 4, 4))
+    rows = probe.probe(TokenGenerator(lm, model, run.config.sampler, trained.vq), spec, run.config.seed, per_shape=2)
+    rows_add_up(rows)
     for row in rows:  # an untrained colour head spreads its probability over the 4 colour codes
-        assert 0.1 < float(row[3]) < 0.4 and 0.0 <= float(row[4]) <= 1.0
+        assert len(row) == len(probe.COLUMNS) and 0.1 < float(row[3]) < 0.4 and 0.0 <= float(row[4]) <= 1.0
 
 
 def test_colour_probe_splits_a_pointers_probability_into_its_own_slot_and_the_words():

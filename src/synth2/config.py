@@ -149,7 +149,7 @@ def _cpu_vq() -> VQConfig:
     )
 
 
-def quick() -> Config:
+def quick(world_codes: bool = True) -> Config:
     cfg = Config(preset="quick", device="cpu")
     cfg.world.paired = 4000
     cfg.world.eval = 200
@@ -193,11 +193,37 @@ def quick() -> Config:
     cfg.clip.model.channels = 16  # half the default width: twice as fast and a higher AUC at 32 px
     cfg.clip.train = TrainConfig(steps=800, batch_size=128, lr=3e-3, warmup=20, weight_decay=0.01, checkpoint_every=400)
     cfg.curate.best_of = 1  # `small` draws 2 per caption
+    if world_codes:
+        use_world_codes(cfg)
+        # the pointers make a generator step 40% dearer. The layered VQ reads back every object
+        # of eval A after 650 steps (89% of its codes used), where joint codes need 1,300, and
+        # 1,800 generator steps keep the whole run within 15 minutes (docs/generator.md)
+        cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 700, 350
+        cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 1800, 900
     return cfg
 
 
-def tiny() -> Config:
-    cfg = quick()
+def use_world_codes(cfg: Config) -> None:
+    """The tokenizer and generator head the generator study chose for the embedded world
+    (docs/generator.md, "A code per colour" and "A colour word the position cannot overrule").
+
+    Product codes of three parts: the structure, read from colour-blind coverage; the background
+    colour; the object's colour, one code per colour (the world's colours, "none" and a spare).
+    The generator copies the structure and the object colour from the caption's words, and a
+    position may reweigh a colour word's codes along two directions only, so that a (shape,
+    colour) pair the paired data never showed keeps its caption's colour. The colour layers
+    assume objects on a plain background, the world's images: `resolve` leaves these out of a
+    preset for the user's own images.
+    """
+    vq = cfg.vq.model
+    vq.quantizer, vq.structure_input, vq.colour_input = "product", "coverage", "layers"
+    vq.product_codebooks, vq.latent_dim = [256, len(cfg.world.backgrounds), len(cfg.world.colours) + 2], 48
+    head = cfg.t2i.model
+    head.pointer_parts, head.structure_first, head.pointer_fit_rank = [0, 2], True, {2: 2}
+
+
+def tiny(world_codes: bool = True) -> Config:
+    cfg = quick(world_codes)
     cfg.preset = "tiny"
     cfg.world.paired = 400
     cfg.world.eval = 40
@@ -228,8 +254,8 @@ def tiny() -> Config:
     return cfg
 
 
-def small() -> Config:
-    cfg = quick()
+def small(world_codes: bool = True) -> Config:
+    cfg = quick(world_codes)
     cfg.preset = "small"
     cfg.world.paired = 12000
     cfg.world.eval = 500
@@ -240,8 +266,13 @@ def small() -> Config:
     # GenPair on the fly, as the paper; the text-only corpora's 96,000 captions come back about 2.5
     # times each in 4,800 steps, and drawing their images at every step made Synth² 5x slower
     cfg.synth.cached_sources = sorted(cfg.world.text_only)
-    cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
-    cfg.vq.disc_start = 12000
+    if world_codes:
+        # the layered VQ reads back every object after 4,000 steps without the adversarial phase
+        # (docs/generator.md, "Whole scenes"); joint codes train 16,000 steps with it
+        cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 4000, 2000
+    else:
+        cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
+        cfg.vq.disc_start = 12000
     cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 6000, 1500
     # the paper's 24 decoding steps, which quick's clock cannot afford: this generator draws 20
     # points more seen scenes with them than with 8 (docs/generator.md, "The small preset")
@@ -257,8 +288,9 @@ def small() -> Config:
     return cfg
 
 
-def paper() -> Config:
-    """The paper's hyperparameters (Synth² section 4.1.2 and appendix A.1), for GPUs."""
+def paper(world_codes: bool = False) -> Config:
+    """The paper's hyperparameters (Synth² section 4.1.2 and appendix A.1), for GPUs: the paper's
+    VQ-GAN codes whatever `world_codes` says (the world's codes are not measured at 256 px)."""
     cfg = Config(preset="paper", device="cuda")
     cfg.world.resolution = 256
     cfg.world.sizes = ["small", "medium", "large"]
@@ -288,13 +320,19 @@ def paper() -> Config:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], Config]] = {"tiny": tiny, "quick": quick, "small": small, "paper": paper}
+PRESETS: dict[str, Callable[..., Config]] = {"tiny": tiny, "quick": quick, "small": small, "paper": paper}
 
 
-def preset(name: str) -> Config:
+def preset(name: str, world_codes: bool = True) -> Config:
+    """A named preset; `world_codes=False`: without `use_world_codes`, for the user's own images."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]()
+    return PRESETS[name](world_codes)
+
+
+def on_own_images(cfg: Config) -> bool:
+    """The run reads the user's images (or their pre-trained VQ), not the embedded world's."""
+    return bool(cfg.data.paired or cfg.vq.pretrained)
 
 
 def resolve(
@@ -303,22 +341,26 @@ def resolve(
     overrides: list[str] | tuple[str, ...] = (),
     saved: str | Path | None = None,
 ) -> Config:
-    """Base: the preset, else a run's saved config.yaml, else `quick`. A config file is
-    applied over the base (it may be partial), then the `key=value` overrides."""
-    if preset_name:
-        cfg = preset(preset_name)
-    elif saved and Path(saved).exists():
-        cfg = from_dict(Config, yaml.safe_load(Path(saved).read_text()) or {})
-    else:
-        cfg = quick()
+    """Base: the preset, else a run's saved config.yaml, else the config file's `preset`, else
+    `quick`. A config file is applied over the base (it may be partial), then the `key=value`
+    overrides. A preset's base for a run on the user's own images leaves out the world's codes
+    (`use_world_codes`), unless the file or the overrides set them."""
+    data = {}
     if config_file:
         data = yaml.safe_load(Path(config_file).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{config_file}: expected a mapping at the top level")
-        if not preset_name and "preset" in data and not (saved and Path(saved).exists()):
-            cfg = preset(data["preset"])
-        try:
-            cfg = merge(cfg, data)
-        except ValueError as e:
-            raise ValueError(f"{config_file}: {e}") from None
-    return apply_overrides(cfg, list(overrides))
+
+    def over(cfg: Config) -> Config:
+        if data:
+            try:
+                cfg = merge(cfg, data)
+            except ValueError as e:
+                raise ValueError(f"{config_file}: {e}") from None
+        return apply_overrides(cfg, list(overrides))
+
+    if not preset_name and saved and Path(saved).exists():
+        return over(from_dict(Config, yaml.safe_load(Path(saved).read_text()) or {}))
+    name = preset_name or data.get("preset") or "quick"
+    cfg = over(preset(name))
+    return over(preset(name, world_codes=False)) if on_own_images(cfg) else cfg
