@@ -195,9 +195,9 @@ def quick(world_codes: bool = True) -> Config:
     cfg.curate.best_of = 1  # `small` draws 2 per caption
     if world_codes:
         use_world_codes(cfg)
-        # the pointers make a generator step 40% dearer. The layered VQ reads back every object
-        # of eval A after 650 steps (89% of its codes used), where joint codes need 1,300, and
-        # 1,800 generator steps keep the whole run within 15 minutes (docs/generator.md)
+        # the pointers make a generator step 1.3 times as dear (benchmarks/bench_world_codes.py).
+        # The layered VQ reads back 99% of eval A's objects after 700 steps, where joint codes
+        # train 1,300, and 1,800 generator steps keep the run within 15 minutes (docs/generator.md)
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 700, 350
         cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 1800, 900
     return cfg
