@@ -605,3 +605,15 @@ def test_colour_probe_splits_a_pointers_probability_into_its_own_slot_and_the_wo
         pointer.fit.bias.zero_()
         assert torch.allclose(probe.pointer_terms(pointer, state, own, caption, true)[2], unweighed_true, atol=1e-6)
         assert not torch.allclose(words_true, unweighed_true)
+
+
+def test_reencode_probe_decodes_the_eval_tokens_as_the_vq_stage_reads_them_back(tiny_run, capsys):
+    probe = _script("reencode_probe")
+    probe.main([str(tiny_run)])
+    rows = {cells[0]: float(cells[1]) for cells in ([c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()[2:])}
+    vq_metrics = json.loads((tiny_run / "vq" / "metrics.json").read_text())
+    # the eval tokens decoded are the VQ's reconstructions of the same eval images
+    assert rows["oracle, decoded"] == pytest.approx(round(vq_metrics["oracle_accuracy"], 3))
+    parts = [share for name, share in rows.items() if name.startswith("part ")]
+    assert len(parts) == 3 and 0.0 <= rows["tokens kept"] <= min(parts)  # a token is kept only when all its parts are
+    assert 0.0 <= rows["oracle, decoded, encoded and decoded again"] <= 1.0
