@@ -8,7 +8,9 @@ Table 5's pixel-space arm decodes the generator's tokens with the VQ and encodes
 the world's plain-background layers (`vq.model.colour_input: layers`) reads it as one. This takes
 the eval split's tokens of RUN (its `encode` stage), decodes them, encodes the pixels again and
 decodes those, and prints the share of tokens (and of each product-code part) the round trip keeps,
-and the oracle's accuracy on the images decoded before and after it.
+and the oracle's accuracy on the images decoded before and after it. The VQ's `token_stability`
+(`eval/vq.py`) measures the round trip on uint8 reconstructions; this one keeps the decoded pixels
+as GenPair-pixel does (float, clamped, not rounded), and splits the share by part.
 """
 
 from __future__ import annotations
