@@ -9,7 +9,9 @@ Two tables, from RUN's generator and VQ (the world's grid aligned with the token
   (`oracle_seen` and `oracle_heldout` together), each image put in one class by what the oracle
   reads back against the caption's (shape, colour) objects: right; fewer objects; more objects;
   as many objects with a shape, a colour, or both wrong, or every attribute right but bound to
-  the wrong objects. One row per number of objects the caption names.
+  the wrong objects. One row per number of objects the caption names; two objects split by
+  whether the caption joins them as a list ("a red circle and a blue star") or by a relation
+  ("a red circle to the left of a blue star"), a phrasing the paired alt-text never uses.
 - **infill**: every object of the split's scenes of two or more objects, its whole grid cell
   masked in the scene's real tokens, the rest of the scene and the caption shown, filled in by
   one argmax pass of the generator: what the cell then shows. It asks the generator's
@@ -22,6 +24,7 @@ Two tables, from RUN's generator and VQ (the world's grid aligned with the token
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
 
 import numpy as np
@@ -35,10 +38,12 @@ from synth2.models.codes import join_ids
 from synth2.stages.data import world_spec
 from synth2.stages.generator import finished_generator
 from synth2.report.build import markdown_table
+from synth2.world.annotate import RELATIONS
 from synth2.world.oracle import Oracle, scene_agreement
 from synth2.world.scene import Obj, Scene
 
 DRAWN = ("right", "fewer objects", "more objects", "wrong shape", "wrong colour", "wrong shape and colour", "wrong binding")
+RELATION = r"\b(" + "|".join(RELATIONS) + r")\b"
 INFILL = ("right", "nothing", "a shown object again", "right colour, wrong shape", "right shape, wrong colour", "both wrong")
 
 
@@ -74,13 +79,21 @@ def table(title: str, classes: tuple[str, ...], counts: dict[str, Counter]) -> s
     return markdown_table([title, *classes, "n"], body)
 
 
+def phrasing(prompt: str, scene: Scene) -> str:
+    """A drawn table's group: objects named, and for two, whether a relation joins them."""
+    group = f"{len(scene.objects)} named"
+    if len(scene.objects) == 2:
+        group += ", as a relation" if re.search(RELATION, prompt) else ", as a list"
+    return group
+
+
 def drawn_errors(gen, spec, pairs, scenes: list[Scene], seed: int) -> dict[str, Counter]:
-    _, images = draw_eval_captions(gen, pairs, len(scenes), seed)
+    prompts, images = draw_eval_captions(gen, pairs, len(scenes), seed)
     oracle = Oracle(spec)
     counts: dict[str, Counter] = {}
-    for scene, image in zip(scenes, images):
+    for prompt, scene, image in zip(prompts, scenes, images):
         label = drawn_class(scene, oracle.parse(image))
-        for group in (f"{len(scene.objects)} named", "all"):
+        for group in (phrasing(prompt, scene), "all"):
             counts.setdefault(group, Counter())[label] += 1
     return dict(sorted(counts.items()))
 

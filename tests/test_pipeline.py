@@ -478,6 +478,12 @@ def test_generator_errors_put_each_image_in_the_class_that_says_what_is_wrong():
              "both wrong": Obj("star", "green", "small", 0, 0)}
     assert {name: errors.infill_class(masked, shown, obj) for name, obj in found.items()} == {name: name for name in found}
     assert tuple(found) == errors.INFILL
+    # two objects are grouped by how the caption joins them; the world's own relations count
+    assert errors.phrasing("a red circle to the left of a blue square", truth) == "2 named, as a relation"
+    assert errors.phrasing("there is a red circle below a blue square", truth) == "2 named, as a relation"
+    assert errors.phrasing("a red circle and a blue square above nothing", scene(("circle", "red"))) == "1 named"
+    assert errors.phrasing("a red circle and a blue square on a black background", truth) == "2 named, as a list"
+    assert errors.phrasing("a red circle aboveground, a blue square", truth) == "2 named, as a list"
 
 
 def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, capsys):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from synth2.train.unseen_words import caption_variants, insert_words, unseen_words, words_of
+from synth2.train.unseen_words import CONNECTIVES, caption_variants, insert_words, replace_connectives, unseen_words, words_of
 
 PAIRED = ["red circle", "blue square, large", "green heart red circle"]
 CORPUS = ["The red circle sits on the left.", "A blue square; the square is large!", "the heart"]
@@ -24,6 +24,29 @@ def test_inserted_words_keep_the_caption_in_order_and_add_one_to_max_words():
         out = insert_words("large blue square", words, probabilities, 3, rng).split()
         assert 1 <= len(out) - 3 <= 3
         assert [w for w in out if w not in words] == ["large", "blue", "square"]
+
+
+def test_every_join_of_a_list_can_be_replaced_by_drawn_words_keeping_the_objects_in_order():
+    words, probabilities = ["to", "the", "left", "of"], np.full(4, 0.25)
+    rng = np.random.default_rng(0)
+    caption = "red circle, blue square + green heart and pink star | white background"
+    for _ in range(20):
+        out = replace_connectives(caption.split(), words, probabilities, 3, 1.0, rng)
+        assert not any(t in CONNECTIVES or t.endswith(",") for t in out)
+        assert [t for t in out if t not in words] == "red circle blue square green heart pink star white background".split()
+        # each of the four joins became 1 to 3 words
+        assert 4 <= len(out) - 10 <= 12
+    assert replace_connectives(caption.split(), words, probabilities, 3, 0.0, rng) == caption.split()
+
+
+def test_replaced_joins_are_drawn_before_the_insertions_and_only_when_asked():
+    words, probabilities = ["to", "the"], np.array([0.5, 0.5])
+    plain = [insert_words("red circle and blue star", words, probabilities, 2, np.random.default_rng(s)) for s in range(30)]
+    assert all(" and " in c for c in plain)  # insertion alone keeps the join
+    joined = [insert_words("red circle and blue star", words, probabilities, 2, np.random.default_rng(s), connective_p=1.0)
+              for s in range(30)]
+    assert not any("and" in c.split() for c in joined)
+    assert all([w for w in c.split() if w not in words] == ["red", "circle", "blue", "star"] for c in joined)
 
 
 def test_variants_are_seeded_and_need_words_to_insert():

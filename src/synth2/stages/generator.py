@@ -73,7 +73,8 @@ def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only
         warn(f"t2i.unseen_words_p={t2i_cfg.unseen_words_p:g} inserts nothing: the text-only corpora ({len(corpora)} captions) "
              "use no word the paired captions do not; the generator trains on the captions as they are")
         return None
-    return caption_variants(captions, words, probabilities, t2i_cfg.unseen_word_variants, t2i_cfg.unseen_words_max, seed)
+    return caption_variants(captions, words, probabilities, t2i_cfg.unseen_word_variants, t2i_cfg.unseen_words_max, seed,
+                            t2i_cfg.unseen_connective_p)
 
 
 def token_generator(run: Run, sampler: SamplerConfig | None = None) -> TokenGenerator:

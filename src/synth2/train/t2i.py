@@ -39,6 +39,10 @@ class T2IStageConfig:
     unseen_words_p: float = 0.0
     unseen_words_max: int = 4
     unseen_word_variants: int = 3
+    # In those versions, each word or mark that joins a list's items ("and", ",", "+") is also
+    # replaced by such words with this probability, so that the generator counts the objects a
+    # caption names, not its joins (train/unseen_words.py: CONNECTIVES). Not the paper's recipe.
+    unseen_connective_p: float = 0.0
     # Added to the run's seed for the generator's initialisation, batch order and masks: another
     # training on the same data, so a lever can be judged beside the spread between trainings
     # (scripts/generator_replicates.py).

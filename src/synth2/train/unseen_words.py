@@ -35,17 +35,47 @@ def unseen_words(paired: Iterable[str], corpora: Iterable[str]) -> tuple[list[st
     return words, frequency / max(frequency.sum(), 1.0)
 
 
-def insert_words(caption: str, words: list[str], probabilities: np.ndarray, max_words: int, rng: np.random.Generator) -> str:
-    """`caption` with 1 to `max_words` words drawn by `probabilities`, each at a random word boundary."""
+# Words and marks that join the items of a list ("red circle, blue star and green heart"). Alt-text
+# joins every object it names with one, so a generator trained on it can learn to count the joins
+# rather than the objects, and then draws one object for "a red circle to the left of a blue star".
+CONNECTIVES = frozenset({"and", "&", "+", "plus", "with", "|", "/", ",", ";"})
+
+
+def _draw(words: list[str], probabilities: np.ndarray, max_words: int, rng: np.random.Generator) -> list[str]:
+    """1 to `max_words` words drawn by `probabilities`."""
+    return [words[int(rng.choice(len(words), p=probabilities))] for _ in range(int(rng.integers(1, max_words + 1)))]
+
+
+def replace_connectives(tokens: list[str], words: list[str], probabilities: np.ndarray, max_words: int, p: float,
+                        rng: np.random.Generator) -> list[str]:
+    """`tokens` with each connective (a CONNECTIVES word, or a word's trailing comma or semicolon)
+    replaced, with probability `p`, by 1 to `max_words` drawn words."""
+    out = []
+    for token in tokens:
+        word, mark = (token[:-1], token[-1]) if len(token) > 1 and token[-1] in ",;" else (token, "")
+        if (mark or word.lower() in CONNECTIVES) and rng.random() < p:
+            out += ([word] if mark else []) + _draw(words, probabilities, max_words, rng)
+        else:
+            out.append(token)
+    return out
+
+
+def insert_words(caption: str, words: list[str], probabilities: np.ndarray, max_words: int, rng: np.random.Generator,
+                 connective_p: float = 0.0) -> str:
+    """`caption` with 1 to `max_words` words drawn by `probabilities`, each at a random word
+    boundary, after its connectives are each replaced by drawn words with probability `connective_p`."""
     tokens = caption.split()
+    if connective_p > 0:
+        tokens = replace_connectives(tokens, words, probabilities, max_words, connective_p, rng)
     for _ in range(int(rng.integers(1, max_words + 1))):
         tokens.insert(int(rng.integers(0, len(tokens) + 1)), words[int(rng.choice(len(words), p=probabilities))])
     return " ".join(tokens)
 
 
-def caption_variants(captions: list[str], words: list[str], probabilities: np.ndarray, variants: int, max_words: int, seed: int) -> list[list[str]]:
-    """`variants` lists, each holding every caption with its own inserted words."""
+def caption_variants(captions: list[str], words: list[str], probabilities: np.ndarray, variants: int, max_words: int, seed: int,
+                     connective_p: float = 0.0) -> list[list[str]]:
+    """`variants` lists, each holding every caption with its own inserted words (`insert_words`)."""
     if not words:
         raise ValueError("no word of the text-only corpora is missing from the paired captions: nothing to insert")
     rng = np.random.default_rng(seed)
-    return [[insert_words(c, words, probabilities, max_words, rng) for c in captions] for _ in range(variants)]
+    return [[insert_words(c, words, probabilities, max_words, rng, connective_p) for c in captions] for _ in range(variants)]

@@ -48,12 +48,17 @@ def position_phrase(obj: Obj, grid: int) -> str:
     return f"in the {vertical} {horizontal} corner"
 
 
+# how a caption places one object relative to another (`relation`)
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+
+
 def relation(a: Obj, b: Obj) -> str:
-    """Where `a` is relative to `b`, along the axis that separates them most."""
+    """Where `a` is relative to `b` (one of RELATIONS), along the axis that separates them most."""
+    left, right, above, below = RELATIONS
     dr, dc = a.row - b.row, a.col - b.col
     if abs(dc) >= abs(dr):
-        return "to the left of" if dc < 0 else "to the right of"
-    return "above" if dr < 0 else "below"
+        return left if dc < 0 else right
+    return above if dr < 0 else below
 
 
 @dataclass
