@@ -28,6 +28,16 @@ def test_override_of_dict_entry():
     assert apply_overrides(cfg, ["data.text_only={}"]).data.text_only == {}  # an empty mapping empties it
 
 
+def test_integer_keys_written_as_strings_become_integers(tmp_path):
+    # JSON has string keys only, and a quoted YAML key is a string: the pointer part 2 either way
+    path = tmp_path / "c.yaml"
+    path.write_text('t2i:\n  model:\n    pointer_parts: [0, 2]\n    pointer_fit_rank: {"2": 1}\n')
+    assert load_yaml(Config, path).t2i.model.pointer_fit_rank == {2: 1}
+    assert apply_overrides(preset("quick"), ["t2i.model.pointer_fit_rank.2=1"]).t2i.model.pointer_fit_rank == {2: 1}
+    with pytest.raises(ConfigError, match=r"t2i.model.pointer_fit_rank: key 'colour' is not an integer"):
+        apply_overrides(preset("quick"), ["t2i.model.pointer_fit_rank={colour: 1}"])
+
+
 def test_unknown_key_error_names_the_key():
     with pytest.raises(ConfigError, match="world.nonsense"):
         apply_overrides(preset("quick"), ["world.nonsense=1"])

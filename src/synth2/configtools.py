@@ -67,6 +67,7 @@ def merge(cfg: T, data: dict[str, Any], where: str = "") -> T:
             # `--set data.text_only.a=X --set data.text_only.b=Y` keeps both
             merged = dict(current)
             for name, item in value.items():
+                name = _coerce_key(_key_type(hints[key]), name, f"{where}{key}")
                 if dataclasses.is_dataclass(merged.get(name)) and isinstance(item, dict):
                     merged[name] = merge(merged[name], item, f"{where}{key}.{name}.")
                 else:
@@ -109,6 +110,23 @@ def dump_yaml(cfg: Any, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))  # other processes may read it meanwhile
 
 
+def _key_type(tp: Any) -> Any:
+    """The key type of a mapping field's type (`dict[K, V]`, or one inside an Optional)."""
+    if get_origin(tp) in (Union, types.UnionType):
+        return next((_key_type(arg) for arg in get_args(tp) if get_origin(arg) is dict), Any)
+    return (get_args(tp) or (Any,))[0]
+
+
+def _coerce_key(tp: Any, key: Any, where: str) -> Any:
+    """A mapping's key as `tp`: JSON, and YAML when quoted, give an integer key as a string."""
+    if tp is int and isinstance(key, str):
+        try:
+            return int(key)
+        except ValueError:
+            raise ConfigError(f"{where}: key {key!r} is not an integer") from None
+    return _coerce(tp, key, f"{where} key")
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
@@ -145,7 +163,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         key_tp, val_tp = get_args(tp) or (Any, Any)
-        return {k: _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {_coerce_key(key_tp, k, where): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
