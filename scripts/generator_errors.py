@@ -43,8 +43,9 @@ from synth2.world.oracle import Oracle, scene_agreement
 from synth2.world.scene import Obj, Scene
 
 DRAWN = ("right", "fewer objects", "more objects", "wrong shape", "wrong colour", "wrong shape and colour", "wrong binding")
-RELATION = r"\b(" + "|".join(RELATIONS) + r")\b"
 INFILL = ("right", "nothing", "a shown object again", "right colour, wrong shape", "right shape, wrong colour", "both wrong")
+# a caption that joins two objects by one of the world's relations, not as a list
+RELATION = r"\b(" + "|".join(RELATIONS) + r")\b"
 
 
 def drawn_class(true: Scene, parsed: Scene) -> str:

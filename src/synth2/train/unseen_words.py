@@ -41,9 +41,13 @@ def unseen_words(paired: Iterable[str], corpora: Iterable[str]) -> tuple[list[st
 CONNECTIVES = frozenset({"and", "&", "+", "plus", "with", "|", "/", ",", ";"})
 
 
+def _word(words: list[str], probabilities: np.ndarray, rng: np.random.Generator) -> str:
+    return words[int(rng.choice(len(words), p=probabilities))]
+
+
 def _draw(words: list[str], probabilities: np.ndarray, max_words: int, rng: np.random.Generator) -> list[str]:
     """1 to `max_words` words drawn by `probabilities`."""
-    return [words[int(rng.choice(len(words), p=probabilities))] for _ in range(int(rng.integers(1, max_words + 1)))]
+    return [_word(words, probabilities, rng) for _ in range(int(rng.integers(1, max_words + 1)))]
 
 
 def replace_connectives(tokens: list[str], words: list[str], probabilities: np.ndarray, max_words: int, p: float,
@@ -68,7 +72,7 @@ def insert_words(caption: str, words: list[str], probabilities: np.ndarray, max_
     if connective_p > 0:
         tokens = replace_connectives(tokens, words, probabilities, max_words, connective_p, rng)
     for _ in range(int(rng.integers(1, max_words + 1))):
-        tokens.insert(int(rng.integers(0, len(tokens) + 1)), words[int(rng.choice(len(words), p=probabilities))])
+        tokens.insert(int(rng.integers(0, len(tokens) + 1)), _word(words, probabilities, rng))
     return " ".join(tokens)
 
 
