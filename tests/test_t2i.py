@@ -8,7 +8,7 @@ from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
 from synth2.models.sampler import SamplerConfig, masked_after, sample
-from synth2.models.t2i import Block, CaptionPointer, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
+from synth2.models.t2i import Attention, Block, CaptionPointer, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.t2i import background_weights
 
 
@@ -193,6 +193,40 @@ def test_a_generator_with_text_blocks_ignores_padding():
     text2[0, 3:] = 100.0
     assert len(model.text_blocks) == 2
     assert torch.allclose(model(ids, text, mask), model(ids, text2, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["softmax", "sigmoid"])
+def test_sigmoid_cross_attention_sums_what_softmax_averages(weights):
+    torch.manual_seed(0)
+    attention = Attention(16, 2, context_width=8, weights=weights)
+    x = torch.randn(1, 3, 16)
+    word = torch.randn(1, 1, 8)
+    once = attention(x, word, torch.ones(1, 1, dtype=torch.bool))
+    twice = attention(x, word.repeat(1, 2, 1), torch.ones(1, 2, dtype=torch.bool))
+    padded = attention(x, torch.cat([word, torch.full((1, 1, 8), 100.0)], 1), torch.tensor([[True, False]]))
+    # a mean over one word or two copies of it is the same; a sum of gated values doubles (before
+    # the output layer's bias)
+    expected = once if weights == "softmax" else 2 * once - attention.out.bias
+    assert torch.allclose(twice, expected, atol=1e-5)
+    assert torch.allclose(padded, once, atol=1e-6)
+
+
+def test_a_generator_with_sigmoid_cross_attention_ignores_padding_and_trains():
+    torch.manual_seed(0)
+    model = T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0, cross_attention="sigmoid"), 32, (4, 4), 8)
+    text, mask, _, _ = _texts(model)
+    ids = torch.randint(0, 32, (3, 16))
+    text2 = text.clone()
+    text2[0, 3:] = 100.0
+    assert torch.allclose(model(ids, text, mask), model(ids, text2, mask), atol=1e-6)
+    loss, _, _ = masked_prediction_loss(model, ids, text, mask, torch.Generator().manual_seed(1))
+    loss.backward()
+    assert model.blocks[0].cross_attn.gate_bias.grad.abs().sum() > 0
+
+
+def test_an_unknown_attention_weighting_is_refused():
+    with pytest.raises(ValueError, match="'softmax' or 'sigmoid'"):
+        T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32, cross_attention="relu"), 32, (4, 4), 8)
 
 
 def test_background_weights_mark_each_images_most_frequent_token():

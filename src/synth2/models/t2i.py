@@ -63,18 +63,27 @@ class T2IConfig:
     # Product codes, chained: choose the first part (the structure) first and the rest given it,
     # instead of the last part (the colour) first.
     structure_first: bool = False
+    # How a position weighs the caption's words in cross-attention: "softmax" (a weighted mean,
+    # the same for one "circle" as for two) or "sigmoid" (each word gated on its own and the
+    # values summed, so the state can count the words it attends to; Ramapuram et al., 2024).
+    cross_attention: str = "softmax"
 
 
 class Attention(nn.Module):
     """Multi-head attention; self-attention when `context` is None, else cross-attention."""
 
-    def __init__(self, width: int, heads: int, context_width: int | None = None, dropout: float = 0.0):
+    def __init__(self, width: int, heads: int, context_width: int | None = None, dropout: float = 0.0, weights: str = "softmax"):
         super().__init__()
+        if weights not in ("softmax", "sigmoid"):
+            raise ValueError(f"attention weights must be 'softmax' or 'sigmoid', got {weights!r}")
         self.heads = heads
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(context_width or width, 2 * width)
         self.out = nn.Linear(width, width)
         self.dropout = dropout
+        # sigmoid weights: one learned bias per head, starting each gate at about 1/8 (e^-2), near
+        # a softmax's share over a caption's words, so training starts where softmax would
+        self.gate_bias = nn.Parameter(torch.full((heads, 1, 1), -2.0)) if weights == "sigmoid" else None
 
     def keys_values(self, source_BLD: torch.Tensor) -> torch.Tensor:
         """(2, B, heads, L, D / heads): the keys and values of `source`."""
@@ -88,7 +97,13 @@ class Attention(nn.Module):
         q = self.q(x_BND).view(B, N, self.heads, -1).transpose(1, 2)
         k, v = self.keys_values(x_BND if context_BLC is None else context_BLC) if keys_values is None else keys_values
         attn_mask = None if mask_BL is None else mask_BL[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.gate_bias is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            gates = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + self.gate_bias)
+            if attn_mask is not None:
+                gates = gates * attn_mask
+            y = F.dropout(gates, self.dropout, self.training) @ v
         return self.out(y.transpose(1, 2).reshape(B, N, D))
 
 
@@ -102,7 +117,7 @@ class Block(nn.Module):
         self.self_attn = Attention(cfg.width, cfg.heads, dropout=cfg.dropout)
         if text_width is not None:
             self.norm2 = nn.LayerNorm(cfg.width)
-            self.cross_attn = Attention(cfg.width, cfg.heads, context_width=text_width, dropout=cfg.dropout)
+            self.cross_attn = Attention(cfg.width, cfg.heads, context_width=text_width, dropout=cfg.dropout, weights=cfg.cross_attention)
         self.norm3 = nn.LayerNorm(cfg.width)
         self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.mlp), nn.GELU(), nn.Linear(cfg.mlp, cfg.width))
         self.drop = nn.Dropout(cfg.dropout)
