@@ -211,7 +211,8 @@ def use_world_codes(cfg: Config) -> None:
     colour; the object's colour, one code per colour (the world's colours, "none" and a spare).
     The generator copies the structure and the object colour from the caption's words, and a
     position may reweigh a colour word's codes along two directions only, so that a (shape,
-    colour) pair the paired data never showed keeps its caption's colour. The colour layers
+    colour) pair the paired data never showed keeps its caption's colour. Its cross-attention
+    sums the caption's words rather than averaging them, so it can count them. The colour layers
     assume objects on a plain background, the world's images: `resolve` leaves these out of a
     preset for the user's own images.
     """
@@ -220,6 +221,9 @@ def use_world_codes(cfg: Config) -> None:
     vq.product_codebooks, vq.latent_dim = [256, len(cfg.world.backgrounds), len(cfg.world.colours) + 2], 48
     head = cfg.t2i.model
     head.pointer_parts, head.structure_first, head.pointer_fit_rank = [0, 2], True, {2: 2}
+    # Not the paper's (MUSE's softmax): sigmoid cross-attention sums the words a position attends
+    # to, so it can count the shape words instead of a list's joins ("Words a position can count")
+    head.cross_attention = "sigmoid"
 
 
 def tiny(world_codes: bool = True) -> Config:
