@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from ddp import run_ddp
 from resume import assert_resume_equals_uninterrupted
 
+from synth2.config import preset
+from synth2.configtools import ConfigError, apply_overrides
 from synth2.models.sampler import SamplerConfig, masked_after, sample
 from synth2.models.t2i import Attention, Block, CaptionPointer, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.t2i import background_weights
@@ -224,7 +226,9 @@ def test_a_generator_with_sigmoid_cross_attention_ignores_padding_and_trains():
     assert model.blocks[0].cross_attn.gate_bias.grad.abs().sum() > 0
 
 
-def test_an_unknown_attention_weighting_is_refused():
+def test_an_unknown_attention_weighting_is_refused_in_the_config_and_by_the_model():
+    with pytest.raises(ConfigError, match="t2i.model.cross_attention: 'relu' is not one of"):
+        apply_overrides(preset("quick"), ["t2i.model.cross_attention=relu"])
     with pytest.raises(ValueError, match="'softmax' or 'sigmoid'"):
         T2IModel(T2IConfig(width=16, layers=1, heads=2, mlp=32, cross_attention="relu"), 32, (4, 4), 8)
 

@@ -2,7 +2,8 @@
 
 A bidirectional transformer over the h*w VQ token ids (plus a [MASK] id), with
 learned 2-D positional embeddings, cross-attention to the frozen LM's text hidden
-states (padding masked), and an output head over the codebook. It is trained to
+states (padding masked; softmax, or sigmoid gates whose sum can count words:
+`T2IConfig.cross_attention`), and an output head over the codebook. It is trained to
 predict masked tokens; the sampler decodes all tokens in T parallel steps.
 
 Shape legend: B batch, N = h*w image tokens, L text length, D width, K codebook size.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,7 @@ class T2IConfig:
     # How a position weighs the caption's words in cross-attention: "softmax" (a weighted mean,
     # the same for one "circle" as for two) or "sigmoid" (each word gated on its own and the
     # values summed, so the state can count the words it attends to; Ramapuram et al., 2024).
-    cross_attention: str = "softmax"
+    cross_attention: Literal["softmax", "sigmoid"] = "softmax"
 
 
 class Attention(nn.Module):
@@ -77,6 +78,7 @@ class Attention(nn.Module):
         if weights not in ("softmax", "sigmoid"):
             raise ValueError(f"attention weights must be 'softmax' or 'sigmoid', got {weights!r}")
         self.heads = heads
+        self.weights = weights
         self.q = nn.Linear(width, width)
         self.kv = nn.Linear(context_width or width, 2 * width)
         self.out = nn.Linear(width, width)
@@ -97,7 +99,7 @@ class Attention(nn.Module):
         q = self.q(x_BND).view(B, N, self.heads, -1).transpose(1, 2)
         k, v = self.keys_values(x_BND if context_BLC is None else context_BLC) if keys_values is None else keys_values
         attn_mask = None if mask_BL is None else mask_BL[:, None, None, :]
-        if self.gate_bias is None:
+        if self.weights == "softmax":
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         else:
             gates = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + self.gate_bias)
