@@ -18,7 +18,7 @@ import math
 import statistics
 
 import torch
-from bench_world_codes import step_timer
+from bench_world_codes import BATCH, step_timer
 from common import save, timed
 
 from synth2.config import quick
@@ -59,7 +59,7 @@ def main() -> None:
     ratios = {kind: medians[f"{kind}, sigmoid"] / medians[f"{kind}, softmax"] for kind in ("training step", "decoding batch")}
     for kind, ratio in ratios.items():
         print(f"{kind}: sigmoid / softmax {ratio:.2f}x")
-    save("cross_attention", {"batch": {"training": 64, "decoding": DRAW_BATCH}, "ms": medians, "sigmoid_over_softmax": ratios})
+    save("cross_attention", {"batch": {"training": BATCH, "decoding": DRAW_BATCH}, "ms": medians, "sigmoid_over_softmax": ratios})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ from synth2.models.codes import split_ids
 _TINY = torch.finfo(torch.float32).tiny
 # how far a pointer position may lower one of a word's codes below another, in log-probability
 _FIT_RANGE = 30.0
+# how attention weighs its keys (`Attention`): a softmax's weighted mean, or sigmoid gates summed
+AttentionWeights = Literal["softmax", "sigmoid"]
 
 
 @dataclass
@@ -67,15 +69,15 @@ class T2IConfig:
     # How a position weighs the caption's words in cross-attention: "softmax" (a weighted mean,
     # the same for one "circle" as for two) or "sigmoid" (each word gated on its own and the
     # values summed, so the state can count the words it attends to; Ramapuram et al., 2024).
-    cross_attention: Literal["softmax", "sigmoid"] = "softmax"
+    cross_attention: AttentionWeights = "softmax"
 
 
 class Attention(nn.Module):
     """Multi-head attention; self-attention when `context` is None, else cross-attention."""
 
-    def __init__(self, width: int, heads: int, context_width: int | None = None, dropout: float = 0.0, weights: str = "softmax"):
+    def __init__(self, width: int, heads: int, context_width: int | None = None, dropout: float = 0.0, weights: AttentionWeights = "softmax"):
         super().__init__()
-        if weights not in ("softmax", "sigmoid"):
+        if weights not in get_args(AttentionWeights):
             raise ValueError(f"attention weights must be 'softmax' or 'sigmoid', got {weights!r}")
         self.heads = heads
         self.weights = weights
