@@ -4,9 +4,9 @@
 where softmax (`F.scaled_dot_product_attention`) averages them; the sigmoid path is written out
 (scores, gates, a matrix product), since torch has no fused kernel for it. This times the
 presets' generator both ways: one training step (`masked_prediction_loss`, backward, AdamW) at
-batch 64, and one batch of 36 images through the quick sampler's 8 steps (`sampler.sample`), with
-random ids and text states (the cost does not depend on them), one torch thread; median of 5
-repeats, the two ways taking turns so that the machine's drift falls on both.
+batch 64, and one batch of 36 images through 8 decoding steps of quick's sampler
+(`sampler.sample`), with random ids and text states (the cost does not depend on them), one torch
+thread; median of 5 repeats, the two ways taking turns so that the machine's drift falls on both.
 
     cd benchmarks && ../.venv/bin/python bench_cross_attention.py
 """
@@ -26,6 +26,8 @@ from synth2.models.sampler import sample
 from synth2.models.t2i import T2IModel
 
 DRAW_BATCH, DRAWS, TEXT_LENGTH = 36, 5, 24
+# fixed, so that BENCHMARKS.md's figures stay comparable; a batch's cost grows with the steps
+DRAW_STEPS = 8
 
 
 def draw_timer(head, factors: tuple[int, ...], grid: tuple[int, int], text_width: int, sampler):
@@ -49,7 +51,7 @@ def main() -> None:
     heads = {weights: dataclasses.replace(cfg.t2i.model, cross_attention=weights) for weights in ("softmax", "sigmoid")}
     timers = {f"{kind}, {weights}": make(head, factors, grid, text_width, *extra)
               for weights, head in heads.items()
-              for kind, make, extra in (("training step", step_timer, ()), ("decoding batch", draw_timer, (cfg.sampler,)))}
+              for kind, make, extra in (("training step", step_timer, ()), ("decoding batch", draw_timer, (dataclasses.replace(cfg.sampler, steps=DRAW_STEPS),)))}
     for timer in timers.values():  # warm-up
         timer()
     runs = [[timer() for timer in timers.values()] for _ in range(5)]
