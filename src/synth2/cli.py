@@ -246,7 +246,7 @@ def sampler_sweep(
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[List[str]] = SetOpt,
 ):
-    """The generator's oracle accuracy and FD against guidance and sampler steps (trains nothing new when the generator exists)."""
+    """The generator's oracle accuracy and FD against guidance and sampler steps (reuses the run's generator; trains one only if it is missing or its config or data changed)."""
     if split not in EVAL_SPLIT_NAMES:
         raise typer.BadParameter(f"eval split must be 'a' or 'b', got {split!r}", param_hint="--split")
     result = api.sampler_sweep(
