@@ -181,8 +181,9 @@ def quick(world_codes: bool = True) -> Config:
     # weigh half, so that the generator draws the caption's objects instead of leaving their
     # cells empty (docs/generator.md measures it over six trainings, with the errors it trades).
     cfg.t2i.background_weight = 0.5
-    # the paper's 24 decoding steps: on eval split B, where sampler settings are chosen, 24 steps
-    # draw 12 points more seen scenes than 8 and as many as 32 (docs/generator.md, "Decoding steps")
+    # the paper's 24 decoding steps: on eval split B, where sampler settings are chosen, they draw
+    # 12.5 points more seen scenes than 8 and as many as 32 (docs/generator.md, "Decoding steps on
+    # quick"); Synth² and GenPair pay for them at every VLM step
     cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.temperature = 24, 1.0, 0.0
     # The world LLM's captions restate their objects after the first sentence, which a generator
     # trained on terse alt-text draws again (docs/generator.md); the VLM still reads them whole.
