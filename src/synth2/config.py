@@ -181,10 +181,11 @@ def quick(world_codes: bool = True) -> Config:
     # weigh half, so that the generator draws the caption's objects instead of leaving their
     # cells empty (docs/generator.md measures it over six trainings, with the errors it trades).
     cfg.t2i.background_weight = 0.5
-    # the paper's 24 decoding steps: on eval split B, where sampler settings are chosen, they draw
-    # 12.5 points more seen scenes than 8 and as many as 32 (docs/generator.md, "Decoding steps on
-    # quick"); Synth² and GenPair pay for them at every VLM step
-    cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.temperature = 24, 1.0, 0.0
+    # 16 decoding steps: on eval split B, where sampler settings are chosen, they draw 9 points more
+    # seen scenes than 8, and the paper's 24 another 3.5; Synth² and GenPair pay for every step at
+    # every VLM step, and 24 left the run no margin within 15 minutes (docs/generator.md,
+    # "Decoding steps on quick"). `small` decodes with the paper's 24
+    cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.temperature = 16, 1.0, 0.0
     # The world LLM's captions restate their objects after the first sentence, which a generator
     # trained on terse alt-text draws again (docs/generator.md); the VLM still reads them whole.
     cfg.sampler.first_sentence = True
@@ -281,6 +282,9 @@ def small(world_codes: bool = True) -> Config:
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
         cfg.vq.disc_start = 12000
     cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 6000, 1500
+    # the paper's 24 decoding steps: this generator draws 20 points more seen scenes with them than
+    # with 8 (docs/generator.md, "The small preset")
+    cfg.sampler.steps = 24
     # about 25 passes over the paired data, where the paper's Baseline plateaus on CCv2; a 6,000-step
     # Baseline gained 3% from step 4,500 on (docs/results.md)
     cfg.vlm.train = TrainConfig(steps=4800, batch_size=64, lr=1e-3, warmup=100, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=1200)
