@@ -19,15 +19,13 @@ import statistics
 
 import torch
 from bench_world_codes import BATCH, step_timer
-from common import save, timed
+from common import DRAW_STEPS, save, timed
 
 from synth2.config import quick
 from synth2.models.sampler import sample
 from synth2.models.t2i import T2IModel
 
 DRAW_BATCH, DRAWS, TEXT_LENGTH = 36, 5, 24
-# fixed, so that BENCHMARKS.md's figures stay comparable; a batch's cost grows with the steps
-DRAW_STEPS = 8
 
 
 def draw_timer(head, factors: tuple[int, ...], grid: tuple[int, int], text_width: int, sampler):

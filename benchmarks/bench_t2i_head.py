@@ -27,7 +27,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from common import save, timed
+from common import DRAW_STEPS, save, timed
 
 from synth2.config import quick
 from synth2.models.sampler import masked_after
@@ -35,8 +35,6 @@ from synth2.models.t2i import T2IModel, random_mask
 
 STEPS, BATCH, TEXT_LENGTH = 20, 64, 24
 DRAW_BATCH, DRAWS = 36, 10
-# fixed, so that BENCHMARKS.md's figures stay comparable; a batch's cost grows with the steps
-DRAW_STEPS = 8
 
 
 def main() -> None:

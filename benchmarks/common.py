@@ -10,6 +10,9 @@ from pathlib import Path
 from synth2.hardware import describe as describe_hardware
 
 RESULTS = Path(__file__).parent / "results"
+# the decoding steps the benchmarks that time a decoding batch use, fixed so that BENCHMARKS.md's
+# figures stay comparable whatever the presets decode with (a batch's cost grows with the steps)
+DRAW_STEPS = 8
 
 
 def median_of(fn, repeats: int) -> tuple[float, list[float]]:
