@@ -100,14 +100,16 @@ def table_seeds(run: Run) -> list[int]:
 
 def schedule(run: Run) -> Iterator[Target]:
     """The stages reproduce reads, in the order parallel workers take them: the tokenizer beside
-    the LM, CLIP and the caption diversity (they read no image tokens), then the generator beside
-    the arms that need no generator, then the arms that train on its images.
+    the LM and CLIP (they read no image tokens), then the generator beside the caption diversity
+    and the arms that need no generator, then the arms that train on its images. The generator is
+    taken as soon as the tokenizer is done, before the caption diversity: every synthetic arm
+    waits for it, so any stage taken before it lengthens the run.
 
     Those first stages are yielded before the arms, which need the world and the LLM captions to
     be sized: the workers then start (a fresh interpreter each, seconds of imports) while this
     process builds the world."""
     text: Target = (lm, ()) if run.config.clip.hf_path else (clip, ())  # CLIP trains on the LM's states: one worker builds both
-    yield from [(vq, ()), text, (caption_diversity, ()), (t2i_eval, ())]
+    yield from [(vq, ()), text, (t2i_eval, ()), (caption_diversity, ())]
     available = run_arms(run)
     arms = [(name, seed) for seed in table_seeds(run) for name in table_arms(world_spec(run) is not None, available)]
     draws = {name for name, arm in available.items() if arm.synthetic}  # curated sets are synthetic too
