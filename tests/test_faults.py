@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -326,3 +327,20 @@ def test_asking_for_cuda_without_it_fails_before_any_stage_runs(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:
         main(["reproduce", "--preset", "paper", "--out", str(tmp_path / "run")])
     assert exit_.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_more_world_colours_than_the_codebooks_hold_fails_before_any_stage_runs(tmp_path, capsys):
+    from synth2 import api
+    from synth2.world.vocab import COLOURS
+
+    colours = f"world.colours=[{','.join(COLOURS)}]"
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "run"), "--set", colours])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vq.model.product_codebooks" in err and f"{len(COLOURS)} colours" in err
+    assert not (tmp_path / "run" / "manifest.json").exists()
+    # the setting the line names is accepted
+    fitting = re.search(r"vq\.model\.product_codebooks=(\[[\d,]+\])", err).group(1)
+    run = api.open_run(tmp_path / "fitting", preset="tiny", overrides=[colours, f"vq.model.product_codebooks={fitting}"])
+    assert run.config.vq.model.product_codebooks[2] == len(COLOURS) + 2

@@ -87,9 +87,26 @@ def stream_fingerprint(cfg) -> dict:
     return {"stream_workers": cfg.data.workers} if cfg.data.stream else {}
 
 
+def _check_world_codes(cfg) -> None:
+    """The world's codes (`config.use_world_codes`) hold one code per background and one per
+    object colour, plus one for no object: fewer would merge colours the captions tell apart, which
+    `--set world.colours=...` alone does silently, since the preset sized the codebooks."""
+    vq = cfg.vq.model
+    if cfg.data.paired or cfg.vq.pretrained or vq.quantizer != "product" or vq.colour_input != "layers" or len(vq.product_codebooks) != 3:
+        return  # not the world's codes (VQModel names a wrong number of parts itself)
+    structure, backgrounds, colours = vq.product_codebooks
+    need_backgrounds, need_colours = len(cfg.world.backgrounds), len(cfg.world.colours) + 1
+    if backgrounds < need_backgrounds or colours < need_colours:
+        fitting = f"[{structure},{max(backgrounds, need_backgrounds)},{max(colours, need_colours + 1)}]"
+        raise UserError(f"vq.model.product_codebooks: {list(vq.product_codebooks)} has {backgrounds} background and {colours} "
+                        f"object-colour codes, but the world has {need_backgrounds} backgrounds and {len(cfg.world.colours)} colours "
+                        f"(plus one code for no object); set vq.model.product_codebooks={fitting}")
+
+
 def check_inputs(cfg) -> None:
-    """Every path the config names exists, before any stage runs: a wrong path fails in a second,
-    not after the stages before the one that reads it. Raises UserError naming the key."""
+    """Every path the config names exists, and settings that must agree do, before any stage
+    runs: a wrong path fails in a second, not after the stages before the one that reads it.
+    Raises UserError naming the key."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device: {cfg.device} asked for, but torch sees no CUDA device (set device=cpu, or auto)")
     # key -> (path, alternatives: each a set of files the path must hold; "" = the path is a file)
@@ -120,6 +137,7 @@ def check_inputs(cfg) -> None:
                 shard_urls(value)
             except FileNotFoundError as error:
                 raise UserError(f"{key}: {error}") from None
+    _check_world_codes(cfg)
     if cfg.data.paired and cfg.captions.backend == "world":
         raise UserError("captions.backend: the world LLM writes captions of the embedded world's shapes, not of data.paired's "
                         "concepts; set captions.backend to openai or hf (with captions.model) for GenPair on your data")
