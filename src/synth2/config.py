@@ -222,12 +222,18 @@ def use_world_codes(cfg: Config) -> None:
     """
     vq = cfg.vq.model
     vq.quantizer, vq.structure_input, vq.colour_input = "product", "coverage", "layers"
-    vq.product_codebooks, vq.latent_dim = [256, len(cfg.world.backgrounds), len(cfg.world.colours) + 2], 48
+    vq.product_codebooks, vq.latent_dim = [256, *world_colour_codebooks(cfg.world)], 48
     head = cfg.t2i.model
     head.pointer_parts, head.structure_first, head.pointer_fit_rank = [0, 2], True, {2: 2}
     # Not the paper's (MUSE's softmax): sigmoid cross-attention sums the words a position attends
     # to, so it can count the shape words instead of a list's joins ("Words a position can count")
     head.cross_attention = "sigmoid"
+
+
+def world_colour_codebooks(world: WorldConfig) -> list[int]:
+    """The sizes of the world's codes' background and object-colour parts: one code per
+    background; one per colour, one for no object and a spare."""
+    return [len(world.backgrounds), len(world.colours) + 2]
 
 
 def tiny(world_codes: bool = True) -> Config:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from synth2.config import world_colour_codebooks
 from synth2.data.arrays import load_pairs
 from synth2.data.shards import shard_urls
 from synth2.data.stream import ImageStream
@@ -88,19 +89,18 @@ def stream_fingerprint(cfg) -> dict:
 
 
 def _check_world_codes(cfg) -> None:
-    """The world's codes (`config.use_world_codes`) hold one code per background and one per
-    object colour, plus one for no object: fewer would merge colours the captions tell apart, which
+    """The world's codes need a code per background and per object colour
+    (`config.world_colour_codebooks`): fewer would merge colours the captions tell apart, which
     `--set world.colours=...` alone does silently, since the preset sized the codebooks."""
     vq = cfg.vq.model
     if cfg.data.paired or cfg.vq.pretrained or vq.quantizer != "product" or vq.colour_input != "layers" or len(vq.product_codebooks) != 3:
         return  # not the world's codes (VQModel names a wrong number of parts itself)
-    structure, backgrounds, colours = vq.product_codebooks
-    need_backgrounds, need_colours = len(cfg.world.backgrounds), len(cfg.world.colours) + 1
-    if backgrounds < need_backgrounds or colours < need_colours:
-        fitting = f"[{structure},{max(backgrounds, need_backgrounds)},{max(colours, need_colours + 1)}]"
-        raise UserError(f"vq.model.product_codebooks: {list(vq.product_codebooks)} has {backgrounds} background and {colours} "
-                        f"object-colour codes, but the world has {need_backgrounds} backgrounds and {len(cfg.world.colours)} colours "
-                        f"(plus one code for no object); set vq.model.product_codebooks={fitting}")
+    needed = world_colour_codebooks(cfg.world)
+    if any(have < need for have, need in zip(vq.product_codebooks[1:], needed)):
+        fitting = ",".join(str(size) for size in [vq.product_codebooks[0], *needed])
+        raise UserError(f"vq.model.product_codebooks: {list(vq.product_codebooks)} is too small for the world's {len(cfg.world.backgrounds)} "
+                        f"backgrounds and {len(cfg.world.colours)} colours (they need {needed[0]} and {needed[1]} codes); "
+                        f"set vq.model.product_codebooks=[{fitting}]")
 
 
 def check_inputs(cfg) -> None:
