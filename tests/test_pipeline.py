@@ -104,6 +104,27 @@ def test_a_run_built_by_two_workers_equals_one_built_by_one_process_at_their_thr
     assert " 0 different, 0 missing" in compared.stdout
 
 
+def test_the_schedule_takes_the_generator_as_soon_as_the_tokenizer_and_the_arms_that_draw_last(tiny_run):
+    from synth2.config import tiny
+    from synth2.experiments.reproduce import schedule
+    from synth2.run import Run
+    from synth2.stages.arms import run_arms
+    from synth2.stages.generator import t2i_eval
+    from synth2.stages.models import vq
+    from synth2.stages.vlm import vlm
+
+    run = Run(tiny_run, tiny())
+    targets = list(schedule(run))
+    stages = [fn for fn, _ in targets]
+    # two workers: one takes the tokenizer, the other the text models; the first free takes the
+    # generator, which every synthetic arm waits for, before anything else
+    assert stages[0] is vq and stages.index(t2i_eval) == 2
+    synthetic = {name for name, arm in run_arms(run).items() if arm.synthetic}
+    arms = [(i, args[0] in synthetic) for i, (fn, args) in enumerate(targets) if fn is vlm]
+    drawing, not_drawing = [i for i, draws in arms if draws], [i for i, draws in arms if not draws]
+    assert drawing and not_drawing and max(not_drawing) < min(drawing)
+
+
 def test_blind_floor_is_the_frozen_lms_own_caption_for_every_image(tiny_run):
     import torch
 
