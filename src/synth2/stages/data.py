@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from synth2.config import world_colour_codebooks
+from synth2.config import on_own_images, world_colour_codebooks
 from synth2.data.arrays import load_pairs
 from synth2.data.shards import shard_urls
 from synth2.data.stream import ImageStream
@@ -93,7 +93,7 @@ def _check_world_codes(cfg) -> None:
     (`config.world_colour_codebooks`): fewer would merge colours the captions tell apart, which
     `--set world.colours=...` alone does silently, since the preset sized the codebooks."""
     vq = cfg.vq.model
-    if cfg.data.paired or cfg.vq.pretrained or vq.quantizer != "product" or vq.colour_input != "layers" or len(vq.product_codebooks) != 3:
+    if on_own_images(cfg) or vq.quantizer != "product" or vq.colour_input != "layers" or len(vq.product_codebooks) != 3:
         return  # not the world's codes (VQModel names a wrong number of parts itself)
     needed = world_colour_codebooks(cfg.world)
     if any(have < need for have, need in zip(vq.product_codebooks[1:], needed)):
