@@ -256,7 +256,7 @@ def test_a_weighted_loss_is_the_weighted_mean_over_masked_tokens():
     assert torch.allclose(one, torch.nn.functional.cross_entropy(logits[b, n], ids[b, n]), atol=1e-5)
 
 
-def _t2i_task(lm_dir, dist=None, parallel="ddp"):
+def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0):
     from synth2.models.lm import FrozenLM
     from synth2.train.distributed import DistInfo
     from synth2.train.loop import TrainConfig
@@ -265,14 +265,45 @@ def _t2i_task(lm_dir, dist=None, parallel="ddp"):
     from conftest import CAPTIONS
 
     cfg = T2IStageConfig(model=T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0),
-                         train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel))
+                         train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel),
+                         ema_decay=ema_decay)
     tokens = np.random.default_rng(0).integers(0, 16, (len(CAPTIONS), 4, 4))
     return T2ITask(cfg, FrozenLM.from_pretrained(lm_dir), tokens, CAPTIONS, 16, dist or DistInfo(), 0), cfg
 
 
-def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path):
-    _, cfg = _t2i_task(tiny_llama_dir)
-    assert_resume_equals_uninterrupted(lambda: _t2i_task(tiny_llama_dir)[0], cfg.train, tmp_path, "t2i", stop_after=3)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path, ema_decay):
+    """With `ema_decay`, the weights' moving average resumes as well (it is one of the task's modules)."""
+    _, cfg = _t2i_task(tiny_llama_dir, ema_decay=ema_decay)
+    assert_resume_equals_uninterrupted(lambda: _t2i_task(tiny_llama_dir, ema_decay=ema_decay)[0], cfg.train, tmp_path, "t2i", stop_after=3)
+
+
+def test_the_moving_average_takes_each_update_and_is_the_model_saved(tiny_llama_dir):
+    """e_0 = w_0, e_t = d_t e_(t-1) + (1 - d_t) w_t over the weights after each step t, with
+    d_t = min(decay, (1 + t) / (10 + t)) (`moving_average`'s first updates)."""
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import StepContext
+
+    task, cfg = _t2i_task(tiny_llama_dir, ema_decay=0.3)
+    ctx = StepContext(cfg.train, DistInfo())
+    expected = None
+    for step in range(3):
+        task.step(task.batch(step), step, ctx)
+        weights = {name: p.detach().clone() for name, p in task.model.named_parameters()}
+        decay = min(0.3, (1 + step) / (10 + step))  # 2/11, then 3/12
+        expected = weights if expected is None else {name: decay * expected[name] + (1 - decay) * w for name, w in weights.items()}
+    saved = task.trained_model()
+    assert saved is not task.model
+    for name, p in saved.named_parameters():
+        assert torch.allclose(p, expected[name], atol=1e-7), name
+    assert any(not torch.equal(p, weights[name]) for name, p in saved.named_parameters())  # not the last weights
+
+
+def test_the_moving_average_refuses_sharded_weights(tiny_llama_dir):
+    from synth2.train.distributed import DistInfo
+
+    with pytest.raises(ValueError, match="ema_decay.*parallel=fsdp"):
+        _t2i_task(tiny_llama_dir, DistInfo(world_size=2), parallel="fsdp", ema_decay=0.9)
 
 
 def _train_in_ddp(dist, lm_dir, out):

@@ -49,7 +49,7 @@ def t2i(run: Run) -> StageResult:
         task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed + cfg.t2i.seed_offset, weights,
                         code_factors=tokenizer.code_factors, variants=unseen_word_variants(cfg.t2i, paired.captions, data["text_only"], cfg.seed))
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
-        model = task.model
+        model = task.trained_model()
         weights = sharded.full_state_dict(model) if sharded.is_sharded(task.modules) else None  # every rank gathers
         if dist.is_main:
             artifacts.save_module(directory / "model", model, cfg.t2i.model, weights, codebook_size=model.codebook_size, grid=list(model.grid),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from synth2.models.lm import CaptionStates, FrozenLM
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
@@ -52,6 +53,11 @@ class T2IStageConfig:
     # Loss weight of background tokens, those equal to their image's most frequent token (1: every
     # token alike, as the paper). Below 1, the few tokens that draw objects weigh more.
     background_weight: float = 1.0
+    # Decay of an exponential moving average of the generator's weights, updated after every step
+    # (`moving_average`: lower over the first steps); the average is the model the stage saves
+    # and every stage draws with (0: the last step's weights, as the paper). Not the paper's
+    # recipe (docs/generator.md, "An average of the weights").
+    ema_decay: float = 0.0
 
 
 def background_weights(ids_BN: torch.Tensor, background_weight: float) -> torch.Tensor:
@@ -60,6 +66,22 @@ def background_weights(ids_BN: torch.Tensor, background_weight: float) -> torch.
     background_B = torch.mode(ids_BN, dim=1).values
     weight = torch.ones(ids_BN.shape, dtype=torch.float32, device=ids_BN.device)
     return weight.masked_fill(ids_BN == background_B[:, None], background_weight)
+
+
+def moving_average(decay: float):
+    """`AveragedModel`'s update for an exponential moving average whose decay grows as
+    (1 + n) / (10 + n) over its first n updates, up to `decay` (TensorFlow's
+    ExponentialMovingAverage with `num_updates`): a short training's average is then not mostly
+    its first weights. torch's `get_ema_multi_avg_fn` keeps one decay from the start."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        n = float(updates)
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        for average, weights in zip(averaged, current):
+            average.lerp_(weights, weight)
+
+    return update
 
 
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
@@ -82,6 +104,10 @@ class T2ITask:
         `cfg.unseen_words_p`."""
         if not 0 < cfg.background_weight <= 1:
             raise ValueError(f"t2i.background_weight must be in (0, 1], got {cfg.background_weight}")
+        if not 0 <= cfg.ema_decay < 1:
+            raise ValueError(f"t2i.ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        if cfg.ema_decay and dist.enabled and cfg.train.parallel == "fsdp":
+            raise ValueError("t2i.ema_decay averages whole weights, which t2i.train.parallel=fsdp shards; use ddp")
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm.to(dist.device), dist, seed
         self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
@@ -92,9 +118,18 @@ class T2ITask:
         self.modules = {"t2i": self.model}
         self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
         self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
+        self.average = None
+        if cfg.ema_decay:
+            # checkpointed with the model (a module without an optimizer), so a resume continues it
+            self.average = AveragedModel(self.model, multi_avg_fn=moving_average(cfg.ema_decay))
+            self.modules["t2i_average"] = self.average
         self.empty_states, self.empty_mask = empty_caption(lm, cfg.model.text_layer)
         # rows: the captions, then each variant list in turn
         self.text = CaptionStates(lm, captions + [v for versions in self.variants for v in versions], cache=cfg.cache_text, layer=cfg.model.text_layer)
+
+    def trained_model(self) -> T2IModel:
+        """The generator to save: the weights' moving average with `ema_decay`, else the model."""
+        return self.model if self.average is None else self.average.module
 
     def indices(self, step: int) -> torch.Tensor:
         """The global batch of `step` (a function of the step, so a resume draws the same)."""
@@ -132,6 +167,8 @@ class T2ITask:
         with ctx.autocast():
             loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing, token_mask, normaliser, weight)
         grad_norm = ctx.update(loss, self.optimizers["t2i"])
+        if self.average is not None and ctx.micro == self.cfg.train.accumulate - 1:  # after the update
+            self.average.update_parameters(self.model)
         return {"loss": loss.item(), "masked_acc": accuracy.item(), "masked_share": share.item(), "grad_norm": grad_norm}
 
 
