@@ -65,8 +65,10 @@ class TrainConfig:
 
 
 class Task(Protocol):
-    # trained modules: checkpointed, and wrapped by the task (`distributed.wrap`); the loop finds the
-    # DDP wrappers among the task's attributes to pause their gradient sync between micro-batches
+    # the modules every checkpoint holds: the trained ones, wrapped by the task (`distributed.wrap`),
+    # and any the task keeps beside them (the generator's moving average of its weights); the loop
+    # finds the DDP wrappers among the task's attributes to pause their gradient sync between
+    # micro-batches
     modules: dict[str, torch.nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
 

@@ -4,6 +4,7 @@ Per example: r ~ U(0, 1), ceil(cos(pi r / 2) * N) tokens masked (about 64% on av
 cross-entropy on the masked positions, and the caption replaced by the empty caption
 with probability `p_uncond` for classifier-free guidance. Masks and text dropout come
 from a generator seeded by the step, so a resumed run draws exactly the same ones.
+With `ema_decay`, the model saved is a moving average of the weights over the last steps.
 """
 
 from __future__ import annotations
