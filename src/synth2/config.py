@@ -293,8 +293,8 @@ def small(world_codes: bool = True) -> Config:
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
         cfg.vq.disc_start = 12000
     cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 6000, 1500
-    # the last weights: on one small training the average drew no more than they did
-    # (docs/generator.md, "An average of the weights")
+    # the last weights: on two small trainings the average drew no more than they did, but for
+    # the LLM's captions (docs/generator.md, "An average of the weights")
     cfg.t2i.ema_decay = 0.0
     # the paper's 24 decoding steps: this generator draws 20 points more seen scenes with them than
     # with 8 (docs/generator.md, "The small preset")
