@@ -292,8 +292,9 @@ def small(world_codes: bool = True) -> Config:
     else:
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
         cfg.vq.disc_start = 12000
-    # about 64 passes over the paired data: 12,000 steps drew more than 6,000 on every caption style in
-    # two trainings, held-out scenes most (docs/generator.md, "Twice the training on small")
+    # about 64 passes over the paired data: on eval A, 12,000 steps drew more seen scenes, held-out
+    # ones and LLM captions than 6,000 in three trainings, held-out scenes most (docs/generator.md,
+    # "Twice the training on small")
     cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 12000, 3000
     # the last weights: on two small trainings the average drew no more than they did, but for
     # the LLM's captions (docs/generator.md, "An average of the weights")
