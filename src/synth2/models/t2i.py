@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from synth2.models.attention import attend
 from synth2.models.codes import split_ids
 
 # the smallest normal float32: the floor of a probability before its log
@@ -102,7 +103,7 @@ class Attention(nn.Module):
         k, v = self.keys_values(x_BND if context_BLC is None else context_BLC) if keys_values is None else keys_values
         attn_mask = None if mask_BL is None else mask_BL[:, None, None, :]
         if self.weights == "softmax":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+            y = attend(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         else:
             gates = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + self.gate_bias)
             if attn_mask is not None:

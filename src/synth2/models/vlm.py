@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from synth2.models.attention import attend
 from synth2.models.lm import FrozenLM
 
 
@@ -68,7 +69,7 @@ class PerceiverLayer(nn.Module):
         source = torch.cat([media, latents], dim=1)
         q = self.q(latents).view(B, M, self.heads, -1).transpose(1, 2)
         k, v = self.kv(source).view(B, source.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, M, W)
+        attended = attend(q, k, v).transpose(1, 2).reshape(B, M, W)
         latents_BMW = latents_BMW + self.drop(self.out(attended))
         return latents_BMW + self.drop(self.ff(latents_BMW))
 
@@ -140,7 +141,7 @@ class GatedCrossAttentionBlock(nn.Module):
         x = hidden_BTD.to(self.q.weight.dtype) if not torch.is_autocast_enabled() else hidden_BTD
         q = self.q(self.norm(x)).view(B, T, self.heads, -1).transpose(1, 2)
         k, v = kv
-        attended = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype)).transpose(1, 2).reshape(B, T, D)
+        attended = attend(q, k.to(q.dtype), v.to(q.dtype)).transpose(1, 2).reshape(B, T, D)
         x = x + torch.tanh(self.attn_gate) * self.drop(self.out(attended))
         x = x + torch.tanh(self.ff_gate) * self.drop(self.ff(x))
         return x.to(lm_dtype)
