@@ -621,3 +621,20 @@ def test_a_word_whose_codes_the_position_rules_out_still_gives_finite_gradients(
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in pointer.parameters() if p.grad is not None)
+
+
+def test_the_generator_decodes_under_bf16_autocast_when_the_sampler_says_so(tiny_llama_dir):
+    from synth2.models.lm import FrozenLM
+    from synth2.synthesis import TokenGenerator
+
+    lm = FrozenLM.from_pretrained(tiny_llama_dir)
+    model = tiny_model(codebook=16, text_width=lm.hidden_size)
+    captions = ["a red circle.", "a blue square on a grey background.", "two green stars"]
+    seen = []
+    hook = model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    full = TokenGenerator(lm, model, SamplerConfig(steps=3, guidance=1.0, temperature=0.0)).tokens(captions, seed=0)
+    half = TokenGenerator(lm, model, SamplerConfig(steps=3, guidance=1.0, temperature=0.0, precision="bf16")).tokens(captions, seed=0)
+    hook.remove()
+    assert seen[:3] == [torch.float32] * 3 and seen[3:] == [torch.bfloat16] * 3  # one head call per decoding step
+    assert half.shape == full.shape and half.dtype == full.dtype
+    assert (half == full).float().mean() > 0.9  # the same drawing, up to bf16 rounding near ties

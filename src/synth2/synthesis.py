@@ -52,7 +52,8 @@ class TokenGenerator:
         states, mask = self.lm.encode_texts([self.prompt(c) for c in captions], self.model.cfg.text_layer)
         device = device_of(self.model)
         generator = torch.Generator(device=device).manual_seed(seed)
-        ids = sample(self.model, states.to(device), mask.to(device), *(e.to(device) for e in self.empty), self.sampler, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.sampler.precision == "bf16"):
+            ids = sample(self.model, states.to(device), mask.to(device), *(e.to(device) for e in self.empty), self.sampler, generator)
         return ids.view(len(captions), *self.grid)
 
     @torch.no_grad()
