@@ -1,7 +1,11 @@
 """Is bf16 autocast or channels_last faster on this CPU? (The presets use them only where measured faster.)
 
-Times training steps of the quick preset's VQ and T2I models in fp32, bf16 autocast,
-and (VQ) channels_last memory format.
+Times one attention forward and backward at the generator's shapes (fp32, torch's fused
+attention in bf16, and `models.attention.attend` under bf16 autocast); training steps of the
+quick preset's VQ, T2I and VLM models in fp32, bf16 autocast and (VQ) channels_last memory
+format; and a decoding batch of the generator in fp32 and under bf16 autocast
+(`sampler.precision`). Whether bf16 pays depends on the CPU's dot-product
+instructions: `cpu_flags` reports the bf16 ones /proc/cpuinfo lists.
 
     .venv/bin/python benchmarks/bench_precision.py
 """
@@ -13,13 +17,19 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from common import save
+from bench_vlm_space import build
+from common import DRAW_STEPS, save, training_steps_per_s
 
 from synth2.config import quick
+from synth2.models.attention import attend
+from synth2.models.sampler import SamplerConfig
+from synth2.models.vlm import VLM
 from synth2.models.t2i import T2IModel, masked_prediction_loss
 from synth2.train.distributed import DistInfo
 from synth2.train.loop import StepContext
+from synth2.train.vlm import SourceConfig, SourceData, VLMTask
 from synth2.train.vq import VQTask
 
 
@@ -55,20 +65,79 @@ def t2i_steps_per_s(cfg, precision: str, steps: int = 10) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def vlm_steps_per_s(cfg, parts, precision: str, steps: int = 8) -> float:
+    """Steps/s of VLM training on the world LLM's (long) captions with cached tokens: no drawing."""
+    lm, vq, grid, _, captions = parts
+    torch.manual_seed(0)
+    tokens = np.random.default_rng(0).integers(0, cfg.vq.model.codebook_size, (len(captions), 1, *grid))
+    stage = dataclasses.replace(cfg.vlm, train=dataclasses.replace(cfg.vlm.train, precision=precision))
+    source = SourceData("llm", SourceConfig(kind="synthetic", data="llm"), captions, tokens)
+    task = VLMTask(stage, VLM(cfg.vlm.model, lm, vq, grid), [source], DistInfo(), 0)
+    speed = training_steps_per_s(task, stage.train, steps)
+    lm.model.set_attn_implementation("sdpa")  # VLMTask switched it for bf16; the next build starts from the default
+    return speed
+
+
+def decode_images_per_s(parts, precision: str, batch: int = 32) -> float:
+    """Images/s of one decoding batch of `batch` LLM captions at DRAW_STEPS steps."""
+    generator, captions = parts[3], parts[4][:batch]
+    generator.sampler = SamplerConfig(steps=DRAW_STEPS, guidance=1.0, temperature=0.0, precision=precision)
+    generator.tokens(captions, 0)
+    start = time.perf_counter()
+    generator.tokens(captions, 1)
+    return batch / (time.perf_counter() - start)
+
+
+def attention_ms(how: str, repeats: int = 30) -> float:
+    """Milliseconds of one attention forward and backward at the generator's shapes (batch 64,
+    4 heads, 16 positions of 32): "fp32"; "bf16_fused", torch's fused attention on bf16
+    inputs; "bf16_attend", `attend` under bf16 autocast, which attends in fp32 on a CPU."""
+    dtype = torch.float32 if how == "fp32" else torch.bfloat16
+    q, k, v = (torch.randn(64, 4, 16, 32, dtype=dtype, requires_grad=True) for _ in range(3))
+    fn = attend if how == "bf16_attend" else F.scaled_dot_product_attention
+
+    def once():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=how == "bf16_attend"):
+            fn(q, k, v).float().sum().backward()
+
+    once()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def cpu_flags() -> list[str]:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+
+
 def main(repeats: int = 3) -> None:
     cfg = quick(world_codes=False)  # joint codes: what BENCHMARKS.md measures (the presets on your own images)
-    results = {}
+    parts = build(cfg)
+    results = {"cpu_flags": cpu_flags()}
     for name, fn in {
+        "attention_ms_fp32": lambda: attention_ms("fp32"),
+        "attention_ms_bf16_fused": lambda: attention_ms("bf16_fused"),
+        "attention_ms_bf16_attend": lambda: attention_ms("bf16_attend"),
         "vq_fp32": lambda: vq_steps_per_s(cfg, "fp32", False),
         "vq_bf16": lambda: vq_steps_per_s(cfg, "bf16", False),
         "vq_fp32_channels_last": lambda: vq_steps_per_s(cfg, "fp32", True),
         "t2i_fp32": lambda: t2i_steps_per_s(cfg, "fp32"),
         "t2i_bf16": lambda: t2i_steps_per_s(cfg, "bf16"),
+        "vlm_fp32": lambda: vlm_steps_per_s(cfg, parts, "fp32"),
+        "vlm_bf16": lambda: vlm_steps_per_s(cfg, parts, "bf16"),
+        "decode_fp32": lambda: decode_images_per_s(parts, "fp32"),
+        "decode_bf16": lambda: decode_images_per_s(parts, "bf16"),
     }.items():
         results[name] = round(float(np.median([fn() for _ in range(repeats)])), 3)
     results["vq_bf16_over_fp32"] = round(results["vq_bf16"] / results["vq_fp32"], 3)
     results["vq_channels_last_over_fp32"] = round(results["vq_fp32_channels_last"] / results["vq_fp32"], 3)
-    results["t2i_bf16_over_fp32"] = round(results["t2i_bf16"] / results["t2i_fp32"], 3)
+    for model in ("t2i", "vlm", "decode"):
+        results[f"{model}_bf16_over_fp32"] = round(results[f"{model}_bf16"] / results[f"{model}_fp32"], 3)
     save("precision", results)
 
 
