@@ -117,3 +117,24 @@ def test_a_batch_that_does_not_split_into_micro_batches_is_a_clear_error():
     assert len(pieces) == 2 and isinstance(pieces[0], tuple) and pieces[1][0].shape == (2, 2)
     with pytest.raises(ValueError, match="does not split into 3 micro-batches"):
         split_batch(torch.zeros(4), 3)
+
+
+def test_a_vlm_trained_in_bf16_on_a_cpu_reads_its_lm_eagerly_and_steps_as_fp32_does(tiny_llama_dir):
+    """On a CPU the LM's fused attention is slow in bf16 (models/attention.py), so a VLM training
+    in half precision switches its frozen LM to eager attention; the step's loss stays fp32's."""
+    import numpy as np
+
+    from test_vlm import CFG, make_vlm
+
+    from synth2.train.loop import StepContext
+    from synth2.train.vlm import SourceConfig, SourceData, VLMStageConfig, VLMTask
+
+    tokens = np.random.default_rng(0).integers(0, 16, (8, 4, 4))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        vlm = make_vlm(tiny_llama_dir, seed=0)
+        cfg = VLMStageConfig(model=CFG, train=TrainConfig(steps=1, batch_size=8, precision=precision))
+        task = VLMTask(cfg, vlm, [SourceData("paired", SourceConfig(kind="real", data="paired"), ["a small red circle above a blue square"] * 8, tokens)], DistInfo(), 0)
+        assert vlm.lm.model.config._attn_implementation == ("eager" if precision == "bf16" else "sdpa")
+        losses[precision] = task.step(task.batch(0), 0, StepContext(cfg.train, DistInfo()))["loss"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
