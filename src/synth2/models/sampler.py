@@ -46,8 +46,8 @@ class SamplerConfig:
     # (docs/generator.md measures both). Off by default.
     first_sentence: bool = False
     # "bf16": decode under bf16 autocast, about 1.2x faster on a CPU with bf16 dot products
-    # (benchmarks/bench_precision.py) and slower on one without; tokens differ from fp32's in
-    # about 1% of places. Applied by `synthesis.TokenGenerator`.
+    # (benchmarks/bench_precision.py) and slower on one without; tokens may differ from fp32's
+    # where two codes are nearly tied. Applied by `synthesis.TokenGenerator`.
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
