@@ -138,3 +138,13 @@ def test_a_vlm_trained_in_bf16_on_a_cpu_reads_its_lm_eagerly_and_steps_as_fp32_d
         assert vlm.lm.model.config._attn_implementation == ("eager" if precision == "bf16" else "sdpa")
         losses[precision] = task.step(task.batch(0), 0, StepContext(cfg.train, DistInfo()))["loss"]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+
+
+@pytest.mark.parametrize("precision, attention", [("fp32", "sdpa"), ("bf16", "eager")])
+def test_the_lm_stage_trains_in_bf16_on_a_cpu_with_eager_attention(tiny_llama_dir, precision, attention):
+    from synth2.models.lm import FrozenLM
+    from synth2.train.lm import LMStageConfig, LMTask
+
+    lm = FrozenLM.from_pretrained(tiny_llama_dir)
+    LMTask(LMStageConfig(train=TrainConfig(steps=1, batch_size=4, precision=precision)), lm, ["a red circle"] * 8, DistInfo(), 0)
+    assert lm.model.config._attn_implementation == attention

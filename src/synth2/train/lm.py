@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from synth2.models.attention import eager_attention_in_cpu_half_precision
 from synth2.models.lm import EmbeddedLMConfig, FrozenLM
 from synth2.train.distributed import DistInfo, wrap
 from synth2.train.loop import StepContext, TrainConfig, adamw, cycle_indices, rank_slice
@@ -38,6 +39,7 @@ class LMTask:
         self.cfg, self.dist, self.seed = cfg, dist, seed
         self.lm = lm.to(dist.device)
         self.model = lm.model
+        eager_attention_in_cpu_half_precision(self.model, cfg.train.precision, dist.device)
         self.model.requires_grad_(True)
         self.texts = texts
         self.modules = {"lm": self.model}

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from synth2.models.attention import eager_attention_in_cpu_half_precision
 from synth2.models.vlm import VLM, TrainableParts, VLMConfig
 from synth2.synthesis import TokenGenerator
 from synth2.train.distributed import DistInfo, token_normaliser, wrap
@@ -94,10 +95,7 @@ class VLMTask:
         self.cfg, self.vlm, self.sources, self.dist, self.seed = cfg, vlm, sources, dist, seed
         self.generator, self.space = generator, space
         vlm.to(dist.device)  # its frozen LM and VQ with it
-        if cfg.train.precision != "fp32" and dist.device.type == "cpu":
-            # the LM's fused attention has the CPU's slow half-precision backward
-            # (models/attention.py); its eager attention is matrix products, which autocast speeds
-            vlm.lm.model.set_attn_implementation("eager")
+        eager_attention_in_cpu_half_precision(vlm.lm.model, cfg.train.precision, dist.device)
         if cfg.train.batch_size % dist.world_size:
             raise ValueError(f"vlm.train.batch_size {cfg.train.batch_size} does not divide over {dist.world_size} ranks")
         # each rank takes the same whole number of every source's examples
