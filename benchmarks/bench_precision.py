@@ -68,13 +68,14 @@ def t2i_steps_per_s(cfg, precision: str, steps: int = 10) -> float:
 def vlm_steps_per_s(cfg, parts, precision: str, steps: int = 8) -> float:
     """Steps/s of VLM training on the world LLM's (long) captions with cached tokens: no drawing."""
     lm, vq, grid, _, captions = parts
+    attention = lm.model.config._attn_implementation  # VLMTask may switch it (bf16 on a CPU)
     torch.manual_seed(0)
     tokens = np.random.default_rng(0).integers(0, cfg.vq.model.codebook_size, (len(captions), 1, *grid))
     stage = dataclasses.replace(cfg.vlm, train=dataclasses.replace(cfg.vlm.train, precision=precision))
     source = SourceData("llm", SourceConfig(kind="synthetic", data="llm"), captions, tokens)
     task = VLMTask(stage, VLM(cfg.vlm.model, lm, vq, grid), [source], DistInfo(), 0)
     speed = training_steps_per_s(task, stage.train, steps)
-    lm.model.set_attn_implementation("sdpa")  # VLMTask switched it for bf16; the next build starts from the default
+    lm.model.set_attn_implementation(attention)  # the shared LM as it was, for the next measurement
     return speed
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
     """`F.scaled_dot_product_attention`, in the queries' dtype.
 
-    On a CPU, torch's fused attention on bf16 inputs runs 10 to 20 times slower than in fp32 at
+    On a CPU, torch's fused attention on bf16 inputs runs about 10 times slower than in fp32 at
     this library's sizes (a forward and backward over 64 x 4 heads x 16 positions of 32: 8 ms
     against under 1 ms at two threads, `benchmarks/bench_precision.py`), which made bf16 autocast
     slower than fp32 even on a CPU with bf16 dot products. On a CPU the attention itself runs in
