@@ -608,6 +608,23 @@ def test_colour_probe_reads_the_colour_of_every_masked_patch_given_its_structure
         assert len(row) == len(probe.COLUMNS) and 0.1 < float(row[3]) < 0.4 and 0.0 <= float(row[4]) <= 1.0
 
 
+def test_colour_probe_refuses_a_generator_of_joint_codes(tiny_run, monkeypatch):
+    import dataclasses
+
+    from synth2.api import open_run
+    from synth2.models.t2i import T2IModel
+    from synth2.stages.generator import finished_generator
+    from synth2.synthesis import TokenGenerator
+
+    probe = _script("colour_probe")
+    trained, done = finished_generator(open_run(tiny_run))
+    joint = dataclasses.replace(trained.model.cfg, pointer_parts=[], pointer_fit_rank={}, structure_first=False)
+    model = T2IModel(joint, trained.model.codebook_size, trained.model.grid, trained.lm.hidden_size)  # one part: joint codes
+    monkeypatch.setattr(probe, "finished_generator", lambda run: (TokenGenerator(trained.lm, model, trained.sampler, trained.vq), done))
+    with pytest.raises(SystemExit, match="predicts joint codes; the probe needs product codes"):
+        probe.main([str(tiny_run), "--per-shape", "1"])
+
+
 def test_colour_probe_splits_a_pointers_probability_into_its_own_slot_and_the_words():
     import torch
 
