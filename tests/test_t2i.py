@@ -600,7 +600,8 @@ def test_sweep_stage_names_tell_apart_every_sampler_setting():
     base = SamplerConfig(steps=8, guidance=1.0, temperature=0.0)
     assert sampler_name(base) == "steps8_g1_temp0_choice4.5"
     variants = [base, dataclasses.replace(base, schedule="square"), dataclasses.replace(base, first_sentence=True),
-                dataclasses.replace(base, drop_prefix=""), dataclasses.replace(base, drop_prefix="A photo of"), dataclasses.replace(base, steps=16)]
+                dataclasses.replace(base, drop_prefix=""), dataclasses.replace(base, drop_prefix="A photo of"), dataclasses.replace(base, steps=16),
+                dataclasses.replace(base, precision="bf16")]
     assert len({sampler_name(s) for s in variants}) == len(variants)
 
 

@@ -124,8 +124,8 @@ def t2i_eval(run: Run, split: str = "a", sampler: SamplerConfig | None = None) -
 
 def sampler_name(sampler: SamplerConfig) -> str:
     """A stage-name suffix naming every decoding setting, e.g. `steps8_g1_temp0_choice4.5`; the
-    caption settings are named where they differ from the defaults, so that two sweeps that differ
-    only there do not share (and keep recomputing) one stage."""
+    caption settings and the precision are named where they differ from the defaults, so that two
+    sweeps that differ only there do not share (and keep recomputing) one stage."""
     name = f"steps{sampler.steps}_g{sampler.guidance:g}_temp{sampler.temperature:g}_choice{sampler.choice_temperature:g}"
     if sampler.schedule != "cosine":
         name += f"_{sampler.schedule}"
@@ -133,6 +133,8 @@ def sampler_name(sampler: SamplerConfig) -> str:
         name += "_first_sentence"
     if sampler.drop_prefix != SamplerConfig.drop_prefix:
         name += f"_prefix{fingerprint(sampler.drop_prefix)[:6]}"  # a prefix is free text, not a path
+    if sampler.precision != SamplerConfig.precision:
+        name += f"_{sampler.precision}"
     return name
 
 
