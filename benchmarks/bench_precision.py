@@ -5,7 +5,7 @@ attention in bf16, and `models.attention.attend` under bf16 autocast); training 
 quick preset's VQ, T2I and VLM models in fp32, bf16 autocast and (VQ) channels_last memory
 format; and a decoding batch of the generator in fp32 and under bf16 autocast
 (`sampler.precision`). Whether bf16 pays depends on the CPU's dot-product
-instructions: `cpu_flags` reports the bf16 ones /proc/cpuinfo lists.
+instructions: `cpu_flags` reports the bf16 ones /proc/cpuinfo lists (`hardware.bf16_flags`).
 
     .venv/bin/python benchmarks/bench_precision.py
 """
@@ -23,6 +23,7 @@ from bench_vlm_space import build
 from common import DRAW_STEPS, save, training_steps_per_s
 
 from synth2.config import quick
+from synth2.hardware import bf16_flags
 from synth2.models.attention import attend
 from synth2.models.sampler import SamplerConfig
 from synth2.models.vlm import VLM
@@ -81,8 +82,8 @@ def vlm_steps_per_s(cfg, parts, precision: str, steps: int = 8) -> float:
 
 def decode_images_per_s(parts, precision: str, batch: int = 32) -> float:
     """Images/s of one decoding batch of `batch` LLM captions at DRAW_STEPS steps."""
-    generator, captions = parts[3], parts[4][:batch]
-    generator.sampler = SamplerConfig(steps=DRAW_STEPS, guidance=1.0, temperature=0.0, precision=precision)
+    generator = dataclasses.replace(parts[3], sampler=SamplerConfig(steps=DRAW_STEPS, guidance=1.0, temperature=0.0, precision=precision))
+    captions = parts[4][:batch]
     generator.tokens(captions, 0)
     start = time.perf_counter()
     generator.tokens(captions, 1)
@@ -108,18 +109,10 @@ def attention_ms(how: str, repeats: int = 30) -> float:
     return 1000 * (time.perf_counter() - start) / repeats
 
 
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
-
-
 def main(repeats: int = 3) -> None:
     cfg = quick(world_codes=False)  # joint codes: what BENCHMARKS.md measures (the presets on your own images)
     parts = build(cfg)
-    results = {"cpu_flags": cpu_flags()}
+    results = {"cpu_flags": bf16_flags()}
     for name, fn in {
         "attention_ms_fp32": lambda: attention_ms("fp32"),
         "attention_ms_bf16_fused": lambda: attention_ms("bf16_fused"),

@@ -13,14 +13,25 @@ from pathlib import Path
 import torch
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what `platform` knows."""
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in Linux's /proc/cpuinfo; None elsewhere or when absent."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo), else what `platform` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def bf16_flags() -> list[str]:
+    """The CPU's bf16 and AMX instruction flags (/proc/cpuinfo): whether bf16 autocast can pay
+    on it (benchmarks/bench_precision.py); empty where none is listed or there is no cpuinfo."""
+    return sorted(f for f in (_cpuinfo("flags") or "").split() if "bf16" in f or f.startswith("amx"))
 
 
 def describe(jobs: int = 1, threads: int | None = None) -> str:
