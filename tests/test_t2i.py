@@ -256,7 +256,7 @@ def test_a_weighted_loss_is_the_weighted_mean_over_masked_tokens():
     assert torch.allclose(one, torch.nn.functional.cross_entropy(logits[b, n], ids[b, n]), atol=1e-5)
 
 
-def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0):
+def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0, optimizer="adamw"):
     from synth2.models.lm import FrozenLM
     from synth2.train.distributed import DistInfo
     from synth2.train.loop import TrainConfig
@@ -266,16 +266,43 @@ def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0):
 
     cfg = T2IStageConfig(model=T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0),
                          train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel),
-                         ema_decay=ema_decay)
+                         ema_decay=ema_decay, optimizer=optimizer)
     tokens = np.random.default_rng(0).integers(0, 16, (len(CAPTIONS), 4, 4))
     return T2ITask(cfg, FrozenLM.from_pretrained(lm_dir), tokens, CAPTIONS, 16, dist or DistInfo(), 0), cfg
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path, ema_decay):
-    """With `ema_decay`, the weights' moving average resumes as well (it is one of the task's modules)."""
-    _, cfg = _t2i_task(tiny_llama_dir, ema_decay=ema_decay)
-    assert_resume_equals_uninterrupted(lambda: _t2i_task(tiny_llama_dir, ema_decay=ema_decay)[0], cfg.train, tmp_path, "t2i", stop_after=3)
+@pytest.mark.parametrize("ema_decay, optimizer", [(0.0, "adamw"), (0.9, "adamw"), (0.0, "muon")])
+def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path, ema_decay, optimizer):
+    """With `ema_decay`, the weights' moving average resumes as well (it is one of the task's
+    modules); with Muon, both optimizers' states."""
+    _, cfg = _t2i_task(tiny_llama_dir, ema_decay=ema_decay, optimizer=optimizer)
+    assert_resume_equals_uninterrupted(lambda: _t2i_task(tiny_llama_dir, ema_decay=ema_decay, optimizer=optimizer)[0], cfg.train, tmp_path, "t2i",
+                                       stop_after=3)
+
+
+def test_muon_updates_the_hidden_matrices_and_adamw_the_rest(tiny_llama_dir):
+    """Every weight has one optimizer: Muon the linear maps between the embeddings and the head,
+    AdamW the embeddings, the head, norms and biases. Muon's first update of a matrix is its
+    momentum made orthogonal, so most of its singular values are alike (a few tokens' gradient
+    leaves a tail); AdamW's, the gradient's signs, keep the gradient's leading direction."""
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import StepContext
+
+    task, cfg = _t2i_task(tiny_llama_dir, optimizer="muon")
+    muon = {id(p) for group in task.optimizers["t2i_muon"].param_groups for p in group["params"]}
+    adam = {id(p) for group in task.optimizers["t2i"].param_groups for p in group["params"]}
+    assert not muon & adam and muon | adam == {id(p) for p in task.model.parameters()}
+    names = {id(p): name for name, p in task.model.named_parameters()}
+    assert {names[i] for i in muon} == {"text_proj.1.weight", *(f"blocks.0.{layer}.weight" for layer in (
+        "self_attn.q", "self_attn.kv", "self_attn.out", "cross_attn.q", "cross_attn.kv", "cross_attn.out", "mlp.0", "mlp.2"))}
+
+    def spread_of_first_update(task):
+        before = task.model.blocks[0].mlp[0].weight.detach().clone()
+        task.step(task.batch(0), 0, StepContext(cfg.train, DistInfo()))
+        singular = torch.linalg.svdvals(task.model.blocks[0].mlp[0].weight.detach() - before)
+        return float(singular.max() / singular.median())
+
+    assert spread_of_first_update(task) < 2 < spread_of_first_update(_t2i_task(tiny_llama_dir)[0])
 
 
 def test_the_moving_average_takes_each_update_and_is_the_model_saved(tiny_llama_dir):
@@ -299,11 +326,12 @@ def test_the_moving_average_takes_each_update_and_is_the_model_saved(tiny_llama_
     assert any(not torch.equal(p, weights[name]) for name, p in saved.named_parameters())  # not the last weights
 
 
-def test_the_moving_average_refuses_sharded_weights(tiny_llama_dir):
+@pytest.mark.parametrize("setting, says", [({"ema_decay": 0.9}, "ema_decay.*parallel=fsdp"), ({"optimizer": "muon"}, "muon.*parallel=fsdp")])
+def test_the_moving_average_and_muon_refuse_sharded_weights(tiny_llama_dir, setting, says):
     from synth2.train.distributed import DistInfo
 
-    with pytest.raises(ValueError, match="ema_decay.*parallel=fsdp"):
-        _t2i_task(tiny_llama_dir, DistInfo(world_size=2), parallel="fsdp", ema_decay=0.9)
+    with pytest.raises(ValueError, match=says):
+        _t2i_task(tiny_llama_dir, DistInfo(world_size=2), parallel="fsdp", **setting)
 
 
 def _train_in_ddp(dist, lm_dir, out):

@@ -401,6 +401,12 @@ class T2IModel(nn.Module):
         """The code parts copied from a caption word, and their pointers."""
         return {int(i): pointer for i, pointer in self.head.pointers.items()} if isinstance(self.head, FactoredHead) else {}
 
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weights of the linear maps between the embeddings and the head: the text projection,
+        the group merge and split, and every block's (Muon's share, `t2i.optimizer`)."""
+        layers = [self.merge, self.split, self.text_proj, *self.text_blocks, *self.blocks]
+        return [module.weight for layer in layers for module in layer.modules() if isinstance(module, nn.Linear)]
+
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]

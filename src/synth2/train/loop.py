@@ -93,22 +93,26 @@ class StepContext:
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
         return contextlib.nullcontext()
 
-    def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+    def update(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> float:
         """backward, clip, step, zero_grad; returns the gradient norm before clipping (with fp16,
         a step whose gradients overflowed is skipped and the loss scale lowered). Before the last
-        micro-batch of a step, only backward (the gradients accumulate) and 0.0."""
+        micro-batch of a step, only backward (the gradients accumulate) and 0.0. Several
+        optimizers share one model's parameters between them (the generator's AdamW and Muon):
+        their gradients are clipped together, as one model's."""
         accumulate = self.cfg.accumulate
         self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
         if self.micro < accumulate - 1:
             return 0.0
-        self.scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        for optimizer in optimizers:
+            self.scaler.unscale_(optimizer)
+        params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if self.cfg.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         else:
             norm = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
-        self.scaler.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            self.scaler.step(optimizer)
+            optimizer.zero_grad(set_to_none=True)
         return norm
 
     def end_step(self) -> None:

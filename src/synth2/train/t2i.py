@@ -10,6 +10,7 @@ With `ema_decay`, the model saved is a moving average of the weights over the la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -59,6 +60,11 @@ class T2IStageConfig:
     # and every stage draws with (0: the last step's weights, as the paper). Not the paper's
     # recipe (docs/generator.md, "An average of the weights").
     ema_decay: float = 0.0
+    # "adamw": AdamW over every weight, as the paper. "muon": Muon (torch.optim.Muon) over the
+    # hidden matrices (`T2IModel.hidden_matrices`) and AdamW over the embeddings, the head, norms
+    # and biases, at the same learning rate and weight decay (Muon's update scaled to AdamW's).
+    # Not the paper's recipe (docs/generator.md, "Muon").
+    optimizer: Literal["adamw", "muon"] = "adamw"
 
 
 def background_weights(ids_BN: torch.Tensor, background_weight: float) -> torch.Tensor:
@@ -85,6 +91,21 @@ def moving_average(decay: float):
     return update
 
 
+def generator_optimizers(model: T2IModel, cfg: T2IStageConfig) -> dict[str, torch.optim.Optimizer]:
+    """The optimizers of `cfg.optimizer`, by checkpoint name: AdamW over every weight, or Muon over
+    the hidden matrices and AdamW over the rest (build them after FSDP's sharding)."""
+    if cfg.optimizer == "adamw":
+        return {"t2i": adamw(model.parameters(), cfg.train)}
+    if cfg.optimizer != "muon":
+        raise ValueError(f"t2i.optimizer must be 'adamw' or 'muon', got {cfg.optimizer!r}")
+    hidden = model.hidden_matrices()
+    in_muon = {id(p) for p in hidden}
+    # match_rms_adamw: Muon's orthogonalised update is scaled to the RMS of AdamW's, so the
+    # learning rate and weight decay set for AdamW serve both (Liu et al., 2025)
+    muon = torch.optim.Muon(hidden, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, adjust_lr_fn="match_rms_adamw")
+    return {"t2i_muon": muon, "t2i": adamw([p for p in model.parameters() if id(p) not in in_muon], cfg.train)}
+
+
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
     """Sampling weight per example: the mean inverse frequency of its objects' classes, so each
     class is drawn about equally often."""
@@ -109,6 +130,8 @@ class T2ITask:
             raise ValueError(f"t2i.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if cfg.ema_decay and dist.enabled and cfg.train.parallel == "fsdp":
             raise ValueError("t2i.ema_decay averages whole weights, which t2i.train.parallel=fsdp shards; use ddp")
+        if cfg.optimizer == "muon" and dist.enabled and cfg.train.parallel == "fsdp":
+            raise ValueError("t2i.optimizer=muon orthogonalises whole matrices, which t2i.train.parallel=fsdp shards; use ddp")
         torch.manual_seed(seed)
         self.cfg, self.lm, self.dist, self.seed = cfg, lm.to(dist.device), dist, seed
         self.weights = None if weights is None else torch.from_numpy(np.asarray(weights, dtype=np.float64))
@@ -118,7 +141,7 @@ class T2ITask:
         self.model.checkpoint_blocks = cfg.train.checkpoint_activations
         self.modules = {"t2i": self.model}
         self.ddp = wrap(self.model, dist, cfg.train.compile, cfg.train.parallel)
-        self.optimizers = {"t2i": adamw(self.model.parameters(), cfg.train)}  # after FSDP's sharding
+        self.optimizers = generator_optimizers(self.model, cfg)  # after FSDP's sharding
         self.average = None
         if cfg.ema_decay:
             # checkpointed with the model (a module without an optimizer), so a resume continues it
@@ -167,7 +190,7 @@ class T2ITask:
         normaliser = token_normaliser(float(masked_weight), self.dist)  # ranks mask different counts
         with ctx.autocast():
             loss, accuracy, share = masked_prediction_loss(self.ddp, ids, text, mask, generator, self.cfg.label_smoothing, token_mask, normaliser, weight)
-        grad_norm = ctx.update(loss, self.optimizers["t2i"])
+        grad_norm = ctx.update(loss, *self.optimizers.values())
         if self.average is not None and ctx.micro == self.cfg.train.accumulate - 1:  # after the update
             self.average.update_parameters(self.model)
         return {"loss": loss.item(), "masked_acc": accuracy.item(), "masked_share": share.item(), "grad_norm": grad_norm}
