@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 
 import torch
 from bench_world_codes import BATCH, step_timer
-from common import DRAW_STEPS, save, timed
+from common import DRAW_STEPS, medians_taking_turns, save, timed
 
 from synth2.config import quick
 from synth2.models.sampler import sample
@@ -50,10 +49,7 @@ def main() -> None:
     timers = {f"{kind}, {weights}": make(head, factors, grid, text_width, *extra)
               for weights, head in heads.items()
               for kind, make, extra in (("training step", step_timer, ()), ("decoding batch", draw_timer, (dataclasses.replace(cfg.sampler, steps=DRAW_STEPS),)))}
-    for timer in timers.values():  # warm-up
-        timer()
-    runs = [[timer() for timer in timers.values()] for _ in range(5)]
-    medians = {name: 1000 * statistics.median(way) for name, way in zip(timers, zip(*runs))}
+    medians = {name: 1000 * seconds for name, seconds in medians_taking_turns(timers).items()}
     for name, ms in medians.items():
         print(f"{name}: {ms:.0f} ms")
     ratios = {kind: medians[f"{kind}, sigmoid"] / medians[f"{kind}, softmax"] for kind in ("training step", "decoding batch")}

@@ -23,11 +23,10 @@ of 5 repeats of 10 batches.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 
 import torch
 import torch.nn.functional as F
-from common import DRAW_STEPS, save, timed
+from common import DRAW_STEPS, medians_taking_turns, save, timed
 
 from synth2.config import quick
 from synth2.models.sampler import masked_after
@@ -60,9 +59,7 @@ def main() -> None:
     def steps(masked_only: bool) -> float:
         return timed(lambda: [step(masked_only) for _ in range(STEPS)]) / STEPS
 
-    steps(True), steps(False)  # warm-up
-    runs = [(steps(False), steps(True)) for _ in range(5)]
-    every, masked = (statistics.median(way) for way in zip(*runs))
+    every, masked = medians_taking_turns({"every token": lambda: steps(False), "masked only": lambda: steps(True)}).values()
 
     model.eval()
     N, decoding = ids.shape[1], dataclasses.replace(cfg.sampler, steps=DRAW_STEPS)
@@ -82,9 +79,7 @@ def main() -> None:
     def draws(as_the_sampler: bool) -> float:
         return timed(lambda: [draw(as_the_sampler) for _ in range(DRAWS)]) / DRAWS
 
-    draws(True), draws(False)  # warm-up
-    runs = [(draws(False), draws(True)) for _ in range(5)]
-    whole_draw, sampler_draw = (statistics.median(way) for way in zip(*runs))
+    whole_draw, sampler_draw = medians_taking_turns({"whole steps": lambda: draws(False), "as the sampler": lambda: draws(True)}).values()
     save("t2i_head", {
         "batch": BATCH, "every_token_ms": 1000 * every, "masked_only_ms": 1000 * masked, "every_over_masked": every / masked,
         "draw_batch": DRAW_BATCH, "draw_steps": decoding.steps, "draw_whole_steps_ms": 1000 * whole_draw,

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 
 import torch
-from common import save, timed
+from common import medians_taking_turns, save, timed
 
 from synth2.config import quick
 from synth2.models.t2i import T2IModel, masked_prediction_loss
@@ -27,11 +26,12 @@ from synth2.models.t2i import T2IModel, masked_prediction_loss
 STEPS, BATCH, TEXT_LENGTH = 20, 64, 24
 
 
-def step_timer(head, factors: tuple[int, ...], grid: tuple[int, int], text_width: int):
-    """A function timing STEPS training steps of a generator with `head` over codes of `factors`."""
+def step_timer(head, factors: tuple[int, ...], grid: tuple[int, int], text_width: int, optimizers=None):
+    """A function timing STEPS training steps of a generator with `head` over codes of `factors`;
+    `optimizers(model)` gives the optimizers that update it (None: AdamW over every weight)."""
     torch.manual_seed(0)
     model = T2IModel(head, math.prod(factors), grid, text_width, code_factors=factors)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    updates = list(optimizers(model)) if optimizers else [torch.optim.AdamW(model.parameters(), lr=1e-3)]
     ids = torch.randint(0, math.prod(factors), (BATCH, grid[0] * grid[1]))
     text, text_mask = torch.randn(BATCH, TEXT_LENGTH, text_width), torch.ones(BATCH, TEXT_LENGTH, dtype=torch.bool)
     generator = torch.Generator().manual_seed(0)
@@ -39,8 +39,9 @@ def step_timer(head, factors: tuple[int, ...], grid: tuple[int, int], text_width
     def step() -> None:
         loss, _, _ = masked_prediction_loss(model, ids, text, text_mask, generator)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        for optimizer in updates:
+            optimizer.step()
+            optimizer.zero_grad()
 
     return lambda: timed(lambda: [step() for _ in range(STEPS)]) / STEPS
 
@@ -57,10 +58,7 @@ def main() -> None:
         "world codes, chained head": step_timer(chained, world_factors, grid, text_width),
         "world codes, both pointers (the presets)": step_timer(world.t2i.model, world_factors, grid, text_width),
     }
-    for timer in ways.values():  # warm-up
-        timer()
-    runs = [[timer() for timer in ways.values()] for _ in range(5)]
-    medians = {name: statistics.median(way) for name, way in zip(ways, zip(*runs))}
+    medians = medians_taking_turns(ways)
     for name, seconds in medians.items():
         print(f"{name}: {1000 * seconds:.0f} ms/step")
     pointers, base = medians["world codes, both pointers (the presets)"], medians["joint codes"]

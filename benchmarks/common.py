@@ -20,6 +20,15 @@ def median_of(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(values), values
 
 
+def medians_taking_turns(timers: dict, repeats: int = 5) -> dict[str, float]:
+    """Each timer's median over `repeats` rounds, after a warm-up round; within a round the timers
+    run one after another, so that the machine's drift falls on all of them."""
+    for timer in timers.values():
+        timer()
+    rounds = [[timer() for timer in timers.values()] for _ in range(repeats)]
+    return {name: statistics.median(times) for name, times in zip(timers, zip(*rounds))}
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
