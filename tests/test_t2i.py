@@ -334,23 +334,24 @@ def test_the_moving_average_and_muon_refuse_sharded_weights(tiny_llama_dir, sett
         _t2i_task(tiny_llama_dir, DistInfo(world_size=2), parallel="fsdp", **setting)
 
 
-def _train_in_ddp(dist, lm_dir, out):
+def _train_in_ddp(dist, lm_dir, out, optimizer):
     from synth2.train.loop import train
 
-    task, cfg = _t2i_task(lm_dir, dist)
+    task, cfg = _t2i_task(lm_dir, dist, optimizer=optimizer)
     train(task, cfg.train, out / "ddp", dist, "t2i")
-    if dist.is_main:
-        torch.save(task.model.state_dict(), out / "ddp.pt")
+    torch.save(task.model.state_dict(), out / f"rank{dist.rank}.pt")
 
 
-def test_training_runs_under_two_ddp_processes(tiny_llama_dir, tmp_path):
-    """The DDP path (wrapped model, global masked-token count) trains. Masks and text dropout
-    are drawn per rank, so its weights are not compared with a single process's."""
-    run_ddp(_train_in_ddp, tiny_llama_dir, tmp_path)
-    state = torch.load(tmp_path / "ddp.pt")
-    single, _ = _t2i_task(tiny_llama_dir)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_training_runs_under_two_ddp_processes(tiny_llama_dir, tmp_path, optimizer):
+    """The DDP path (wrapped model, global masked-token count) trains, and every rank's optimizers
+    take the same averaged gradients to the same weights. Masks and text dropout are drawn per
+    rank, so its weights are not compared with a single process's."""
+    run_ddp(_train_in_ddp, tiny_llama_dir, tmp_path, optimizer)
+    state, other_rank = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    single, _ = _t2i_task(tiny_llama_dir, optimizer=optimizer)
     assert state.keys() == single.model.state_dict().keys()
-    assert all(torch.isfinite(v).all() for v in state.values())
+    assert all(torch.isfinite(v).all() and torch.equal(v, other_rank[k]) for k, v in state.items())
     assert any(not torch.equal(v, single.model.state_dict()[k]) for k, v in state.items())  # it trained
 
 

@@ -188,7 +188,7 @@ def quick(world_codes: bool = True) -> Config:
     cfg.t2i.ema_decay = 0.99
     # Not the paper's recipe either: Muon updates the generator's hidden matrices. Over three
     # trainings its 1,800 steps draw as many of eval A's scenes as 3,600 of AdamW (13 points more
-    # seen scenes than AdamW's 1,800), for a fifth more time per step (docs/generator.md, "Muon")
+    # seen scenes than AdamW's 1,800), for 15% more time per step (docs/generator.md, "Muon")
     cfg.t2i.optimizer = "muon"
     # The paper's 24 decoding steps: over three trainings of this generator they draw 7 points more
     # of eval A's seen scenes than 16, 9 more held-out ones and 2.5 more of the LLM's captions.
