@@ -307,8 +307,8 @@ def small(world_codes: bool = True) -> Config:
     # paired data sooner and over-fits them without dropout (twice the depth drew half the
     # held-out scenes). On the same data one training with both drew 2.6 points more seen scenes,
     # 6.6 more held-out ones, 7.5 more of the LLM's captions and 13 more of GenPair's own than
-    # AdamW without dropout; a second drew held-out scenes within the range of three AdamW
-    # trainings and more of the rest (docs/generator.md, "Depth, and the paper's dropout, on small")
+    # AdamW without dropout. A second training is compared only with AdamW's trainings on another
+    # run's data (docs/generator.md, "Depth, and the paper's dropout, on small")
     cfg.t2i.model.dropout = 0.1
     cfg.t2i.optimizer = "muon"
     # about 25 passes over the paired data, where the paper's Baseline plateaus on CCv2; a 6,000-step
