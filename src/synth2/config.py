@@ -307,7 +307,8 @@ def small(world_codes: bool = True) -> Config:
     # them without dropout (twice the depth drew half the held-out scenes). The strength was chosen
     # on eval B: on average over two trainings at the same seeds 0.2 drew more seen scenes,
     # held-out ones, LLM captions and GenPair's own than the paper's 0.1 (appendix A.1.3), and
-    # 0.3 drew fewer (docs/generator.md, "Depth, and the paper's dropout, on small")
+    # 0.3 drew fewer (docs/generator.md, "Depth, and the paper's dropout, on small" and "The
+    # dropout's strength, chosen on split B")
     cfg.t2i.model.dropout = 0.2
     cfg.t2i.optimizer = "muon"
     # about 25 passes over the paired data, where the paper's Baseline plateaus on CCv2; a 6,000-step
