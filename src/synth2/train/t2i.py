@@ -83,8 +83,10 @@ def moving_average(decay: float):
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        n = float(updates)
-        weight = 1 - min(decay, (1 + n) / (10 + n))
+        # computed where the count lives, so that a GPU step does not wait to read it on the host;
+        # in float64, so the weight rounds as Python's float does
+        n = updates.to(torch.float64)
+        weight = (1 - torch.clamp((1 + n) / (10 + n), max=decay)).to(averaged[0].dtype)
         for average, weights in zip(averaged, current):
             average.lerp_(weights, weight)
 
