@@ -311,10 +311,10 @@ def small(world_codes: bool = True) -> Config:
     # dropout's strength, chosen on split B")
     cfg.t2i.model.dropout = 0.2
     cfg.t2i.optimizer = "muon"
-    # ten times quick's weight decay, a second regulariser: over two trainings on eval B it drew
-    # 8-10 points more held-out scenes, and as many seen ones, LLM captions and GenPair's own,
-    # where a third more steps over-fit further (docs/generator.md, "Longer training, and
-    # stronger weight decay")
+    # ten times quick's weight decay (the paper's is 1e-4), a second regulariser: over two
+    # trainings on eval B it drew 8-10 points more held-out scenes, and as many seen ones, LLM
+    # captions and GenPair's own, where a third more steps over-fit further (docs/generator.md,
+    # "Longer training, and stronger weight decay")
     cfg.t2i.train.weight_decay = 0.1
     # about 25 passes over the paired data, where the paper's Baseline plateaus on CCv2; a 6,000-step
     # Baseline gained 3% from step 4,500 on (docs/results.md)
