@@ -209,6 +209,12 @@ def test_sampler_sweep_evaluates_the_trained_generator_without_retraining_it(tin
     assert json.loads((tiny_run / "manifest.json").read_text())["stages"] == after
     bad = CliRunner().invoke(app, sweep + ["--split", "c"])
     assert bad.exit_code == 2 and "'a' or 'b'" in bad.output
+    # a decoding setting given with --set holds for the sweep only: the run keeps its own
+    saved = (tiny_run / "config.yaml").read_text()
+    other = sampler.choice_temperature + 1
+    assert CliRunner().invoke(app, sweep + ["--split", "a", "--steps", "1", "--set", f"sampler.choice_temperature={other}"]).exit_code == 0
+    assert json.loads((tiny_run / "sampler_sweep_a.json").read_text())["sampler"]["choice_temperature"] == other
+    assert (tiny_run / "config.yaml").read_text() == saved
 
 
 def test_vq_pretrains_on_the_worlds_images_split_unless_given_shards(tiny_run):

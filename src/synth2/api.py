@@ -115,9 +115,14 @@ def generate(run: Run, captions_file: str | Path, out: str | Path, pixels: bool 
     return len(captions)
 
 
-def sampler_sweep(run: Run, split: str = "b", guidances=(1.0, 2.0, 3.0, 4.0), steps=(24,)) -> dict:
-    """The generator's oracle accuracies and FD against guidance and sampler steps, on one eval split."""
-    return run_sweep(run, split, list(guidances), list(steps))
+def sampler_sweep(run: Run, split: str = "b", guidances=(1.0, 2.0, 3.0, 4.0), steps=(24,), sampler_overrides=()) -> dict:
+    """The generator's oracle accuracies and FD against guidance and sampler steps, on one eval
+    split. `sampler_overrides` (`sampler.key=value`) change the other decoding settings for this
+    sweep only: the run's saved config keeps its own, which every later stage draws with."""
+    outside = [o for o in sampler_overrides if not o.startswith("sampler.")]
+    if outside:
+        raise ValueError(f"a sweep's overrides set decoding settings only (sampler.key=value), got {outside}")
+    return run_sweep(run, split, list(guidances), list(steps), apply_overrides(run.config, list(sampler_overrides)).sampler)
 
 
 def caption(run: Run, images: list, arm: str = "baseline", seed: int | None = None) -> list[str]:

@@ -246,11 +246,13 @@ def sampler_sweep(
     config: Optional[Path] = ConfigOpt,
     overrides: Optional[List[str]] = SetOpt,
 ):
-    """The generator's oracle accuracy and FD against guidance and sampler steps (reuses the run's generator; trains one only if it is missing or its config or data changed)."""
+    """The generator's oracle accuracy and FD against guidance and sampler steps (reuses the run's generator; trains one only if it is missing or its config or data changed). `--set sampler.*` holds for this sweep only; the run's config keeps its own decoding."""
     if split not in EVAL_SPLIT_NAMES:
         raise typer.BadParameter(f"eval split must be 'a' or 'b', got {split!r}", param_hint="--split")
+    decoding = [o for o in overrides or [] if o.startswith("sampler.")]
+    others = [o for o in overrides or [] if not o.startswith("sampler.")]
     result = api.sampler_sweep(
-        _open(run, preset, config, overrides), split, _numbers(guidance, float, "--guidance"), _numbers(steps, int, "--steps")
+        _open(run, preset, config, others), split, _numbers(guidance, float, "--guidance"), _numbers(steps, int, "--steps"), decoding
     )
     table = Table(title=f"sampler sweep on eval split {split.upper()}, {result['captions']} captions")
     columns = [("steps", "steps"), ("guidance", "guidance"), ("oracle_seen", "oracle seen"), ("oracle_heldout", "held-out"),
