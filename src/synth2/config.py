@@ -320,9 +320,9 @@ def small(world_codes: bool = True) -> Config:
     cfg.sampler.schedule = "square"
     # an average of the weights over about the last 1,000 steps (quick's covers 100; the paper
     # draws with the last weights): with Muon, dropout and weight decay 0.1 it drew more of every
-    # target on eval B than the last weights, and more than weight decay 0.2 did (docs/generator.md,
-    # "An average of the weights on small, regularised"); with AdamW and 6,000 steps it bought
-    # nothing clear ("An average of the weights")
+    # target on eval B than the last weights in two trainings, and more than weight decay 0.2 did
+    # (docs/generator.md, "An average of the weights on small, regularised"); with AdamW and 6,000
+    # steps it bought nothing clear ("An average of the weights")
     cfg.t2i.ema_decay = 0.999
     # about 25 passes over the paired data, where the paper's Baseline plateaus on CCv2; a 6,000-step
     # Baseline gained 3% from step 4,500 on (docs/results.md)
