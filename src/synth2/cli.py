@@ -249,8 +249,9 @@ def sampler_sweep(
     """The generator's oracle accuracy and FD against guidance and sampler steps (reuses the run's generator; trains one only if it is missing or its config or data changed). `--set sampler.*` holds for this sweep only; the run's config keeps its own decoding."""
     if split not in EVAL_SPLIT_NAMES:
         raise typer.BadParameter(f"eval split must be 'a' or 'b', got {split!r}", param_hint="--split")
+    # decoding settings go to the sweep alone (the API refuses any other key); the rest open the run
     decoding = [o for o in overrides or [] if o.startswith("sampler.")]
-    others = [o for o in overrides or [] if not o.startswith("sampler.")]
+    others = [o for o in overrides or [] if o not in decoding]
     result = api.sampler_sweep(
         _open(run, preset, config, others), split, _numbers(guidance, float, "--guidance"), _numbers(steps, int, "--steps"), decoding
     )
