@@ -24,7 +24,8 @@ from synth2 import api
 # The stages the generator reads (stages/generator.py: t2i); anything else is recomputed if needed.
 UPSTREAM = ("world", "captions", "lm", "vq", "encode")
 METRICS = ("oracle_seen", "oracle_heldout", "oracle_llm", "oracle_paired_style", "oracle_objects_1", "oracle_objects_2",
-           "oracle_present_right", "oracle_count_right", "oracle_genpair")
+           "oracle_objects_3plus", "oracle_present_right", "oracle_count_right", "oracle_genpair", "masked_token_nll")
+NATS = {"masked_token_nll"}  # printed as it is; every other metric is a share, printed in percent
 
 
 def copy_upstream(run: Path, out: Path) -> None:
@@ -55,9 +56,10 @@ def summary(results: dict[int, dict[str, dict]], splits: list[str]) -> list[str]
              "|---" * (len(offsets) + 4) + "|"]
     for split in splits:
         for metric in METRICS:
-            values = [100 * results[o][split][metric] for o in offsets]
-            cells = " | ".join(f"{v:.1f}" for v in values)
-            lines.append(f"| {split} | {metric} | {cells} | {statistics.mean(values):.1f} | {min(values):.1f}-{max(values):.1f} |")
+            scale, digits = (1, 2) if metric in NATS else (100, 1)
+            values = [scale * results[o][split][metric] for o in offsets]
+            cells = " | ".join(f"{v:.{digits}f}" for v in values)
+            lines.append(f"| {split} | {metric} | {cells} | {statistics.mean(values):.{digits}f} | {min(values):.{digits}f}-{max(values):.{digits}f} |")
     return lines
 
 

@@ -478,6 +478,8 @@ def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_
     assert set(saved) == {"0", "1"} and saved["0"]["a"]["oracle_seen"] == json.loads((tiny_run / "t2i_eval" / "metrics.json").read_text())["oracle_seen"]
     table = capsys.readouterr().out
     assert "| a | oracle_seen |" in table and "| mean | range |" in table
+    nll = json.loads((tiny_run / "t2i_eval" / "metrics.json").read_text())["masked_token_nll"]
+    assert f"| a | masked_token_nll | {nll:.2f} |" in table  # nats, not scaled to percent
     assert not (tmp_path / "offset_0" / "vlm").exists()  # only the generator's upstream stages are copied
 
 
