@@ -475,11 +475,11 @@ def test_generator_replicates_retrain_on_copies_and_offset_zero_is_the_runs_own_
     assert weights(tmp_path / "offset_0") == weights(tiny_run)  # same seed, same data: the same training
     assert weights(tmp_path / "offset_1") != weights(tiny_run)
     saved = json.loads((tmp_path / "replicates.json").read_text())["results"]
-    assert set(saved) == {"0", "1"} and saved["0"]["a"]["oracle_seen"] == json.loads((tiny_run / "t2i_eval" / "metrics.json").read_text())["oracle_seen"]
+    own = json.loads((tiny_run / "t2i_eval" / "metrics.json").read_text())
+    assert set(saved) == {"0", "1"} and saved["0"]["a"]["oracle_seen"] == own["oracle_seen"]
     table = capsys.readouterr().out
     assert "| a | oracle_seen |" in table and "| mean | range |" in table
-    nll = json.loads((tiny_run / "t2i_eval" / "metrics.json").read_text())["masked_token_nll"]
-    assert f"| a | masked_token_nll | {nll:.2f} |" in table  # nats, not scaled to percent
+    assert f"| a | masked_token_nll | {own['masked_token_nll']:.2f} |" in table  # nats, not scaled to percent
     assert not (tmp_path / "offset_0" / "vlm").exists()  # only the generator's upstream stages are copied
 
 
