@@ -14,18 +14,21 @@ metric) and writes OUT/replicates.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
 from pathlib import Path
 
 from synth2 import api
+from synth2.eval.generator import GeneratorMetrics
 
 # The stages the generator reads (stages/generator.py: t2i); anything else is recomputed if needed.
 UPSTREAM = ("world", "captions", "lm", "vq", "encode")
 METRICS = ("oracle_seen", "oracle_heldout", "oracle_llm", "oracle_paired_style", "oracle_objects_1", "oracle_objects_2",
            "oracle_objects_3plus", "oracle_present_right", "oracle_count_right", "oracle_genpair", "masked_token_nll")
-NATS = {"masked_token_nll"}  # printed as it is; every other metric is a share, printed in percent
+# the shares, printed in percent, as the metrics' schema declares them; the rest (the NLL) as they are
+PERCENT = {f.name for f in dataclasses.fields(GeneratorMetrics) if f.metadata.get("pct")}
 
 
 def copy_upstream(run: Path, out: Path) -> None:
@@ -56,7 +59,7 @@ def summary(results: dict[int, dict[str, dict]], splits: list[str]) -> list[str]
              "|---" * (len(offsets) + 4) + "|"]
     for split in splits:
         for metric in METRICS:
-            scale, digits = (1, 2) if metric in NATS else (100, 1)
+            scale, digits = (100, 1) if metric in PERCENT else (1, 2)
             values = [scale * results[o][split][metric] for o in offsets]
             cells = " | ".join(f"{v:.{digits}f}" for v in values)
             lines.append(f"| {split} | {metric} | {cells} | {statistics.mean(values):.{digits}f} | {min(values):.{digits}f}-{max(values):.{digits}f} |")
