@@ -11,7 +11,9 @@ from synth2.config import preset
 from synth2.configtools import ConfigError, apply_overrides
 from synth2.models.sampler import SamplerConfig, masked_after, sample
 from synth2.models.t2i import Attention, Block, CaptionPointer, T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
-from synth2.train.t2i import background_weights
+from synth2.errors import UserError
+from synth2.stages.generator import sampling_weights
+from synth2.train.t2i import T2IStageConfig, background_weights
 
 
 def tiny_model(seed=0, codebook=32, grid=(4, 4), text_width=8):
@@ -237,6 +239,33 @@ def test_background_weights_mark_each_images_most_frequent_token():
     ids = torch.tensor([[7, 7, 7, 2, 3], [1, 4, 4, 4, 4]])
     expected = torch.tensor([[0.25, 0.25, 0.25, 1, 1], [1, 0.25, 0.25, 0.25, 0.25]])
     assert torch.equal(background_weights(ids, 0.25), expected)
+
+
+def _scenes(*shape_lists):
+    return [{"scene": {"objects": [{"shape": s} for s in shapes]}} for shapes in shape_lists]
+
+
+def test_count_weights_draw_scenes_by_their_number_of_objects():
+    meta = _scenes(["heart"], ["heart", "star"], ["star", "ring", "heart"], ["ring", "star"])
+    assert sampling_weights(T2IStageConfig(), meta) is None  # the paper's epochs
+    weights = sampling_weights(T2IStageConfig(count_weights={2: 2.0}), meta)
+    assert np.allclose(weights, np.array([1, 2, 1, 2]) / 6)
+    # with class balance, each example's count weight multiplies its class weight
+    # (heart 3 times, star 3, ring 2: the mean inverse frequency of its shapes)
+    classes = np.array([1 / 3, 1 / 3, (1 / 3 + 1 / 2 + 1 / 3) / 3, (1 / 2 + 1 / 3) / 2])
+    both = sampling_weights(T2IStageConfig(balance_classes=True, count_weights={2: 2.0}), meta)
+    assert np.allclose(both, classes * [1, 2, 1, 2] / (classes * [1, 2, 1, 2]).sum())
+
+
+@pytest.mark.parametrize("count_weights, says", [({2: -1.0}, "must not be negative"), ({1: 0.0, 2: 0.0, 3: 0.0}, "weight 0")])
+def test_count_weights_that_draw_nothing_are_refused(count_weights, says):
+    with pytest.raises(ValueError, match=says):
+        sampling_weights(T2IStageConfig(count_weights=count_weights), _scenes(["heart"], ["heart", "star"], ["a", "b", "c"]))
+
+
+def test_count_weights_need_the_worlds_scenes():
+    with pytest.raises(UserError, match="count_weights need the scenes"):
+        sampling_weights(T2IStageConfig(count_weights={2: 2.0}), [{"style": "alt"}])
 
 
 def test_a_weighted_loss_is_the_weighted_mean_over_masked_tokens():

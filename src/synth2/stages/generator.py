@@ -25,7 +25,7 @@ from synth2.stages.models import encode, frozen_lm, lm, stage_device, vq
 from synth2.synthesis import TokenGenerator
 from synth2.train import distributed, sharded
 from synth2.train.loop import train
-from synth2.train.t2i import T2IStageConfig, T2ITask, class_balance_weights
+from synth2.train.t2i import T2IStageConfig, T2ITask, class_balance_weights, object_count_weights
 from synth2.train.unseen_words import caption_variants, unseen_words
 from synth2.world.scene import Scene
 
@@ -41,11 +41,7 @@ def t2i(run: Run) -> StageResult:
         paired = load_pairs(e["splits"]["paired"], images=False, tokens=True)
         tokenizer = artifacts.load_vq(v["path"])
         dist = distributed.init(cfg.device)
-        weights = None
-        if cfg.t2i.balance_classes:
-            if not all("scene" in m for m in paired.meta):
-                raise ValueError("t2i.balance_classes needs the scenes of the embedded world's paired split")
-            weights = class_balance_weights([[o["shape"] for o in m["scene"]["objects"]] for m in paired.meta])
+        weights = sampling_weights(cfg.t2i, paired.meta)
         task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed + cfg.t2i.seed_offset, weights,
                         code_factors=tokenizer.code_factors, variants=unseen_word_variants(cfg.t2i, paired.captions, data["text_only"], cfg.seed))
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
@@ -59,6 +55,22 @@ def t2i(run: Run) -> StageResult:
         return {"path": str(directory / "model")}
 
     return run.stage("t2i", {"t2i": cfg.t2i, "seed": cfg.seed}, inputs + [l, v, e], build)
+
+
+def sampling_weights(t2i_cfg: T2IStageConfig, meta: list[dict]) -> np.ndarray | None:
+    """Per-example sampling probabilities of the paired split under `t2i.balance_classes` and
+    `t2i.count_weights` (None when neither is set: epochs over the data, as the paper)."""
+    if not (t2i_cfg.balance_classes or t2i_cfg.count_weights):
+        return None
+    if not all("scene" in m for m in meta):
+        raise UserError("t2i.balance_classes and t2i.count_weights need the scenes of the embedded world's paired split")
+    objects = [m["scene"]["objects"] for m in meta]
+    weights = np.ones(len(meta))
+    if t2i_cfg.balance_classes:
+        weights *= class_balance_weights([[o["shape"] for o in objs] for objs in objects])
+    if t2i_cfg.count_weights:
+        weights *= object_count_weights([len(objs) for objs in objects], t2i_cfg.count_weights)
+    return weights / weights.sum()
 
 
 def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only: dict[str, str], seed: int) -> list[list[str]] | None:

@@ -35,6 +35,10 @@ class T2IStageConfig:
     # Draw training pairs so that every shape class comes up about equally often (needs the
     # scenes of the embedded world). Not the paper's recipe, which samples CCv2 as it is.
     balance_classes: bool = False
+    # Sampling weight of a paired scene by how many objects it holds, e.g. {2: 2.0}: two-object
+    # scenes drawn twice as often as the rest (a count not named weighs 1; needs the embedded
+    # world's scenes). Multiplies `balance_classes`' weights. Not the paper's recipe either.
+    count_weights: dict[int, float] = field(default_factory=dict)
     # Share of training captions drawn with words the paired captions never use inserted, taken
     # from the text-only corpora (train/unseen_words.py); 0 trains on the captions as they are,
     # as the paper does. Each caption has `unseen_word_variants` such versions, of 1 to
@@ -116,6 +120,17 @@ def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
         for name in names:
             counts[name] = counts.get(name, 0) + 1
     weights = np.array([np.mean([1.0 / counts[n] for n in names]) if names else 0.0 for names in classes])
+    return weights / weights.sum()
+
+
+def object_count_weights(object_counts: list[int], count_weights: dict[int, float]) -> np.ndarray:
+    """Sampling weight per example: `count_weights` of its number of objects (1 where not named),
+    normalised to sum to 1."""
+    if any(w < 0 for w in count_weights.values()):
+        raise ValueError(f"t2i.count_weights must not be negative, got {count_weights}")
+    weights = np.array([count_weights.get(n, 1.0) for n in object_counts], dtype=np.float64)
+    if weights.sum() <= 0:
+        raise ValueError(f"t2i.count_weights {count_weights} gives every paired example weight 0")
     return weights / weights.sum()
 
 
