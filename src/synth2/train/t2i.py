@@ -125,14 +125,11 @@ def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
 
 
 def object_count_weights(object_counts: list[int], count_weights: dict[int, float]) -> np.ndarray:
-    """Sampling weight per example: `count_weights` of its number of objects (1 where not named),
-    normalised to sum to 1."""
+    """Relative sampling weight per example: `count_weights` of its number of objects (1 where
+    not named)."""
     if any(w < 0 for w in count_weights.values()):
         raise ValueError(f"t2i.count_weights must not be negative, got {count_weights}")
-    weights = np.array([count_weights.get(n, 1.0) for n in object_counts], dtype=np.float64)
-    if weights.sum() <= 0:
-        raise ValueError(f"t2i.count_weights {count_weights} gives every paired example weight 0")
-    return weights / weights.sum()
+    return np.array([count_weights.get(n, 1.0) for n in object_counts], dtype=np.float64)
 
 
 class T2ITask:
