@@ -38,7 +38,7 @@ class T2IStageConfig:
     # Sampling weight of a paired scene by how many objects it holds, e.g. {2: 2.0}: two-object
     # scenes drawn twice as often as the rest (a count not named weighs 1; needs the embedded
     # world's scenes). Multiplies `balance_classes`' weights. Not the paper's recipe either
-    # (docs/generator.md, "Two-object scenes twice as often").
+    # (docs/generator.md, "Two-object scenes twice as often", "One-object scenes half as often").
     count_weights: dict[int, float] = field(default_factory=dict)
     # Share of training captions drawn with words the paired captions never use inserted, taken
     # from the text-only corpora (train/unseen_words.py); 0 trains on the captions as they are,
