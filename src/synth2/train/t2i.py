@@ -9,6 +9,7 @@ With `ema_decay`, the model saved is a moving average of the weights over the la
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,14 +115,10 @@ def generator_optimizers(model: T2IModel, cfg: T2IStageConfig) -> dict[str, torc
 
 
 def class_balance_weights(classes: list[list[str]]) -> np.ndarray:
-    """Sampling weight per example: the mean inverse frequency of its objects' classes, so each
-    class is drawn about equally often."""
-    counts: dict[str, int] = {}
-    for names in classes:
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
-    weights = np.array([np.mean([1.0 / counts[n] for n in names]) if names else 0.0 for names in classes])
-    return weights / weights.sum()
+    """Relative sampling weight per example: the mean inverse frequency of its objects' classes,
+    so each class is drawn about equally often (0 for a scene without objects)."""
+    counts = Counter(name for names in classes for name in names)
+    return np.array([np.mean([1.0 / counts[n] for n in names]) if names else 0.0 for names in classes])
 
 
 def object_count_weights(object_counts: list[int], count_weights: dict[int, float]) -> np.ndarray:
