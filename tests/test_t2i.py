@@ -285,7 +285,7 @@ def test_a_weighted_loss_is_the_weighted_mean_over_masked_tokens():
     assert torch.allclose(one, torch.nn.functional.cross_entropy(logits[b, n], ids[b, n]), atol=1e-5)
 
 
-def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0, optimizer="adamw"):
+def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0, optimizer="adamw", average_from=0):
     from synth2.models.lm import FrozenLM
     from synth2.train.distributed import DistInfo
     from synth2.train.loop import TrainConfig
@@ -295,18 +295,19 @@ def _t2i_task(lm_dir, dist=None, parallel="ddp", ema_decay=0.0, optimizer="adamw
 
     cfg = T2IStageConfig(model=T2IConfig(width=16, layers=1, heads=2, mlp=32, dropout=0.0),
                          train=TrainConfig(steps=6, batch_size=8, lr=1e-2, warmup=1, checkpoint_every=3, log_every=1, parallel=parallel),
-                         ema_decay=ema_decay, optimizer=optimizer)
+                         ema_decay=ema_decay, optimizer=optimizer, average_from=average_from)
     tokens = np.random.default_rng(0).integers(0, 16, (len(CAPTIONS), 4, 4))
     return T2ITask(cfg, FrozenLM.from_pretrained(lm_dir), tokens, CAPTIONS, 16, dist or DistInfo(), 0), cfg
 
 
-@pytest.mark.parametrize("ema_decay, optimizer", [(0.0, "adamw"), (0.9, "adamw"), (0.0, "muon")])
-def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path, ema_decay, optimizer):
-    """With `ema_decay`, the weights' moving average resumes as well (it is one of the task's
-    modules); with Muon, both optimizers' states."""
-    _, cfg = _t2i_task(tiny_llama_dir, ema_decay=ema_decay, optimizer=optimizer)
-    assert_resume_equals_uninterrupted(lambda: _t2i_task(tiny_llama_dir, ema_decay=ema_decay, optimizer=optimizer)[0], cfg.train, tmp_path, "t2i",
-                                       stop_after=3)
+@pytest.mark.parametrize("ema_decay, optimizer, average_from", [(0.0, "adamw", 0), (0.9, "adamw", 0), (0.0, "muon", 0), (0.0, "adamw", 2)])
+def test_resume_equals_uninterrupted(tiny_llama_dir, tmp_path, ema_decay, optimizer, average_from):
+    """With `ema_decay` or `average_from`, the weights' average resumes as well (it is one of the
+    task's modules); with Muon, both optimizers' states."""
+    def task():
+        return _t2i_task(tiny_llama_dir, ema_decay=ema_decay, optimizer=optimizer, average_from=average_from)
+
+    assert_resume_equals_uninterrupted(lambda: task()[0], task()[1].train, tmp_path, "t2i", stop_after=3)
 
 
 def test_muon_updates_the_hidden_matrices_and_adamw_the_rest(tiny_llama_dir):
@@ -355,7 +356,32 @@ def test_the_moving_average_takes_each_update_and_is_the_model_saved(tiny_llama_
     assert any(not torch.equal(p, weights[name]) for name, p in saved.named_parameters())  # not the last weights
 
 
-@pytest.mark.parametrize("setting, says", [({"ema_decay": 0.9}, "ema_decay.*parallel=fsdp"), ({"optimizer": "muon"}, "muon.*parallel=fsdp")])
+def test_average_from_is_the_mean_of_the_weights_from_that_step_on(tiny_llama_dir):
+    """The saved model is the plain mean of the weights after steps 2, 3 and 4, not the weights
+    of steps 0 and 1."""
+    from synth2.train.distributed import DistInfo
+    from synth2.train.loop import StepContext
+
+    task, cfg = _t2i_task(tiny_llama_dir, average_from=2)
+    ctx = StepContext(cfg.train, DistInfo())
+    after = []
+    for step in range(5):
+        task.step(task.batch(step), step, ctx)
+        after.append({name: p.detach().clone() for name, p in task.model.named_parameters()})
+    saved = dict(task.trained_model().named_parameters())
+    for name, p in saved.items():
+        assert torch.allclose(p, sum(weights[name] for weights in after[2:]) / 3, atol=1e-7), name
+    assert any(not torch.allclose(p, sum(weights[name] for weights in after) / 5, atol=1e-6) for name, p in saved.items())
+
+
+@pytest.mark.parametrize("setting, says", [({"ema_decay": 0.9, "average_from": 2}, "set one"), ({"average_from": 6}, r"average_from must be in \[0, t2i.train.steps=6\)")])
+def test_the_averages_refuse_contradictory_settings(tiny_llama_dir, setting, says):
+    with pytest.raises(ValueError, match=says):
+        _t2i_task(tiny_llama_dir, **setting)
+
+
+@pytest.mark.parametrize("setting, says", [({"ema_decay": 0.9}, "ema_decay.*parallel=fsdp"), ({"average_from": 2}, "average_from.*parallel=fsdp"),
+                                           ({"optimizer": "muon"}, "muon.*parallel=fsdp")])
 def test_the_moving_average_and_muon_refuse_sharded_weights(tiny_llama_dir, setting, says):
     from synth2.train.distributed import DistInfo
 
