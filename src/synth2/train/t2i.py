@@ -70,8 +70,9 @@ class T2IStageConfig:
     # gives the same average as 0.99925 (docs/generator.md, "The average's horizon on small").
     ema_decay: float = 0.0
     # Instead of `ema_decay`: from this step on, the saved model is the plain mean of the weights
-    # after every step (stochastic weight averaging's mean over a constant-enough learning rate,
-    # Izmailov et al., 2018), a longer window than the moving average's bound allows (0: off).
+    # after every step (stochastic weight averaging's mean, Izmailov et al., 2018, here over the
+    # end of the decaying learning rate), a longer window than the moving average's bound allows
+    # (0: off).
     # Not the paper's recipe (docs/generator.md, "The average's horizon on small").
     average_from: int = 0
     # "adamw": AdamW over every weight, as the paper. "muon": Muon (torch.optim.Muon) over the
