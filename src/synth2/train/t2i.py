@@ -72,8 +72,7 @@ class T2IStageConfig:
     # Instead of `ema_decay`: from this step on, the saved model is the plain mean of the weights
     # after every step (stochastic weight averaging's mean, Izmailov et al., 2018, here over the
     # end of the decaying learning rate), a longer window than the moving average's bound allows
-    # (0: off).
-    # Not the paper's recipe (docs/generator.md, "The average's horizon on small").
+    # (0: off). Not the paper's recipe (docs/generator.md, "The average's horizon on small").
     average_from: int = 0
     # "adamw": AdamW over every weight, as the paper. "muon": Muon (torch.optim.Muon) over the
     # hidden matrices (`T2IModel.hidden_matrices`) and AdamW over the embeddings, the head, norms
