@@ -10,6 +10,9 @@ stage whose fingerprint is unchanged and that finished is skipped, so rerunning 
 command resumes where it stopped; a stage that was interrupted is called again and
 training stages pick up their last checkpoint. A changed fingerprint clears the
 stage's folder, and every stage downstream of it reruns because its inputs changed.
+The manifest keeps what each fingerprint hashed, so a config that differs only by
+fields a newer synth2 added, at their defaults, keeps the stage (and the warning
+for a real change names the keys that changed).
 
 A stage has one writer at a time: the process that builds it holds `locks/<stage>.lock`. Several
 processes may build different stages of one run at once (for example one VLM arm per GPU, or
@@ -19,6 +22,7 @@ the workers of `synth2 reproduce --jobs N`); their manifest updates are serialis
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -58,6 +62,42 @@ class StageResult:
 def fingerprint(payload: Any) -> str:
     text = json.dumps(to_dict(payload), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as the manifest stores it (tuples as lists, mapping keys and paths as strings)."""
+    return json.loads(json.dumps(to_dict(value), sort_keys=True, default=str))
+
+
+def _default_of(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _only_added_defaults(new: Any, old: Any) -> bool:
+    """Whether `new` (a stage's payload, dataclasses inside) equals `old` (the stored one) but for
+    dataclass fields that `old` lacks and `new` holds at their defaults: fields added to synth2
+    since the stage was built, which must leave what it builds as it was."""
+    if dataclasses.is_dataclass(new):
+        fields = {f.name: f for f in dataclasses.fields(new)}
+        if not isinstance(old, dict) or not set(old) <= set(fields):
+            return False
+        return all(_only_added_defaults(getattr(new, name), old[name]) if name in old
+                   else _as_json(getattr(new, name)) == _as_json(_default_of(field)) for name, field in fields.items())
+    if isinstance(new, dict) and isinstance(old, dict):
+        keys = {next(iter(_as_json({k: None}))): k for k in new}  # stored keys are strings
+        return set(keys) == set(old) and all(_only_added_defaults(new[keys[k]], old[k]) for k in old)
+    return _as_json(new) == old
+
+
+def _changed_keys(new: Any, old: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two stored payloads."""
+    if isinstance(new, dict) and isinstance(old, dict):
+        return [key for k in sorted(set(new) | set(old)) for key in _changed_keys(new.get(k), old.get(k), f"{prefix}{k}.")]
+    return [] if new == old else [prefix.rstrip(".")]
 
 
 # stage locks this process holds, open until it exits (flock is per open file, so a second
@@ -180,25 +220,34 @@ class Run:
         fn: Callable[[Path], dict[str, Any]],
     ) -> StageResult:
         """Run `fn(stage_dir) -> artifacts` unless an identical finished stage exists."""
-        fp = fingerprint(
-            {"stage": name, "version": STAGE_VERSION, "config": config, "inputs": {i.name: i.fingerprint for i in inputs}}
-        )
+        payload = {"stage": name, "version": STAGE_VERSION, "config": config, "inputs": {i.name: i.fingerprint for i in inputs}}
+        fp = fingerprint(payload)
         directory = self.stage_dir(name)
         entry = self.manifest()["stages"].get(name)
+        if entry and entry.get("fingerprint") != fp and "payload" in entry and _only_added_defaults(payload, entry["payload"]):
+            # the stage keeps its fingerprint, so the stages built on it keep theirs; the payload
+            # kept is the newer one, which later changes are named against
+            fp = entry["fingerprint"]
+            if entry["payload"] != _as_json(payload):
+                self._update_stage(name, payload=_as_json(payload))
         if not _finished(entry, fp):
             entry = self._claim(name, fp)
         if _finished(entry, fp):
             # debug: every stage re-resolves its inputs, so one step of a run would log each finished
             # upstream stage many times over into its log.txt
             logger.debug("stage %s: unchanged, skipped", name)
+            if "payload" not in entry:  # built before manifests kept payloads
+                self._update_stage(name, payload=_as_json(payload))
             return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
-            warn(f"stage {name}: config or inputs changed, recomputing (its old outputs are deleted)")
+            changed = _changed_keys(_as_json(payload), entry["payload"]) if "payload" in entry else []
+            what = f" ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''})" if changed else ""
+            warn(f"stage {name}: config or inputs changed{what}, recomputing (its old outputs are deleted)")
             shutil.rmtree(directory)
         resumed = bool(entry and entry.get("fingerprint") == fp)
         if is_rank_zero():
             directory.mkdir(parents=True, exist_ok=True)
-        self._update_stage(name, fingerprint=fp, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self._update_stage(name, fingerprint=fp, payload=_as_json(payload), status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         if is_rank_zero():  # other ranks read the manifest rank 0 has just marked "running"
             console.log(f"[bold]stage {name}[/bold]{' (resuming)' if resumed else ''}")
         start = time.time()
