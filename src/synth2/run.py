@@ -224,12 +224,13 @@ class Run:
         fp = fingerprint(payload)
         directory = self.stage_dir(name)
         entry = self.manifest()["stages"].get(name)
-        if entry and entry.get("fingerprint") != fp and "payload" in entry and _only_added_defaults(payload, entry["payload"]):
+        stored = None if entry and entry.get("fingerprint") == fp else _as_json(payload)  # only where they differ
+        if stored is not None and entry and "payload" in entry and _only_added_defaults(payload, entry["payload"]):
             # the stage keeps its fingerprint, so the stages built on it keep theirs; the payload
             # kept is the newer one, which later changes are named against
             fp = entry["fingerprint"]
-            if entry["payload"] != _as_json(payload):
-                self._update_stage(name, payload=_as_json(payload))
+            if entry["payload"] != stored:
+                self._update_stage(name, payload=stored)
         if not _finished(entry, fp):
             entry = self._claim(name, fp)
         if _finished(entry, fp):
@@ -237,17 +238,17 @@ class Run:
             # upstream stage many times over into its log.txt
             logger.debug("stage %s: unchanged, skipped", name)
             if "payload" not in entry:  # built before manifests kept payloads
-                self._update_stage(name, payload=_as_json(payload))
+                self._update_stage(name, payload=stored or _as_json(payload))
             return StageResult(name, fp, directory, self._expand(entry.get("artifacts", {})), skipped=True)
         if entry and entry.get("fingerprint") != fp and directory.exists() and is_rank_zero():
-            changed = _changed_keys(_as_json(payload), entry["payload"]) if "payload" in entry else []
+            changed = _changed_keys(stored or _as_json(payload), entry["payload"]) if "payload" in entry else []
             what = f" ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''})" if changed else ""
             warn(f"stage {name}: config or inputs changed{what}, recomputing (its old outputs are deleted)")
             shutil.rmtree(directory)
         resumed = bool(entry and entry.get("fingerprint") == fp)
         if is_rank_zero():
             directory.mkdir(parents=True, exist_ok=True)
-        self._update_stage(name, fingerprint=fp, payload=_as_json(payload), status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self._update_stage(name, fingerprint=fp, payload=stored or _as_json(payload), status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
         if is_rank_zero():  # other ranks read the manifest rank 0 has just marked "running"
             console.log(f"[bold]stage {name}[/bold]{' (resuming)' if resumed else ''}")
         start = time.time()
