@@ -259,7 +259,7 @@ def test_count_weights_draw_scenes_by_their_number_of_objects():
 
 @pytest.mark.parametrize("count_weights, says", [({2: -1.0}, "must not be negative"), ({1: 0.0, 2: 0.0, 3: 0.0}, "weight 0")])
 def test_count_weights_that_draw_nothing_are_refused(count_weights, says):
-    with pytest.raises(ValueError, match=says):
+    with pytest.raises(UserError, match=says):
         sampling_weights(T2IStageConfig(count_weights=count_weights), _scenes(["heart"], ["heart", "star"], ["a", "b", "c"]))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from synth2.errors import UserError
 from synth2.models.lm import CaptionStates, FrozenLM
 from synth2.models.t2i import T2IConfig, T2IModel, drop_text, masked_prediction_loss, random_mask
 from synth2.train.distributed import DistInfo, token_normaliser, wrap
@@ -133,7 +134,7 @@ def object_count_weights(object_counts: list[int], count_weights: dict[int, floa
     """Relative sampling weight per example: `count_weights` of its number of objects (1 where
     not named)."""
     if any(w < 0 for w in count_weights.values()):
-        raise ValueError(f"t2i.count_weights must not be negative, got {count_weights}")
+        raise UserError(f"t2i.count_weights must not be negative, got {count_weights}")
     return np.array([count_weights.get(n, 1.0) for n in object_counts], dtype=np.float64)
 
 
