@@ -72,7 +72,7 @@ def sampling_weights(t2i_cfg: T2IStageConfig, meta: list[dict]) -> np.ndarray | 
         weights *= object_count_weights([len(objs) for objs in objects], t2i_cfg.count_weights)
     if weights.sum() <= 0:
         raise UserError(f"t2i.balance_classes={t2i_cfg.balance_classes} and t2i.count_weights={t2i_cfg.count_weights} "
-                         "give every paired example weight 0")
+                        "give every paired example weight 0")
     return weights / weights.sum()
 
 
