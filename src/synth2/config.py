@@ -301,7 +301,7 @@ def small(world_codes: bool = True) -> Config:
     # "Twice the training on small")
     cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 12000, 3000
     # the paper's warmup share, 1% of the steps (5,000 of 500,000), where quick's 26 steps are 0.2%
-    # of small's 12,000: over four trainings on eval B it drew more seen scenes, held-out ones, LLM
+    # of small's 12,000: over eight trainings on eval B it drew more seen scenes, held-out ones, LLM
     # captions and GenPair's own on average (docs/generator.md, "The warmup's length on small")
     cfg.t2i.train.warmup = 120
     # Muon, with dropout: Muon fits small's 64 passes over its paired data sooner and over-fits
