@@ -26,6 +26,7 @@ from synth2.synthesis import TokenGenerator
 from synth2.train import distributed, sharded
 from synth2.train.loop import train
 from synth2.train.t2i import T2IStageConfig, T2ITask, class_balance_weights, object_count_weights
+from synth2.train.join_phrases import JoinPhrases, join_phrases
 from synth2.train.unseen_words import caption_variants, unseen_words
 from synth2.world.scene import Scene
 
@@ -79,8 +80,12 @@ def sampling_weights(t2i_cfg: T2IStageConfig, meta: list[dict]) -> np.ndarray | 
 def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only: dict[str, str], seed: int) -> list[list[str]] | None:
     """Versions of the paired captions with words from the text-only corpora that no paired
     caption uses (`t2i.unseen_words_p`; None when it is 0, or when there are no such words: a
-    preset that turns it on still trains on data without text-only corpora)."""
+    preset that turns it on still trains on data without text-only corpora), and with their joins
+    in the corpora's wordings (`t2i.join_phrases_p`)."""
     if t2i_cfg.unseen_words_p <= 0:
+        reworded = [k for k in ("unseen_connective_p", "join_phrases_p") if getattr(t2i_cfg, k) > 0]
+        if reworded:
+            raise UserError(f"t2i.{reworded[0]} rewords the versions t2i.unseen_words_p draws, and that is 0: set it above 0")
         return None
     corpora = [c for path in text_only.values() for c in load_pairs(path, images=False).captions]
     words, probabilities = unseen_words(captions, corpora)
@@ -88,8 +93,15 @@ def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only
         warn(f"t2i.unseen_words_p={t2i_cfg.unseen_words_p:g} inserts nothing: the text-only corpora ({len(corpora)} captions) "
              "use no word the paired captions do not; the generator trains on the captions as they are")
         return None
+    joins = None
+    if t2i_cfg.join_phrases_p > 0:
+        phrases, frequencies = join_phrases(corpora)
+        if not phrases:
+            raise UserError(f"t2i.join_phrases_p={t2i_cfg.join_phrases_p:g}: no text-only caption ({len(corpora)}) joins two "
+                            "objects named in the embedded world's words; set it to 0")
+        joins = JoinPhrases(phrases, frequencies, t2i_cfg.join_phrases_p)
     return caption_variants(captions, words, probabilities, t2i_cfg.unseen_word_variants, t2i_cfg.unseen_words_max, seed,
-                            t2i_cfg.unseen_connective_p)
+                            t2i_cfg.unseen_connective_p, joins)
 
 
 def token_generator(run: Run, sampler: SamplerConfig | None = None) -> TokenGenerator:

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from synth2.train.join_phrases import JoinPhrases
+
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
@@ -77,9 +79,14 @@ def insert_words(caption: str, words: list[str], probabilities: np.ndarray, max_
 
 
 def caption_variants(captions: list[str], words: list[str], probabilities: np.ndarray, variants: int, max_words: int, seed: int,
-                     connective_p: float = 0.0) -> list[list[str]]:
-    """`variants` lists, each holding every caption with its own inserted words (`insert_words`)."""
+                     connective_p: float = 0.0, joins: JoinPhrases | None = None) -> list[list[str]]:
+    """`variants` lists, each holding every caption with its own inserted words (`insert_words`),
+    after its joins are reworded by `joins`, if given."""
     if not words:
         raise ValueError("no word of the text-only corpora is missing from the paired captions: nothing to insert")
     rng = np.random.default_rng(seed)
-    return [[insert_words(c, words, probabilities, max_words, rng, connective_p) for c in captions] for _ in range(variants)]
+
+    def variant(caption: str) -> str:
+        return insert_words(joins.reword(caption, rng) if joins else caption, words, probabilities, max_words, rng, connective_p)
+
+    return [[variant(c) for c in captions] for _ in range(variants)]
