@@ -23,10 +23,13 @@ import numpy as np
 from synth2.world.annotate import GENERIC_SHAPE_WORDS
 from synth2.world.vocab import COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
 
-# A named object: size and colour words, then the word that names its shape ("small red round dot").
+# A named object: an article, size and colour words, then the word that names its shape ("a small
+# red round dot"). The article belongs to the object, not to the join: with "and a" and ", a" as
+# joins, the generator drew a second object for every "a", as in "one shape on a dark backdrop: a
+# blue star" (docs/generator.md, "Joins in the corpora's wordings on small").
 _MODIFIERS = sorted({w for words in (*SIZE_WORDS.values(), *COLOUR_WORDS.values()) for w in words})
 _NOUNS = sorted({w for words in SHAPE_WORDS.values() for w in words} | set(GENERIC_SHAPE_WORDS), key=lambda w: (-len(w), w))
-_OBJECT = re.compile(r"\b(?:(?:%s)\s+)*(?:%s)\b" % ("|".join(map(re.escape, _MODIFIERS)), "|".join(map(re.escape, _NOUNS))))
+_OBJECT = re.compile(r"\b(?:(?:a|an|the)\s+)?(?:(?:%s)\s+)*(?:%s)\b" % ("|".join(map(re.escape, _MODIFIERS)), "|".join(map(re.escape, _NOUNS))))
 _SENTENCE_END = re.compile(r"[.!?]")
 _TOKEN = re.compile(r"[a-z]+(?:[-'][a-z]+)*|[,;:+&|/]")
 
