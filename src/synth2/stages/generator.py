@@ -24,9 +24,9 @@ from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
 from synth2.stages.models import encode, frozen_lm, lm, stage_device, vq
 from synth2.synthesis import TokenGenerator
 from synth2.train import distributed, sharded
+from synth2.train.join_phrases import JoinPhrases, join_phrases
 from synth2.train.loop import train
 from synth2.train.t2i import T2IStageConfig, T2ITask, class_balance_weights, object_count_weights
-from synth2.train.join_phrases import JoinPhrases, join_phrases
 from synth2.train.unseen_words import caption_variants, unseen_words
 from synth2.world.scene import Scene
 

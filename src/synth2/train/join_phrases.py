@@ -4,7 +4,7 @@ the paired captions.
 Alt-text joins the objects it names with a comma, "and" or "+", and a generator trained on it
 learns that those joins, not a relation ("a red circle to the left of a blue star"), announce a
 second object (docs/generator.md, "The generator counts a list's joins"). The text-only corpora
-join named objects in more ways ("and a", "is below the"). Training captions whose joins are
+join named objects in more ways ("and", "is below"). Training captions whose joins are
 sometimes one of those phrases keep a join between every two objects, as the paired captions do,
 but in the wordings the corpora use. Not the paper's recipe, which trains on the paired captions
 as they are. An object is found by the embedded world's words for sizes, colours and shapes
@@ -40,13 +40,13 @@ def objects(text: str) -> list[tuple[int, int]]:
 
 
 def _render(tokens: list[str]) -> str:
-    """Tokens as text, a comma or semicolon against the word before it."""
+    """Tokens as text, a comma, semicolon or colon against the word before it."""
     return re.sub(r" ([,;:])", r"\1", " ".join(tokens))
 
 
 def join_phrases(corpora: Iterable[str], max_words: int = 6) -> tuple[list[str], np.ndarray]:
     """Every phrase of 1 to `max_words` words and marks that stands between two named objects of
-    one sentence of `corpora` (6 holds "is to the right of the"), and the probability of each by its frequency there (sorted by
+    one sentence of `corpora`, and the probability of each by its frequency there (sorted by
     phrase, so the result does not depend on the corpora's order)."""
     counts: Counter[str] = Counter()
     for text in corpora:

@@ -55,8 +55,8 @@ class T2IStageConfig:
     # caption names, not its joins (train/unseen_words.py: CONNECTIVES). Not the paper's recipe.
     unseen_connective_p: float = 0.0
     # In those versions, each join between two named objects is first replaced, with this
-    # probability, by a phrase that joins two named objects in a text-only caption ("and a", "is
-    # below the"), drawn by its frequency there, so that a relation counts as a join
+    # probability, by a phrase that joins two named objects in a text-only caption ("and", "is
+    # below"), drawn by its frequency there, so that a relation counts as a join
     # (train/join_phrases.py; the embedded world's words). Not the paper's recipe.
     join_phrases_p: float = 0.0
     # Added to the run's seed for the generator's initialisation, batch order and masks: another
