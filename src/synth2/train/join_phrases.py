@@ -39,6 +39,13 @@ def objects(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _OBJECT.finditer(text)]
 
 
+def _joins(text: str) -> list[tuple[int, int, list[str]]]:
+    """Each stretch between two consecutive objects of `text` (lower-cased): its start, its end
+    and its words and marks."""
+    spans = objects(text)
+    return [(end, start, _TOKEN.findall(text[end:start])) for (_, end), (start, _) in zip(spans, spans[1:])]
+
+
 def _render(tokens: list[str]) -> str:
     """Tokens as text, a comma, semicolon or colon against the word before it."""
     return re.sub(r" ([,;:])", r"\1", " ".join(tokens))
@@ -51,9 +58,7 @@ def join_phrases(corpora: Iterable[str], max_words: int = 6) -> tuple[list[str],
     counts: Counter[str] = Counter()
     for text in corpora:
         for sentence in _SENTENCE_END.split(text.lower()):
-            spans = objects(sentence)
-            for (_, end), (start, _) in zip(spans, spans[1:]):
-                tokens = _TOKEN.findall(sentence[end:start])
+            for _, _, tokens in _joins(sentence):
                 if 1 <= len(tokens) <= max_words:
                     counts[_render(tokens)] += 1
     phrases = sorted(counts)
@@ -73,11 +78,9 @@ class JoinPhrases:
     def reword(self, caption: str, rng: np.random.Generator) -> str:
         """`caption` with each join between two of its named objects replaced, with probability
         `p`, by a drawn phrase; everything else as it was."""
-        lowered = caption.lower()
-        spans = objects(lowered)
         pieces, last = [], 0
-        for (_, end), (start, _) in zip(spans, spans[1:]):
-            if not _TOKEN.findall(lowered[end:start]) or rng.random() >= self.p:
+        for end, start, tokens in _joins(caption.lower()):
+            if not tokens or rng.random() >= self.p:
                 continue
             phrase = self.phrases[int(rng.choice(len(self.phrases), p=self.probabilities))]
             pieces += [caption[last:end], phrase if phrase[0] in ",;:" else f" {phrase}", " "]
