@@ -170,35 +170,35 @@ def quick(world_codes: bool = True) -> Config:
     # 2x2 token groups make a step 3x cheaper; dropout, label smoothing and the unconditional
     # share only slowed a model this small, which then decodes best greedily without guidance; on
     # `small` the last two each drew fewer seen and held-out scenes on eval B in two trainings
-    # (docs/generator.md, "The paper's label smoothing and unconditional captions on small").
+    # (docs/generator/small.md, "The paper's label smoothing and unconditional captions on small").
     m = cfg.t2i.model
     m.width, m.mlp, m.layers, m.dropout, m.text_layer, m.text_conv, m.group = 128, 512, 3, 0.0, 0, 3, 2
     cfg.t2i.train = TrainConfig(steps=2000, batch_size=64, lr=2e-3, warmup=26, weight_decay=0.01, betas=[0.9, 0.96], checkpoint_every=1000)
     cfg.t2i.p_uncond, cfg.t2i.label_smoothing = 0.0, 0.0
     # Not the paper's recipe: half the training captions carry words of the text-only corpora that
     # no paired caption uses, so the generator learns to pass over the eval's and the LLM's words
-    # it has no images for (docs/generator.md measures it over four trainings, per caption style).
+    # it has no images for (docs/generator/errors.md measures it over four trainings, per caption style).
     cfg.t2i.unseen_words_p = 0.5
     # Not the paper's recipe either, whose loss weighs every masked token alike: background tokens
     # weigh half, so that the generator draws the caption's objects instead of leaving their
-    # cells empty (docs/generator.md measures it over six trainings, with the errors it trades).
+    # cells empty (docs/generator/levers.md measures it over six trainings, with the errors it trades).
     cfg.t2i.background_weight = 0.5
     # Not the paper's recipe: the generator the stage saves, and every stage draws with, is an
     # exponential moving average of its weights over about its last 100 steps. Over three
     # trainings it draws more held-out scenes and more of the LLM's captions, and as many seen
-    # ones (docs/generator.md, "An average of the weights").
+    # ones (docs/generator/quick-budget.md, "An average of the weights").
     cfg.t2i.ema_decay = 0.99
     # Not the paper's recipe either: Muon updates the generator's hidden matrices. Over three
     # trainings its 1,800 steps draw as many of eval A's scenes as 3,600 of AdamW (13 points more
-    # seen scenes than AdamW's 1,800), for 15% more time per step (docs/generator.md, "Muon")
+    # seen scenes than AdamW's 1,800), for 15% more time per step (docs/generator/quick-budget.md, "Muon")
     cfg.t2i.optimizer = "muon"
     # The paper's 24 decoding steps: over three trainings of this generator they draw 7 points more
     # of eval A's seen scenes than 16, 9 more held-out ones and 2.5 more of the LLM's captions.
     # Synth² and GenPair pay for every step at every VLM step: the run takes about 5% longer than
-    # with 16 (docs/generator.md, "Decoding steps on quick")
+    # with 16 (docs/generator/quick-budget.md, "Decoding steps on quick")
     cfg.sampler.steps, cfg.sampler.guidance, cfg.sampler.temperature = 24, 1.0, 0.0
     # The world LLM's captions restate their objects after the first sentence, which a generator
-    # trained on terse alt-text draws again (docs/generator.md); the VLM still reads them whole.
+    # trained on terse alt-text draws again (docs/generator/levers.md); the VLM still reads them whole.
     cfg.sampler.first_sentence = True
     # nine VLM arms share the 15-minute budget: short runs, a 4-point CIDEr curve
     cfg.vlm.train = TrainConfig(steps=180, batch_size=40, lr=1.5e-3, warmup=18, weight_decay=1e-4, betas=[0.9, 0.98], checkpoint_every=90)
@@ -212,7 +212,8 @@ def quick(world_codes: bool = True) -> Config:
         use_world_codes(cfg)
         # the pointers make a generator step 1.3 times as dear (benchmarks/bench_world_codes.py).
         # The layered VQ reads back 99% of eval A's objects after 700 steps, where joint codes
-        # train 1,300, and 1,800 generator steps keep the run within 15 minutes (docs/generator.md)
+        # train 1,300, and 1,800 generator steps keep the run within 15 minutes
+        # (docs/generator/presets-codes.md, "The presets' codes")
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 700, 350
         cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 1800, 900
     return cfg
@@ -220,7 +221,7 @@ def quick(world_codes: bool = True) -> Config:
 
 def use_world_codes(cfg: Config) -> None:
     """The tokenizer and generator head the generator study chose for the embedded world
-    (docs/generator.md, "A code per colour" and "A colour word the position cannot overrule").
+    (docs/generator/codes.md, "A code per colour" and "A colour word the position cannot overrule").
 
     Product codes of three parts: the structure, read from colour-blind coverage; the background
     colour; the object's colour, one code per colour (the world's colours, "none" and a spare).
@@ -293,41 +294,41 @@ def small(world_codes: bool = True) -> Config:
     cfg.synth.cached_sources = sorted(cfg.world.text_only)
     if world_codes:
         # the layered VQ reads back every object after 4,000 steps without the adversarial phase
-        # (docs/generator.md, "Whole scenes"); joint codes train 16,000 steps with it
+        # (docs/generator/codes.md, "Whole scenes"); joint codes train 16,000 steps with it
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 4000, 2000
     else:
         cfg.vq.train.steps, cfg.vq.train.checkpoint_every = 16000, 4000
         cfg.vq.disc_start = 12000
     # about 64 passes over the paired data: on eval A, 12,000 steps drew more seen scenes, held-out
-    # ones and LLM captions than 6,000 in three trainings, held-out scenes most (docs/generator.md,
+    # ones and LLM captions than 6,000 in three trainings, held-out scenes most (docs/generator/small.md,
     # "Twice the training on small")
     cfg.t2i.train.steps, cfg.t2i.train.checkpoint_every = 12000, 3000
     # the paper's warmup share, 1% of the steps (5,000 of 500,000), where quick's 26 steps are 0.2%
     # of small's 12,000: over eight trainings on eval B it drew more seen scenes, held-out ones, LLM
-    # captions and GenPair's own on average (docs/generator.md, "The warmup's length on small")
+    # captions and GenPair's own on average (docs/generator/small.md, "The warmup's length on small")
     cfg.t2i.train.warmup = 120
     # Muon, with dropout: Muon fits small's 64 passes over its paired data sooner and over-fits
     # them without dropout (twice the depth drew half the held-out scenes). The strength was chosen
     # on eval B: on average over two trainings at the same seeds 0.2 drew more seen scenes,
     # held-out ones, LLM captions and GenPair's own than the paper's 0.1 (appendix A.1.3), and
-    # 0.3 drew fewer (docs/generator.md, "Depth, and the paper's dropout, on small" and "The
+    # 0.3 drew fewer (docs/generator/small.md, "Depth, and the paper's dropout, on small" and "The
     # dropout's strength, chosen on split B")
     cfg.t2i.model.dropout = 0.2
     cfg.t2i.optimizer = "muon"
     # ten times quick's weight decay (the paper's is 1e-4), a second regulariser: over two
     # trainings on eval B it drew 8-10 points more held-out scenes, and as many seen ones, LLM
-    # captions and GenPair's own, where a third more steps over-fit further (docs/generator.md,
+    # captions and GenPair's own, where a third more steps over-fit further (docs/generator/small.md,
     # "Longer training, and stronger weight decay")
     cfg.t2i.train.weight_decay = 0.1
     # MaskGIT's square decoding schedule, not the paper's cosine one: it keeps more tokens masked at
     # every step but the last, so fewer are chosen before the scene's objects are placed. Over
     # three trainings on eval B it drew more seen scenes, held-out ones, LLM captions and GenPair's
-    # own on average, at no cost (docs/generator.md, "The decoding schedule on small")
+    # own on average, at no cost (docs/generator/small.md, "The decoding schedule on small")
     cfg.sampler.schedule = "square"
     # an average of the weights over about the last 1,000 steps (quick's covers 100; the paper
     # draws with the last weights): with Muon, dropout and weight decay 0.1 it drew more of every
     # target on eval B than the last weights in two trainings, and more than weight decay 0.2 did
-    # (docs/generator.md, "An average of the weights on small, regularised"); with AdamW and 6,000
+    # (docs/generator/small.md, "An average of the weights on small, regularised"); with AdamW and 6,000
     # steps it bought nothing clear ("An average of the weights")
     cfg.t2i.ema_decay = 0.999
     # about 25 passes over the paired data, where the paper's Baseline plateaus on CCv2; a 6,000-step

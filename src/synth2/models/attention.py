@@ -26,6 +26,6 @@ def eager_attention_in_cpu_half_precision(model: torch.nn.Module, precision: str
     """A Hugging Face model's fused attention has the same slow half-precision kernel on a CPU
     (`attend`): a model that trains there in bf16 or fp16 switches to its eager attention, whose
     matrix products autocast speeds up (the quick Gold arm trains at 1.54x the steps/s of fp32:
-    docs/generator.md, "Half precision, where the CPU has bf16 dot products")."""
+    docs/generator/quick-budget.md, "Half precision, where the CPU has bf16 dot products")."""
     if precision != "fp32" and device.type == "cpu":
         model.set_attn_implementation("eager")

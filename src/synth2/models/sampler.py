@@ -43,7 +43,7 @@ class SamplerConfig:
     # Condition on the caption's first sentence only (after `drop_prefix`). Not the paper's method:
     # its LLM captions run to several sentences, and a generator trained on short paired
     # captions may follow their first sentence (which lists every object) better than the whole
-    # (docs/generator.md measures both). Off by default.
+    # (docs/generator/levers.md measures both). Off by default.
     first_sentence: bool = False
     # "bf16": decode under bf16 autocast, about 1.2x faster on a CPU with bf16 dot products
     # (benchmarks/bench_precision.py) and slower on one without; tokens may differ from fp32's

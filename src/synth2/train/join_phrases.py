@@ -3,7 +3,7 @@ the paired captions.
 
 Alt-text joins the objects it names with a comma, "and" or "+", and a generator trained on it
 learns that those joins, not a relation ("a red circle to the left of a blue star"), announce a
-second object (docs/generator.md, "The generator counts a list's joins"). The text-only corpora
+second object (docs/generator/presets-codes.md, "The generator counts a list's joins"). The text-only corpora
 join named objects in more ways ("and", "is below"). Training captions whose joins are
 sometimes one of those phrases keep a join between every two objects, as the paired captions do,
 but in the wordings the corpora use. Not the paper's recipe, which trains on the paired captions
@@ -26,7 +26,7 @@ from synth2.world.vocab import COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
 # A named object: an article, size and colour words, then the word that names its shape ("a small
 # red round dot"). The article belongs to the object, not to the join: with "and a" and ", a" as
 # joins, the generator drew a second object for every "a", as in "one shape on a dark backdrop: a
-# blue star" (docs/generator.md, "Joins in the corpora's wordings on small").
+# blue star" (docs/generator/small.md, "Joins in the corpora's wordings on small").
 _MODIFIERS = sorted({w for words in (*SIZE_WORDS.values(), *COLOUR_WORDS.values()) for w in words})
 _NOUNS = sorted({w for words in SHAPE_WORDS.values() for w in words} | set(GENERIC_SHAPE_WORDS), key=lambda w: (-len(w), w))
 _OBJECT = re.compile(r"\b(?:(?:a|an|the)\s+)?(?:(?:%s)\s+)*(?:%s)\b" % ("|".join(map(re.escape, _MODIFIERS)), "|".join(map(re.escape, _NOUNS))))

@@ -41,7 +41,7 @@ class T2IStageConfig:
     # Sampling weight of a paired scene by how many objects it holds, e.g. {2: 2.0}: two-object
     # scenes drawn twice as often as the rest (a count not named weighs 1; needs the embedded
     # world's scenes). Multiplies `balance_classes`' weights. Not the paper's recipe either
-    # (docs/generator.md, "Two-object scenes twice as often", "One-object scenes half as often").
+    # (docs/generator/small.md, "Two-object scenes twice as often", "One-object scenes half as often").
     count_weights: dict[int, float] = field(default_factory=dict)
     # Share of training captions drawn with words the paired captions never use inserted, taken
     # from the text-only corpora (train/unseen_words.py); 0 trains on the captions as they are,
@@ -71,19 +71,19 @@ class T2IStageConfig:
     # Decay of an exponential moving average of the generator's weights, updated after every step
     # (`moving_average`: lower over the first steps); the average is the model the stage saves
     # and every stage draws with (0: the last step's weights, as the paper). Not the paper's
-    # recipe (docs/generator.md, "An average of the weights"). The first updates' lower decay,
+    # recipe (docs/generator/quick-budget.md, "An average of the weights"). The first updates' lower decay,
     # (1 + n) / (10 + n) after n updates, also bounds it: over 12,000 steps a decay above 0.99925
-    # gives the same average as 0.99925 (docs/generator.md, "The average's horizon on small").
+    # gives the same average as 0.99925 (docs/generator/small.md, "The average's horizon on small").
     ema_decay: float = 0.0
     # Instead of `ema_decay`: from this step on, the saved model is the plain mean of the weights
     # after every step (stochastic weight averaging's mean, Izmailov et al., 2018, here over the
     # end of the decaying learning rate), a longer window than the moving average's bound allows
-    # (0: off). Not the paper's recipe (docs/generator.md, "The average's horizon on small").
+    # (0: off). Not the paper's recipe (docs/generator/small.md, "The average's horizon on small").
     average_from: int = 0
     # "adamw": AdamW over every weight, as the paper. "muon": Muon (torch.optim.Muon) over the
     # hidden matrices (`T2IModel.hidden_matrices`) and AdamW over the embeddings, the head, norms
     # and biases, at the same learning rate and weight decay (Muon's update scaled to AdamW's).
-    # Not the paper's recipe (docs/generator.md, "Muon").
+    # Not the paper's recipe (docs/generator/quick-budget.md, "Muon").
     optimizer: Literal["adamw", "muon"] = "adamw"
 
 

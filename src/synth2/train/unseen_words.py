@@ -3,7 +3,7 @@
 The generator learns from the paired captions only, so a word they never use (an article, a
 preposition, a phrase of another caption style) means nothing to it, and at sampling time such
 words in the benchmark's or the LLM's captions cost it what it could otherwise draw
-(docs/generator.md). Training it on paired captions with such words inserted teaches it to pass
+(docs/generator/errors.md). Training it on paired captions with such words inserted teaches it to pass
 over them. The words come from the text-only corpora, which the method has anyway; no image and
 no eval caption is involved. Not the paper's recipe, which trains on the paired captions as they are.
 """
