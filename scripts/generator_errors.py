@@ -12,6 +12,11 @@ Two tables, from RUN's generator and VQ (the world's grid aligned with the token
   the wrong objects. One row per number of objects the caption names; two objects split by
   whether the caption joins them as a list ("a red circle and a blue star") or by a relation
   ("a red circle to the left of a blue star"), a phrasing the paired alt-text never uses.
+- **drawn, by what the objects share**: the same images, scenes of two or more objects grouped by
+  whether two of them share a shape, else a colour, else nothing. Eval A's scenes follow COCO's
+  classes and the paired data a skewed web distribution, so a scene of two objects of one shape
+  can be one the paired data almost never shows: a third table counts, per shape, the paired and
+  the eval scenes that show two or more of it.
 - **infill**: every object of the split's scenes of two or more objects, its whole grid cell
   masked in the scene's real tokens, the rest of the scene and the caption shown, filled in by
   one argmax pass of the generator: what the cell then shows. It asks the generator's
@@ -88,15 +93,38 @@ def phrasing(prompt: str, scene: Scene) -> str:
     return group
 
 
-def drawn_errors(gen, spec, pairs, scenes: list[Scene], seed: int) -> dict[str, Counter]:
+def sharing(prompt: str, scene: Scene) -> str | None:
+    """A group by what a scene's objects share: two of one shape, else of one colour, else nothing
+    (None for a scene of one object)."""
+    n = len(scene.objects)
+    if n < 2:
+        return None
+    if len({o.shape for o in scene.objects}) < n:
+        return f"{n} named, two of one shape"
+    return f"{n} named, two of one colour" if len({o.colour for o in scene.objects}) < n else f"{n} named, all distinct"
+
+
+def drawn_labels(gen, spec, pairs, scenes: list[Scene], seed: int) -> list[tuple[str, Scene, str]]:
+    """Each caption drawn as the metrics draw it: (caption, scene, its DRAWN class)."""
     prompts, images = draw_eval_captions(gen, pairs, len(scenes), seed)
     oracle = Oracle(spec)
+    return [(prompt, scene, drawn_class(scene, oracle.parse(image))) for prompt, scene, image in zip(prompts, scenes, images)]
+
+
+def grouped(labels: list[tuple[str, Scene, str]], group) -> dict[str, Counter]:
+    """DRAWN classes counted per `group(caption, scene)`, and over all the grouped captions (a
+    caption whose group is None is left out)."""
     counts: dict[str, Counter] = {}
-    for prompt, scene, image in zip(prompts, scenes, images):
-        label = drawn_class(scene, oracle.parse(image))
-        for group in (phrasing(prompt, scene), "all"):
-            counts.setdefault(group, Counter())[label] += 1
+    for prompt, scene, label in labels:
+        name = group(prompt, scene)
+        for key in (name, "all") if name is not None else ():
+            counts.setdefault(key, Counter())[label] += 1
     return dict(sorted(counts.items()))
+
+
+def shapes_shown_twice(scenes: list[Scene]) -> Counter:
+    """Per shape, how many of `scenes` show two or more objects of it."""
+    return Counter(shape for scene in scenes for shape, n in Counter(o.shape for o in scene.objects).items() if n > 1)
 
 
 def binding_errors(gen, spec, seed: int, per_shape: int = 16) -> dict[str, Counter]:
@@ -149,7 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     gen, done = finished_generator(run, apply_overrides(cfg, args.overrides).sampler, also=("encode",))
     pairs = load_pairs(done["encode"]["splits"][f"eval_{args.split}"], images=False, tokens=True, limit=cfg.eval.max_images)
     scenes = [Scene.from_json(meta["scene"]) for meta in pairs.meta[: min(cfg.eval.generator_captions, len(pairs))]]
-    print(table(f"drawn, eval {args.split}", DRAWN, drawn_errors(gen, spec, pairs, scenes, cfg.seed)))
+    labels = drawn_labels(gen, spec, pairs, scenes, cfg.seed)
+    print(table(f"drawn, eval {args.split}", DRAWN, grouped(labels, phrasing)))
+    print()
+    print(table(f"drawn, eval {args.split}, by what the objects share", DRAWN, grouped(labels, sharing)))
+    print()
+    paired = [Scene.from_json(meta["scene"]) for meta in load_pairs(done["encode"]["splits"]["paired"], images=False).meta]
+    twice = {"paired": shapes_shown_twice(paired), f"eval {args.split}": shapes_shown_twice(scenes)}
+    shapes = sorted(set().union(*twice.values()), key=lambda s: -twice[f"eval {args.split}"][s])
+    print(markdown_table(["scenes showing two or more of a shape", *shapes, "scenes"],
+                         [[name, *(str(counts[s]) for s in shapes), str(n)] for (name, counts), n in zip(twice.items(), (len(paired), len(scenes)))]))
     print()
     print(table(f"infill, eval {args.split}", INFILL, infill_errors(gen, spec, pairs, scenes)))
     print()

@@ -513,14 +513,20 @@ def test_generator_errors_put_each_image_in_the_class_that_says_what_is_wrong():
     assert errors.phrasing("a red circle and a blue square above nothing", scene(("circle", "red"))) == "1 named"
     assert errors.phrasing("a red circle and a blue square on a black background", truth) == "2 named, as a list"
     assert errors.phrasing("a red circle aboveground, a blue square", truth) == "2 named, as a list"
+    # scenes of several objects are grouped by what two of them share, a shape before a colour
+    assert errors.sharing("", scene(("circle", "red"))) is None
+    assert errors.sharing("", truth) == "2 named, all distinct"
+    assert errors.sharing("", scene(("circle", "red"), ("square", "red"))) == "2 named, two of one colour"
+    assert errors.sharing("", scene(("circle", "red"), ("circle", "red"), ("star", "blue"))) == "3 named, two of one shape"
+    assert errors.shapes_shown_twice([truth, scene(("star", "red"), ("star", "blue"), ("star", "green")), scene(("star", "red"))]) == {"star": 1}
 
 
 def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, capsys):
     manifest = (tiny_run / "manifest.json").read_text()
     _script("generator_errors").main([str(tiny_run), "--split", "a"])
     assert (tiny_run / "manifest.json").read_text() == manifest  # no stage rerun
-    drawn, infill, binding = capsys.readouterr().out.strip().split("\n\n")
-    for text in (drawn, infill, binding):
+    drawn, shared, twice, infill, binding = capsys.readouterr().out.strip().split("\n\n")
+    for text in (drawn, shared, infill, binding):
         for row in text.splitlines()[2:]:
             cells = row.strip("|").split("|")
             shares, n = [float(c) for c in cells[1:-1]], int(cells[-1])
@@ -528,6 +534,12 @@ def test_generator_errors_reads_a_finished_run_without_changing_it(tiny_run, cap
     # the metrics' 16 captions; every object of their scenes of two or more objects
     scenes = [meta["scene"]["objects"] for meta in load_pairs(tiny_run / "encode" / "eval_a", images=False).meta[:16]]
     assert drawn.splitlines()[-1].startswith("| all |") and int(drawn.splitlines()[-1].split("|")[-2]) == 16
+    several = sum(len(objects) > 1 for objects in scenes)
+    assert shared.splitlines()[-1].startswith("| all |") and int(shared.splitlines()[-1].split("|")[-2]) == several
+    # per shape, the paired and the eval scenes with two or more of it; the last column counts the scenes
+    paired_row, eval_row = (row.strip("|").split("|") for row in twice.splitlines()[2:])
+    assert eval_row[0].strip() == "eval a" and int(eval_row[-1]) == 16
+    assert sum(map(int, eval_row[1:-1])) >= sum(len({o["shape"] for o in objs}) < len(objs) for objs in scenes)
     assert int(infill.splitlines()[-1].split("|")[-2]) == sum(len(objects) for objects in scenes if len(objects) > 1)
     # 16 one-object captions per shape and group
     from synth2.api import open_run
