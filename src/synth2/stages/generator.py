@@ -24,11 +24,12 @@ from synth2.stages.data import EVAL_SPLIT_NAMES, datasets, world_spec
 from synth2.stages.models import encode, frozen_lm, lm, stage_device, vq
 from synth2.synthesis import TokenGenerator
 from synth2.train import distributed, sharded
+from synth2.train.composed_scenes import composed_scenes
 from synth2.train.join_phrases import JoinPhrases, join_phrases
 from synth2.train.loop import train
 from synth2.train.t2i import T2IStageConfig, T2ITask, class_balance_weights, object_count_weights
 from synth2.train.unseen_words import caption_variants, unseen_words
-from synth2.world.scene import Scene
+from synth2.world.scene import Scene, WorldSpec
 
 
 def t2i(run: Run) -> StageResult:
@@ -43,8 +44,9 @@ def t2i(run: Run) -> StageResult:
         tokenizer = artifacts.load_vq(v["path"])
         dist = distributed.init(cfg.device)
         weights = sampling_weights(cfg.t2i, paired.meta)
-        task = T2ITask(cfg.t2i, frozen, paired.tokens, paired.captions, tokenizer.codebook_size, dist, cfg.seed + cfg.t2i.seed_offset, weights,
-                        code_factors=tokenizer.code_factors, variants=unseen_word_variants(cfg.t2i, paired.captions, data["text_only"], cfg.seed))
+        tokens, captions = with_composed_scenes(cfg.t2i, world_spec(run), paired.tokens, paired.captions, paired.meta, cfg.seed)
+        task = T2ITask(cfg.t2i, frozen, tokens, captions, tokenizer.codebook_size, dist, cfg.seed + cfg.t2i.seed_offset, weights,
+                        code_factors=tokenizer.code_factors, variants=unseen_word_variants(cfg.t2i, captions, data["text_only"], cfg.seed))
         train(task, cfg.t2i.train, directory, dist, "t2i", config_to_save=cfg.t2i)
         model = task.trained_model()
         weights = sharded.full_state_dict(model) if sharded.is_sharded(task.modules) else None  # every rank gathers
@@ -75,6 +77,25 @@ def sampling_weights(t2i_cfg: T2IStageConfig, meta: list[dict]) -> np.ndarray | 
         raise UserError(f"t2i.balance_classes={t2i_cfg.balance_classes} and t2i.count_weights={t2i_cfg.count_weights} "
                         "give every paired example weight 0")
     return weights / weights.sum()
+
+
+def with_composed_scenes(t2i_cfg: T2IStageConfig, spec: WorldSpec | None, tokens: np.ndarray, captions: list[str], meta: list[dict],
+                         seed: int) -> tuple[np.ndarray, list[str]]:
+    """The paired token grids and captions, followed by `t2i.composed_scenes` two-object scenes
+    composed from the one-object ones of the embedded world `spec` (train/composed_scenes.py)."""
+    count = t2i_cfg.composed_scenes
+    if count <= 0:
+        return tokens, captions
+    if spec is None or not all("scene" in m for m in meta):
+        raise UserError("t2i.composed_scenes composes the embedded world's paired scenes; this run's paired data has none")
+    if t2i_cfg.balance_classes or t2i_cfg.count_weights:
+        raise UserError("t2i.composed_scenes adds scenes that t2i.balance_classes and t2i.count_weights do not weigh; set one")
+    cell, rest = divmod(tokens.shape[1], spec.cfg.grid)
+    if rest or tokens.shape[2] != tokens.shape[1]:
+        raise UserError(f"t2i.composed_scenes needs the world's {spec.cfg.grid}x{spec.cfg.grid} cells on whole tokens; the token grid is {tokens.shape[1:]}")
+    scenes = [Scene.from_json(m["scene"]) for m in meta]
+    extra_tokens, extra_captions = composed_scenes(tokens, captions, scenes, cell, count, seed)
+    return np.concatenate([tokens, extra_tokens]), captions + extra_captions
 
 
 def unseen_word_variants(t2i_cfg: T2IStageConfig, captions: list[str], text_only: dict[str, str], seed: int) -> list[list[str]] | None:

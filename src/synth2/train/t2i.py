@@ -59,6 +59,10 @@ class T2IStageConfig:
     # below"), drawn by its frequency there, so that a relation counts as a join
     # (train/join_phrases.py; the embedded world's words). Not the paper's recipe.
     join_phrases_p: float = 0.0
+    # How many two-object scenes to compose from one-object paired scenes and add to the paired
+    # data (train/composed_scenes.py; 0: none): compositions the skewed paired data lacks, two
+    # objects of one shape among them. Needs the embedded world's scenes. Not the paper's recipe.
+    composed_scenes: int = 0
     # Added to the run's seed for the generator's initialisation, batch order and masks: another
     # training on the same data, so a lever can be judged beside the spread between trainings
     # (scripts/generator_replicates.py).
