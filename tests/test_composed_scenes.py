@@ -57,16 +57,20 @@ def test_a_composed_scene_is_two_one_object_scenes_on_one_background_in_differen
     assert (again == composed).all()  # seeded
 
 
-def test_composing_needs_the_embedded_world_and_unweighted_data():
+def test_composing_needs_the_embedded_world_and_unweighted_data(capsys, monkeypatch):
+    from synth2.progress import console
+
+    monkeypatch.setattr(console, "width", 400)  # one line per message
     tokens, captions, scenes = data(np.random.default_rng(1))
     meta = [{"scene": s.to_json()} for s in scenes]
     spec = WorldSpec(WorldConfig(grid=2), seed=0)
     out_tokens, out_captions = with_composed_scenes(T2IStageConfig(composed_scenes=5), spec, tokens, captions, meta, seed=0)
     assert out_tokens.shape == (len(tokens) + 5, 4, 4) and out_captions[: len(captions)] == captions
     assert with_composed_scenes(T2IStageConfig(), None, tokens, captions, [{}] * len(captions), seed=0)[1] == captions  # off by default
-    with pytest.raises(UserError, match="embedded world's paired scenes"):
-        with_composed_scenes(T2IStageConfig(composed_scenes=5), None, tokens, captions, meta, seed=0)
     with pytest.raises(UserError, match="do not weigh"):
         with_composed_scenes(T2IStageConfig(composed_scenes=5, balance_classes=True), spec, tokens, captions, meta, seed=0)
-    with pytest.raises(UserError, match="whole tokens"):
-        with_composed_scenes(T2IStageConfig(composed_scenes=5), WorldSpec(WorldConfig(grid=3), seed=0), tokens, captions, meta, seed=0)
+    # a preset that composes still trains on data without the world's scenes or its cells, as it is
+    for other_spec, other_meta, why in ((None, [{}] * len(captions), "does not have"), (WorldSpec(WorldConfig(grid=3), seed=0), meta, "whole tokens")):
+        kept_tokens, kept_captions = with_composed_scenes(T2IStageConfig(composed_scenes=5), other_spec, tokens, captions, other_meta, seed=0)
+        assert kept_tokens is tokens and kept_captions == captions
+        assert why in capsys.readouterr().err

@@ -82,17 +82,24 @@ def sampling_weights(t2i_cfg: T2IStageConfig, meta: list[dict]) -> np.ndarray | 
 def with_composed_scenes(t2i_cfg: T2IStageConfig, spec: WorldSpec | None, tokens: np.ndarray, captions: list[str], meta: list[dict],
                          seed: int) -> tuple[np.ndarray, list[str]]:
     """The paired token grids and captions, followed by `t2i.composed_scenes` two-object scenes
-    composed from the one-object ones of the embedded world `spec` (train/composed_scenes.py)."""
+    composed from the one-object ones of the embedded world `spec` (train/composed_scenes.py). A
+    preset that composes still trains on other data: without the world's scenes, or with cells that
+    are not whole token blocks, the paired data comes as it is, with a warning."""
     count = t2i_cfg.composed_scenes
     if count <= 0:
         return tokens, captions
-    if spec is None or not all("scene" in m for m in meta):
-        raise UserError("t2i.composed_scenes composes the embedded world's paired scenes; this run's paired data has none")
     if t2i_cfg.balance_classes or t2i_cfg.count_weights:
-        raise UserError("t2i.composed_scenes adds scenes that t2i.balance_classes and t2i.count_weights do not weigh; set one")
+        raise UserError("t2i.composed_scenes adds scenes that t2i.balance_classes and t2i.count_weights do not weigh; "
+                        "set t2i.composed_scenes=0 to weigh the paired scenes")
+    if spec is None or not all("scene" in m for m in meta):
+        warn(f"t2i.composed_scenes={count} composes the embedded world's scenes, which this run's paired data does not have; "
+             "the generator trains on the paired data as it is")
+        return tokens, captions
     cell, rest = divmod(tokens.shape[1], spec.cfg.grid)
     if rest or tokens.shape[2] != tokens.shape[1]:
-        raise UserError(f"t2i.composed_scenes needs the world's {spec.cfg.grid}x{spec.cfg.grid} cells on whole tokens; the token grid is {tokens.shape[1:]}")
+        warn(f"t2i.composed_scenes={count} needs the world's {spec.cfg.grid}x{spec.cfg.grid} cells on whole tokens, and the "
+             f"token grid is {tokens.shape[1]}x{tokens.shape[2]}; the generator trains on the paired data as it is")
+        return tokens, captions
     scenes = [Scene.from_json(m["scene"]) for m in meta]
     extra_tokens, extra_captions = composed_scenes(tokens, captions, scenes, cell, count, seed)
     return np.concatenate([tokens, extra_tokens]), captions + extra_captions
